@@ -1,0 +1,1 @@
+//! Real-namespace tests (to come).

@@ -1,0 +1,1 @@
+//! I/O (to come in this session).

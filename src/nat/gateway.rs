@@ -1,0 +1,725 @@
+//! A NAT gateway's state: mappings, sessions, port pools, expiry.
+//!
+//! The fast path is a flow-table hit: the session's precomputed rewrite, a
+//! refresh of its timer and the TCP tracker, all lock-free. Everything that
+//! creates or destroys state (a new mapping, a port, a session; expiry) takes
+//! the gateway's slow-path lock, re-checks the table under it, and is bounded.
+
+use super::ports::{HoldDown, PortPolicy, PortPool};
+use crate::conntrack::tcp::{Segment, TcpState, Verdict};
+use crate::conntrack::{
+    Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts,
+};
+use crate::wire::icmpv4;
+use crate::wire::ipv4::protocol;
+use crate::wire::tcp::flags;
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// RFC 4787 §4.1 mapping behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Mapping {
+    /// Endpoint-independent (EIM): one external endpoint per internal endpoint,
+    /// whatever the destination (REQ-1 of RFC 4787, RFC 5382, RFC 5508).
+    #[default]
+    #[serde(rename = "endpoint-independent", alias = "eim")]
+    EndpointIndependent,
+    /// Address-dependent (ADM): a new external endpoint per destination address.
+    #[serde(rename = "address-dependent", alias = "adm")]
+    AddressDependent,
+    /// Address-and-port-dependent (APDM, "symmetric NAT").
+    #[serde(rename = "address-and-port-dependent", alias = "apdm")]
+    AddressAndPortDependent,
+}
+
+/// RFC 4787 §5 filtering behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Filtering {
+    /// Endpoint-independent (EIF, "full cone"): anyone may send to a mapping.
+    #[serde(rename = "endpoint-independent", alias = "eif")]
+    EndpointIndependent,
+    /// Address-dependent (ADF): hosts the internal endpoint has sent to.
+    #[serde(rename = "address-dependent", alias = "adf")]
+    AddressDependent,
+    /// Address-and-port-dependent (APDF): only the exact endpoints it sent to.
+    #[default]
+    #[serde(rename = "address-and-port-dependent", alias = "apdf")]
+    AddressAndPortDependent,
+}
+
+/// What to send back when no mapping can be made (RFC 5508 REQ-8, RFC 6888 REQ-9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExhaustionReply {
+    /// ICMP 3/13, communication administratively prohibited (RFC 5508).
+    #[default]
+    AdminProhibited,
+    /// ICMP 3/1, host unreachable (RFC 6888 REQ-9).
+    HostUnreachable,
+    /// Nothing.
+    Silent,
+}
+
+/// The behaviour of one NAT gateway.
+#[derive(Clone, Debug)]
+pub struct NatConfig {
+    /// The Elastic IPs (paired pooling picks one per internal address).
+    pub public_ips: Vec<Ipv4Addr>,
+    pub ports: PortPolicy,
+    pub timeouts: Timeouts,
+    pub mapping: Mapping,
+    pub filtering: Filtering,
+    /// Seconds a freed port waits before reuse (RFC 6888 REQ-8: 120).
+    pub hold_down_secs: u32,
+    /// Sessions at most; beyond, new flows fail (never evict a live one: RFC 6888 REQ-11).
+    pub max_sessions: usize,
+    /// External ports one internal address may hold (RFC 6888 REQ-4).
+    pub max_ports_per_subscriber: u32,
+    pub exhaustion_reply: ExhaustionReply,
+    /// Inbound packets refresh the timer too (RFC 4787 REQ-6 makes this a MAY).
+    pub inbound_refresh: bool,
+    /// Seed for port randomisation; None takes one from the OS (tests pass one).
+    pub seed: Option<u64>,
+}
+
+impl Default for NatConfig {
+    fn default() -> NatConfig {
+        NatConfig {
+            public_ips: Vec::new(),
+            ports: PortPolicy {
+                range: 1024..=65535,
+                low_range: 1..=1023,
+                keep_class: true,
+                keep_parity: true,
+                preserve: false,
+            },
+            timeouts: Timeouts::default(),
+            mapping: Mapping::default(),
+            filtering: Filtering::default(),
+            hold_down_secs: 120,
+            max_sessions: 1 << 20,
+            max_ports_per_subscriber: 65536,
+            exhaustion_reply: ExhaustionReply::default(),
+            inbound_refresh: true,
+            seed: None,
+        }
+    }
+}
+
+/// Why a packet was not translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatError {
+    /// Inbound, and no session or mapping lets it in (unsolicited).
+    NoSession,
+    /// Inbound to a mapping whose filter refuses this sender.
+    Filtered,
+    /// Outbound TCP without a session that is not a SYN (mid-stream, or after expiry).
+    NotSyn,
+    /// Outbound ICMP that is neither a query request nor an error.
+    NotQuery,
+    /// No external port left (the AWS metric `ErrorPortAllocation`).
+    PortsExhausted,
+    /// The internal address holds its quota of ports.
+    SubscriberLimit,
+    /// The session table is full.
+    TableFull,
+}
+
+/// The result of translating one packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Translated {
+    pub rewrite: Rewrite,
+    /// A new session was created for this packet.
+    pub created: bool,
+    /// This packet completed a TCP handshake.
+    pub established: bool,
+    /// The TCP tracker found the segment out of place (forwarded anyway).
+    pub tcp_invalid: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct MappingKey {
+    internal: Endpoint,
+    remote_addr: u32,
+    remote_port: u16,
+}
+
+#[derive(Debug)]
+struct MappingEntry {
+    external: Endpoint,
+    sessions: u32,
+    /// Remote addresses with a session, for address-dependent filtering.
+    remotes: Vec<(u32, u32)>,
+}
+
+/// Counters kept by the gateway itself (the workers keep per-packet ones).
+#[derive(Debug, Default)]
+pub struct NatStats {
+    /// Sessions removed because they were idle past their timeout (`IdleTimeoutCount`).
+    pub idle_timeouts: AtomicU64,
+    pub mappings_created: AtomicU64,
+    pub mappings_freed: AtomicU64,
+}
+
+/// Sessions waiting for a look by the reaper, by second.
+#[derive(Debug, Default)]
+struct Wheel {
+    slots: BTreeMap<u32, Vec<Arc<Session>>>,
+}
+
+impl Wheel {
+    fn schedule(&mut self, at: u32, s: Arc<Session>) {
+        self.slots.entry(at).or_default().push(s);
+    }
+}
+
+#[derive(Debug)]
+struct Slow {
+    pools: HashMap<(u32, u8), PortPool>,
+    mappings: HashMap<MappingKey, MappingEntry>,
+    by_external: HashMap<Endpoint, MappingKey>,
+    subscribers: HashMap<u32, u32>,
+    hold: HoldDown,
+    wheel: Wheel,
+    rng: StdRng,
+}
+
+/// The reaper looks at a session at least this often, so a session whose timer
+/// shrank (a RST in an established connection) does not linger.
+const RECHECK_SECS: u32 = 30;
+
+/// A NAT gateway: its configuration, flow table and slow-path state.
+#[derive(Debug)]
+pub struct NatGateway {
+    pub name: String,
+    config: NatConfig,
+    table: FlowTable,
+    slow: Mutex<Slow>,
+    sessions: AtomicUsize,
+    pub stats: NatStats,
+}
+
+/// What one expiry pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireReport {
+    pub expired: usize,
+    pub ports_released: usize,
+    /// Work was left for the next pass (budget reached).
+    pub more: bool,
+}
+
+impl NatGateway {
+    pub fn new(name: &str, config: NatConfig) -> NatGateway {
+        let rng = match config.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => rand::make_rng(),
+        };
+        let cap = config.max_sessions.min(1 << 16);
+        NatGateway {
+            name: name.to_string(),
+            table: FlowTable::with_capacity(cap * 2),
+            slow: Mutex::new(Slow {
+                pools: HashMap::new(),
+                mappings: HashMap::new(),
+                by_external: HashMap::new(),
+                subscribers: HashMap::new(),
+                hold: HoldDown::default(),
+                wheel: Wheel::default(),
+                rng,
+            }),
+            sessions: AtomicUsize::new(0),
+            stats: NatStats::default(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    /// True if `addr` is one of this gateway's public addresses.
+    pub fn owns(&self, addr: Ipv4Addr) -> bool {
+        self.config.public_ips.contains(&addr)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Relaxed)
+    }
+
+    /// Translates an outbound packet (inside to outside) whose key is `key`.
+    /// `tcp_flags` is 0 for UDP and ICMP; `icmp_type` is the ICMP type or 0.
+    #[inline]
+    pub fn outbound(
+        &self,
+        now_secs: u32,
+        key: &FlowKey,
+        tcp_flags: u8,
+        len: usize,
+    ) -> Result<Translated, NatError> {
+        if let Some(hit) = self.hit(now_secs, key, Dir::Original, tcp_flags, len) {
+            return Ok(hit);
+        }
+        self.create_outbound(now_secs, key, tcp_flags, len)
+    }
+
+    /// Translates an inbound packet (outside to inside) whose key is `key`.
+    #[inline]
+    pub fn inbound(
+        &self,
+        now_secs: u32,
+        key: &FlowKey,
+        tcp_flags: u8,
+        len: usize,
+    ) -> Result<Translated, NatError> {
+        if let Some(hit) = self.hit(now_secs, key, Dir::Reply, tcp_flags, len) {
+            return Ok(hit);
+        }
+        self.create_inbound(now_secs, key, tcp_flags, len)
+    }
+
+    /// The fast path: a live session under `key` in direction `dir`.
+    #[inline]
+    fn hit(
+        &self,
+        now_secs: u32,
+        key: &FlowKey,
+        dir: Dir,
+        tcp_flags: u8,
+        len: usize,
+    ) -> Option<Translated> {
+        let t = &self.config.timeouts;
+        self.table
+            .with(key, |r| {
+                let s = &r.session;
+                if r.dir != dir || s.is_expired(now_secs, t) {
+                    return None;
+                }
+                let mut out = Translated {
+                    rewrite: s.rewrite(dir),
+                    created: false,
+                    established: false,
+                    tcp_invalid: false,
+                };
+                if key.proto == protocol::TCP {
+                    let before = s.tcp_track().state();
+                    match s.track_tcp(dir, tcp_flags) {
+                        Verdict::Move(TcpState::Established) => {
+                            out.established = before != TcpState::Established
+                        }
+                        Verdict::Invalid => out.tcp_invalid = true,
+                        _ => {}
+                    }
+                    // RFC 7857 §2.2 X8: an outbound RST (a host refusing inbound
+                    // traffic) does not keep the mapping alive.
+                    let refresh = !(dir == Dir::Original && tcp_flags & flags::RST != 0);
+                    if refresh && (dir == Dir::Original || self.config.inbound_refresh) {
+                        s.touch(now_secs);
+                    }
+                } else if dir == Dir::Original || self.config.inbound_refresh {
+                    s.touch(now_secs);
+                }
+                s.account(dir, len);
+                Some(out)
+            })
+            .flatten()
+    }
+
+    fn mapping_key(&self, orig: &FlowKey) -> MappingKey {
+        let internal = orig.src_endpoint();
+        match self.config.mapping {
+            Mapping::EndpointIndependent => MappingKey {
+                internal,
+                remote_addr: 0,
+                remote_port: 0,
+            },
+            Mapping::AddressDependent => MappingKey {
+                internal,
+                remote_addr: orig.dst,
+                remote_port: 0,
+            },
+            Mapping::AddressAndPortDependent => MappingKey {
+                internal,
+                remote_addr: orig.dst,
+                remote_port: orig.dport,
+            },
+        }
+    }
+
+    /// Paired pooling (RFC 4787 REQ-2, RFC 6888 REQ-2): an internal address
+    /// always uses the same public address, chosen by a keyed-free stable hash.
+    fn public_ip_for(&self, internal: u32) -> Option<u32> {
+        let n = self.config.public_ips.len();
+        if n == 0 {
+            return None;
+        }
+        let h = internal.wrapping_mul(0x9e37_79b9).rotate_left(7) as usize;
+        Some(u32::from(self.config.public_ips[h % n]))
+    }
+
+    fn create_outbound(
+        &self,
+        now_secs: u32,
+        key: &FlowKey,
+        tcp_flags: u8,
+        len: usize,
+    ) -> Result<Translated, NatError> {
+        // Only the first packet of a flow may create it.
+        match key.proto {
+            protocol::TCP if Segment::classify(tcp_flags) != Segment::Syn => {
+                return Err(NatError::NotSyn);
+            }
+            protocol::ICMP => {} // the caller only passes query requests here
+            _ => {}
+        }
+        let mut slow = self.slow.lock();
+        // Another worker may have created it meanwhile; or an expired session
+        // still holds the key and must go first.
+        if let Some(r) = self.table.get(key) {
+            if r.dir == Dir::Original && !r.session.is_expired(now_secs, &self.config.timeouts) {
+                drop(slow);
+                return self
+                    .hit(now_secs, key, Dir::Original, tcp_flags, len)
+                    .ok_or(NatError::NoSession);
+            }
+            if r.session.kill() {
+                self.release(&mut slow, &r.session, now_secs);
+            }
+        }
+        if self.sessions.load(Relaxed) >= self.config.max_sessions {
+            return Err(NatError::TableFull);
+        }
+        let mk = self.mapping_key(key);
+        let external = match slow.mappings.get(&mk) {
+            Some(m) => m.external,
+            None => self.new_mapping(&mut slow, mk, now_secs)?,
+        };
+        // The reply key must be free: with EIM it is (one external endpoint per
+        // internal endpoint), but a stale session might hold it.
+        let reply = FlowKey {
+            src: key.dst,
+            dst: external.addr,
+            sport: key.dport,
+            dport: external.port,
+            proto: key.proto,
+        };
+        if let Some(r) = self.table.get(&reply) {
+            if r.session.kill() {
+                self.release(&mut slow, &r.session, now_secs);
+            }
+        }
+        let session = Arc::new(Session::new(
+            *key,
+            (external.addr.to_be_bytes(), external.port),
+            Dir::Original,
+            now_secs,
+        ));
+        let out = self.install(
+            &mut slow,
+            mk,
+            session,
+            now_secs,
+            Dir::Original,
+            tcp_flags,
+            len,
+        );
+        Ok(out)
+    }
+
+    /// Allocates a port and records a new mapping.
+    fn new_mapping(
+        &self,
+        slow: &mut Slow,
+        mk: MappingKey,
+        _now_secs: u32,
+    ) -> Result<Endpoint, NatError> {
+        let used = slow
+            .subscribers
+            .get(&mk.internal.addr)
+            .copied()
+            .unwrap_or(0);
+        if used >= self.config.max_ports_per_subscriber {
+            return Err(NatError::SubscriberLimit);
+        }
+        let ext_ip = self
+            .public_ip_for(mk.internal.addr)
+            .ok_or(NatError::PortsExhausted)?;
+        let Slow { pools, rng, .. } = slow;
+        let pool = pools.entry((ext_ip, mk.internal.proto)).or_default();
+        let port = pool
+            .allocate(mk.internal.port, &self.config.ports, rng)
+            .ok_or(NatError::PortsExhausted)?;
+        let external = Endpoint {
+            proto: mk.internal.proto,
+            addr: ext_ip,
+            port,
+        };
+        slow.mappings.insert(
+            mk,
+            MappingEntry {
+                external,
+                sessions: 0,
+                remotes: Vec::new(),
+            },
+        );
+        slow.by_external.insert(external, mk);
+        *slow.subscribers.entry(mk.internal.addr).or_default() += 1;
+        self.stats.mappings_created.fetch_add(1, Relaxed);
+        Ok(external)
+    }
+
+    /// Puts a new session in the table, the mapping's count and the wheel, and
+    /// runs the first packet through it.
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &self,
+        slow: &mut Slow,
+        mk: MappingKey,
+        session: Arc<Session>,
+        now_secs: u32,
+        dir: Dir,
+        tcp_flags: u8,
+        len: usize,
+    ) -> Translated {
+        if let Some(m) = slow.mappings.get_mut(&mk) {
+            m.sessions += 1;
+            if self.config.filtering == Filtering::AddressDependent {
+                let remote = session.orig.dst;
+                match m.remotes.iter_mut().find(|(a, _)| *a == remote) {
+                    Some((_, n)) => *n += 1,
+                    None => m.remotes.push((remote, 1)),
+                }
+            }
+        }
+        let mut tcp_invalid = false;
+        if session.orig.proto == protocol::TCP {
+            tcp_invalid = session.track_tcp(dir, tcp_flags) == Verdict::Invalid;
+        }
+        session.account(dir, len);
+        self.table.insert(&session);
+        self.sessions.fetch_add(1, Relaxed);
+        let first_look =
+            now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
+        let rewrite = session.rewrite(dir);
+        slow.wheel.schedule(first_look, session);
+        Translated {
+            rewrite,
+            created: true,
+            established: false,
+            tcp_invalid,
+        }
+    }
+
+    /// An inbound packet without a session: let it in only if the filtering
+    /// behaviour allows it (RFC 4787 §5), creating a session for it.
+    fn create_inbound(
+        &self,
+        now_secs: u32,
+        key: &FlowKey,
+        tcp_flags: u8,
+        len: usize,
+    ) -> Result<Translated, NatError> {
+        if self.config.filtering == Filtering::AddressAndPortDependent {
+            return Err(NatError::NoSession);
+        }
+        // Only TCP and UDP mappings accept new inbound flows; an inbound TCP flow
+        // starts with a SYN.
+        match key.proto {
+            protocol::UDP => {}
+            protocol::TCP if Segment::classify(tcp_flags) == Segment::Syn => {}
+            _ => return Err(NatError::NoSession),
+        }
+        let mut slow = self.slow.lock();
+        if let Some(r) = self.table.get(key) {
+            if r.dir == Dir::Reply && !r.session.is_expired(now_secs, &self.config.timeouts) {
+                drop(slow);
+                return self
+                    .hit(now_secs, key, Dir::Reply, tcp_flags, len)
+                    .ok_or(NatError::NoSession);
+            }
+            if r.session.kill() {
+                self.release(&mut slow, &r.session, now_secs);
+            }
+        }
+        let Some(&mk) = slow.by_external.get(&key.dst_endpoint()) else {
+            return Err(NatError::NoSession);
+        };
+        let allowed = match self.config.filtering {
+            Filtering::EndpointIndependent => true,
+            Filtering::AddressDependent => slow
+                .mappings
+                .get(&mk)
+                .is_some_and(|m| m.remotes.iter().any(|(a, _)| *a == key.src)),
+            Filtering::AddressAndPortDependent => false,
+        };
+        if !allowed {
+            return Err(NatError::Filtered);
+        }
+        // With ADM/APDM the mapping is tied to a destination; only EIM mappings
+        // may meet new remote endpoints.
+        if self.config.mapping != Mapping::EndpointIndependent {
+            return Err(NatError::Filtered);
+        }
+        if self.sessions.load(Relaxed) >= self.config.max_sessions {
+            return Err(NatError::TableFull);
+        }
+        let Some(external) = slow.mappings.get(&mk).map(|m| m.external) else {
+            return Err(NatError::NoSession);
+        };
+        let orig = FlowKey {
+            src: mk.internal.addr,
+            sport: mk.internal.port,
+            dst: key.src,
+            dport: key.sport,
+            proto: key.proto,
+        };
+        if let Some(r) = self.table.get(&orig) {
+            if r.session.kill() {
+                self.release(&mut slow, &r.session, now_secs);
+            }
+        }
+        let session = Arc::new(Session::new(
+            orig,
+            (external.addr.to_be_bytes(), external.port),
+            Dir::Reply,
+            now_secs,
+        ));
+        Ok(self.install(&mut slow, mk, session, now_secs, Dir::Reply, tcp_flags, len))
+    }
+
+    /// Removes a dead session from the table and its mapping; frees the mapping
+    /// (into the port hold-down) when it was the last session.
+    fn release(&self, slow: &mut Slow, s: &Arc<Session>, now_secs: u32) {
+        self.table.remove(s);
+        self.sessions.fetch_sub(1, Relaxed);
+        let mk = self.mapping_key(&s.orig);
+        let Some(m) = slow.mappings.get_mut(&mk) else {
+            return;
+        };
+        m.sessions = m.sessions.saturating_sub(1);
+        if let Some(i) = m.remotes.iter().position(|(a, _)| *a == s.orig.dst) {
+            m.remotes[i].1 -= 1;
+            if m.remotes[i].1 == 0 {
+                m.remotes.swap_remove(i);
+            }
+        }
+        if m.sessions == 0 {
+            let ext = m.external;
+            slow.mappings.remove(&mk);
+            slow.by_external.remove(&ext);
+            if let Some(n) = slow.subscribers.get_mut(&mk.internal.addr) {
+                *n -= 1;
+                if *n == 0 {
+                    slow.subscribers.remove(&mk.internal.addr);
+                }
+            }
+            slow.hold.hold(
+                now_secs.saturating_add(self.config.hold_down_secs),
+                ext.addr,
+                ext.proto,
+                ext.port,
+            );
+            self.stats.mappings_freed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Reaps expired sessions and ends port hold-downs, at most `budget` of each.
+    pub fn expire(&self, now_secs: u32, budget: usize) -> ExpireReport {
+        let mut report = ExpireReport::default();
+        let mut slow = self.slow.lock();
+        for (addr, proto, port) in slow.hold.due(now_secs, budget) {
+            if let Some(pool) = slow.pools.get_mut(&(addr, proto)) {
+                pool.release(port);
+                report.ports_released += 1;
+            }
+        }
+        let mut looked = 0;
+        while looked < budget {
+            let Some(mut entry) = slow.wheel.slots.first_entry() else {
+                break;
+            };
+            if *entry.key() > now_secs {
+                break;
+            }
+            let bucket = entry.get_mut();
+            let take = bucket.len().min(budget - looked);
+            let batch: Vec<Arc<Session>> = bucket.drain(bucket.len() - take..).collect();
+            if bucket.is_empty() {
+                entry.remove();
+            }
+            looked += batch.len();
+            for s in batch {
+                if s.is_dead() {
+                    continue; // replaced or flushed: already released
+                }
+                if s.try_kill(now_secs, &self.config.timeouts) {
+                    self.release(&mut slow, &s, now_secs);
+                    self.stats.idle_timeouts.fetch_add(1, Relaxed);
+                    report.expired += 1;
+                } else {
+                    let at = s
+                        .deadline(&self.config.timeouts)
+                        .min(now_secs.saturating_add(RECHECK_SECS))
+                        + 1;
+                    slow.wheel.schedule(at.max(now_secs + 1), s);
+                }
+            }
+        }
+        report.more = looked >= budget || slow.hold.has_due(now_secs);
+        report
+    }
+
+    /// Finds the session an ICMP error is about, without touching it (RFC 5508
+    /// REQ-? I6: errors never refresh or end a session). `quoted` is the key of
+    /// the quoted packet as it travelled; the error travels the other way.
+    pub fn session_for_error(&self, quoted: &FlowKey) -> Option<(Arc<Session>, Dir)> {
+        // The quoted packet went in direction d; its key is the session's key for d.
+        self.table.get(quoted).map(|r| (r.session, r.dir))
+    }
+
+    /// Live sessions for display.
+    pub fn sessions(&self, now_secs: u32) -> Vec<SessionView> {
+        let t = &self.config.timeouts;
+        let mut v: Vec<SessionView> = self
+            .table
+            .sessions()
+            .into_iter()
+            .filter(|s| !s.is_expired(now_secs, t))
+            .map(|s| s.view(now_secs, t))
+            .collect();
+        v.sort_by(|a, b| {
+            (a.proto, &a.orig_src, a.orig_sport).cmp(&(b.proto, &b.orig_src, b.orig_sport))
+        });
+        v
+    }
+
+    /// Ports in use (including held down) per public address and protocol.
+    pub fn ports_in_use(&self) -> Vec<(Ipv4Addr, u8, u32)> {
+        let slow = self.slow.lock();
+        let mut v: Vec<_> = slow
+            .pools
+            .iter()
+            .map(|(&(a, p), pool)| (Ipv4Addr::from(a), p, pool.in_use()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Number of mappings.
+    pub fn mapping_count(&self) -> usize {
+        self.slow.lock().mappings.len()
+    }
+
+    /// True for an ICMP type that may open an outbound session (a query request).
+    pub fn opens_icmp_session(icmp_type: u8) -> bool {
+        matches!(
+            icmp_type,
+            icmpv4::kind::ECHO_REQUEST | icmpv4::kind::TIMESTAMP
+        )
+    }
+}

@@ -1,0 +1,127 @@
+//! What the pipeline decides for a packet, and why it drops one.
+
+use crate::pipeline::topology::IfId;
+
+/// The verdict of [`crate::pipeline::Pipeline::process`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send the (possibly rewritten) packet out of this interface.
+    Forward(IfId),
+    /// The buffer now holds a message the gateway built in answer (an ICMP
+    /// error, an echo reply, a TCP RST): send it out of this interface. The
+    /// original packet was dropped and counted under `cause`.
+    Reply { egress: IfId, cause: DropReason },
+    /// Drop the packet; it was counted under this reason.
+    Drop(DropReason),
+}
+
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $name:ident => $label:literal, )*) => {
+        /// Every reason the gateway drops a packet. Each has a counter
+        /// (`natgw stats`), named by its label.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DropReason { $( $(#[doc = $doc])* $name, )* }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// The counter's name.
+            pub fn label(self) -> &'static str {
+                match self { $(DropReason::$name => $label,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an IPv4 header, or a length field past the end.
+    Truncated => "truncated",
+    /// Not IP version 4.
+    NotIpv4 => "not_ipv4",
+    /// IHL below 5 or past the end.
+    BadHeaderLen => "bad_header_len",
+    /// Total length below the header or past the end.
+    BadTotalLen => "bad_total_len",
+    /// The IPv4 header checksum is wrong.
+    BadIpChecksum => "bad_ip_checksum",
+    /// The TCP, UDP or ICMP header is truncated or malformed.
+    BadTransportHeader => "bad_transport_header",
+    /// A source address no host may use (0/8, 127/8, multicast, broadcast; RFC 1812 §5.3.7).
+    MartianSource => "martian_source",
+    /// A destination the gateway does not forward to (0/8, 127/8, multicast, broadcast).
+    MartianDestination => "martian_destination",
+    /// A host sent with a source address that is not its own (AWS source/destination check).
+    SourceCheck => "source_check",
+    /// TTL ran out here (an ICMP Time Exceeded was sent unless suppressed).
+    TtlExpired => "ttl_expired",
+    /// No route matches the destination.
+    NoRoute => "no_route",
+    /// The matching route is a blackhole.
+    Blackhole => "blackhole",
+    /// A local route, but no host has the destination address.
+    HostUnreachable => "host_unreachable",
+    /// To the internet gateway from an address with no public IP.
+    NoPublicIp => "no_public_ip",
+    /// Addressed to the gateway itself, and not something it answers.
+    ToGateway => "to_gateway",
+    /// More routing steps than any sane table needs.
+    RoutingLoop => "routing_loop",
+    /// Denied by a network ACL.
+    AclDeny => "acl_deny",
+    /// Inbound to a NAT address without a session (unsolicited).
+    NatNoSession => "nat_no_session",
+    /// Inbound to a mapping whose filter refuses the sender.
+    NatFiltered => "nat_filtered",
+    /// Outbound TCP without a session that is not a SYN.
+    NatNotSyn => "nat_not_syn",
+    /// Outbound ICMP that is neither a query request nor an error about a session.
+    NatIcmpNotQuery => "nat_icmp_not_query",
+    /// No external port could be allocated (AWS `ErrorPortAllocation`).
+    NatPortsExhausted => "nat_ports_exhausted",
+    /// The internal host holds its quota of ports.
+    NatSubscriberLimit => "nat_subscriber_limit",
+    /// The session table is full.
+    NatTableFull => "nat_table_full",
+    /// A protocol the NAT does not translate (it carries TCP, UDP and ICMP, as AWS does).
+    NatUnsupportedProtocol => "nat_unsupported_protocol",
+    /// An ICMP error about no known session.
+    IcmpErrorOrphan => "icmp_error_orphan",
+    /// An ICMP error whose checksum is wrong.
+    IcmpBadChecksum => "icmp_bad_checksum",
+    /// An ICMP error whose quoted packet is malformed or has a wrong checksum.
+    IcmpErrorMalformed => "icmp_error_malformed",
+    /// A fragment the gateway cannot place in a flow.
+    Fragment => "fragment",
+    /// Too big for the egress MTU with DF set (ICMP 3/4 sent).
+    FragNeeded => "frag_needed",
+    /// The egress device refused the packet (I/O layer).
+    TxError => "tx_error",
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            assert!(seen.insert(r.label()), "duplicate {}", r.label());
+            assert!(
+                r.label()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+            );
+        }
+        assert_eq!(DropReason::COUNT, seen.len());
+    }
+}

@@ -1,0 +1,211 @@
+//! Counters: per worker, written by that worker only, read by the control plane.
+//!
+//! A single writer needs no atomic read-modify-write: `add` is a relaxed load
+//! and store (no `lock` prefix), and readers see a value that only grows.
+
+use super::action::DropReason;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A counter with one writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+macro_rules! named_counters {
+    ($(#[doc = $sdoc:literal])* $name:ident { $( $(#[doc = $doc:literal])* $field:ident, )* }) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Default)]
+        pub struct $name { $( $(#[doc = $doc])* pub $field: Counter, )* }
+
+        impl $name {
+            /// (name, value) of every counter, in declaration order.
+            pub fn values(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($field), self.$field.get()), )*]
+            }
+        }
+    };
+}
+
+named_counters! {
+    /// The NAT gateway metrics, named after the AWS CloudWatch ones.
+    NatCounters {
+        /// Packets from inside hosts that reached the NAT (`PacketsInFromSource`).
+        packets_in_from_source,
+        bytes_in_from_source,
+        /// Translated packets sent towards the destination (`PacketsOutToDestination`).
+        packets_out_to_destination,
+        bytes_out_to_destination,
+        /// Packets from outside that reached the NAT (`PacketsInFromDestination`).
+        packets_in_from_destination,
+        bytes_in_from_destination,
+        /// Translated packets sent to inside hosts (`PacketsOutToSource`).
+        packets_out_to_source,
+        bytes_out_to_source,
+        /// New sessions (`ConnectionAttemptCount`).
+        connection_attempts,
+        /// TCP handshakes completed (`ConnectionEstablishedCount`).
+        connections_established,
+        /// No port could be allocated (`ErrorPortAllocation`).
+        error_port_allocation,
+        /// TCP segments out of place for the tracked state, forwarded anyway.
+        tcp_invalid,
+        /// ICMP errors translated (both ways).
+        icmp_errors_translated,
+    }
+}
+
+named_counters! {
+    /// Messages the gateway built itself.
+    GeneratedCounters {
+        icmp_time_exceeded,
+        icmp_unreachable,
+        icmp_frag_needed,
+        icmp_echo_reply,
+        tcp_rst,
+        /// ICMP errors not sent because of the rate limit (RFC 1812 §4.3.2.8).
+        icmp_rate_limited,
+    }
+}
+
+/// All counters of one worker.
+#[derive(Debug)]
+pub struct Counters {
+    pub rx_packets: Box<[Counter]>,
+    pub rx_bytes: Box<[Counter]>,
+    pub tx_packets: Box<[Counter]>,
+    pub tx_bytes: Box<[Counter]>,
+    pub drops: Box<[Counter]>,
+    pub nat: NatCounters,
+    pub generated: GeneratedCounters,
+}
+
+fn row(n: usize) -> Box<[Counter]> {
+    (0..n).map(|_| Counter::default()).collect()
+}
+
+impl Counters {
+    /// Counters for a gateway with `interfaces` interfaces.
+    pub fn new(interfaces: usize) -> Counters {
+        Counters {
+            rx_packets: row(interfaces),
+            rx_bytes: row(interfaces),
+            tx_packets: row(interfaces),
+            tx_bytes: row(interfaces),
+            drops: row(DropReason::COUNT),
+            nat: NatCounters::default(),
+            generated: GeneratedCounters::default(),
+        }
+    }
+
+    #[inline]
+    pub fn count_drop(&self, r: DropReason) {
+        self.drops[r as usize].inc();
+    }
+
+    pub fn drops_of(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].get()
+    }
+
+    #[inline]
+    pub fn rx(&self, ifc: usize, len: usize) {
+        if let (Some(p), Some(b)) = (self.rx_packets.get(ifc), self.rx_bytes.get(ifc)) {
+            p.inc();
+            b.add(len as u64);
+        }
+    }
+
+    #[inline]
+    pub fn tx(&self, ifc: usize, len: usize) {
+        if let (Some(p), Some(b)) = (self.tx_packets.get(ifc), self.tx_bytes.get(ifc)) {
+            p.inc();
+            b.add(len as u64);
+        }
+    }
+}
+
+/// Counters of all workers added up, for `natgw stats`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Per interface: (name, rx packets, rx bytes, tx packets, tx bytes).
+    pub interfaces: Vec<(String, u64, u64, u64, u64)>,
+    /// Per drop reason with a nonzero count: (label, count).
+    pub drops: Vec<(String, u64)>,
+    pub nat: Vec<(String, u64)>,
+    pub generated: Vec<(String, u64)>,
+}
+
+impl Totals {
+    /// Adds up the counters of `workers`; `names` are the interface names.
+    pub fn sum<'a>(names: &[String], workers: impl IntoIterator<Item = &'a Counters>) -> Totals {
+        let mut ifs: Vec<(String, u64, u64, u64, u64)> =
+            names.iter().map(|n| (n.clone(), 0, 0, 0, 0)).collect();
+        let mut drops = vec![0u64; DropReason::COUNT];
+        let mut nat: Vec<(String, u64)> = Vec::new();
+        let mut generated: Vec<(String, u64)> = Vec::new();
+        fn merge(into: &mut Vec<(String, u64)>, from: Vec<(&'static str, u64)>) {
+            if into.is_empty() {
+                into.extend(from.into_iter().map(|(n, v)| (n.to_string(), v)));
+            } else {
+                for (slot, (_, v)) in into.iter_mut().zip(from) {
+                    slot.1 += v;
+                }
+            }
+        }
+        for w in workers {
+            for (i, e) in ifs.iter_mut().enumerate() {
+                e.1 += w.rx_packets.get(i).map_or(0, Counter::get);
+                e.2 += w.rx_bytes.get(i).map_or(0, Counter::get);
+                e.3 += w.tx_packets.get(i).map_or(0, Counter::get);
+                e.4 += w.tx_bytes.get(i).map_or(0, Counter::get);
+            }
+            for (d, c) in drops.iter_mut().zip(w.drops.iter()) {
+                *d += c.get();
+            }
+            merge(&mut nat, w.nat.values());
+            merge(&mut generated, w.generated.values());
+        }
+        Totals {
+            interfaces: ifs,
+            drops: DropReason::ALL
+                .iter()
+                .zip(drops)
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (r.label().to_string(), n))
+                .collect(),
+            nat,
+            generated,
+        }
+    }
+
+    /// The count of a drop reason (0 if never seen).
+    pub fn drop_count(&self, label: &str) -> u64 {
+        self.drops
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The value of a NAT counter.
+    pub fn nat_count(&self, name: &str) -> u64 {
+        self.nat
+            .iter()
+            .find(|(l, _)| l == name)
+            .map_or(0, |(_, n)| *n)
+    }
+}

@@ -1,0 +1,223 @@
+//! The VPC as the pipeline sees it: interfaces, subnets, hosts, route tables,
+//! NAT gateways, the internet side, and the indexes the packet walk needs.
+//!
+//! Built by the control plane (`control::config`) and immutable: a change
+//! builds a new topology that is swapped in whole.
+
+use crate::acl::Acl;
+use crate::route::{HostId, NatId, Prefix, RouteTable};
+use crate::wire::checksum::Delta;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// Index of an interface (a TUN device).
+pub type IfId = u16;
+/// Index of a subnet.
+pub type SubnetId = u16;
+
+/// What sits behind an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfKind {
+    /// One host (its network interface, in AWS terms).
+    Host(HostId),
+    /// The internet, behind the internet gateway.
+    Internet,
+}
+
+/// One interface of the gateway.
+#[derive(Clone, Debug)]
+pub struct Interface {
+    pub name: String,
+    pub kind: IfKind,
+    /// The link MTU.
+    pub mtu: u16,
+}
+
+/// A subnet of the VPC.
+#[derive(Clone, Debug)]
+pub struct Subnet {
+    pub name: String,
+    pub cidr: Prefix,
+    /// Index into [`Topology::route_tables`] (its association, or the main table).
+    pub route_table: usize,
+    /// Index into [`Topology::acls`].
+    pub acl: usize,
+    /// True when its route table sends something to the internet gateway (AWS's definition).
+    pub public: bool,
+}
+
+impl Subnet {
+    /// The VPC router's address in the subnet: the base + 1 (AWS reserves it).
+    pub fn router(&self) -> Ipv4Addr {
+        self.cidr.nth(1)
+    }
+}
+
+/// A host (an instance with one network interface).
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: String,
+    pub subnet: SubnetId,
+    pub ip: Ipv4Addr,
+    pub elastic_ip: Option<Ipv4Addr>,
+    pub interface: IfId,
+    /// AWS source/destination check: drop packets from this host whose source
+    /// is not its own address (turned off for middleboxes and NAT instances).
+    pub source_dest_check: bool,
+    /// Checksum delta of the 1:1 NAT from `ip` to `elastic_ip`.
+    pub eip_delta: Delta,
+}
+
+/// A NAT gateway's place in the VPC (its state lives in `nat::NatGateway`).
+#[derive(Clone, Debug)]
+pub struct NatGatewayInfo {
+    pub name: String,
+    pub subnet: SubnetId,
+    pub private_ip: Ipv4Addr,
+    pub public_ips: Vec<Ipv4Addr>,
+}
+
+/// The internet side.
+#[derive(Clone, Debug)]
+pub struct InternetSide {
+    pub interface: IfId,
+    /// The gateway's own address on the internet link (source of its ICMP errors there).
+    pub gateway_ip: Ipv4Addr,
+}
+
+/// Who owns a public address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublicOwner {
+    /// A host's Elastic IP (1:1 NAT in the internet gateway).
+    Host(HostId),
+    /// A NAT gateway's Elastic IP.
+    Nat(NatId),
+}
+
+/// The compiled VPC.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub vpc_cidrs: Vec<Prefix>,
+    pub interfaces: Vec<Interface>,
+    pub subnets: Vec<Subnet>,
+    pub hosts: Vec<Host>,
+    pub route_tables: Vec<RouteTable>,
+    pub acls: Vec<Acl>,
+    pub nat_gateways: Vec<NatGatewayInfo>,
+    pub internet: Option<InternetSide>,
+    host_by_ip: HashMap<u32, HostId, ahash::RandomState>,
+    public: HashMap<u32, PublicOwner, ahash::RandomState>,
+    own: HashMap<u32, (), ahash::RandomState>,
+}
+
+/// The parts a topology is built from.
+#[derive(Clone, Debug, Default)]
+pub struct TopologyParts {
+    pub vpc_cidrs: Vec<Prefix>,
+    pub subnets: Vec<Subnet>,
+    /// Hosts; their `interface` field is assigned by [`Topology::new`].
+    pub hosts: Vec<Host>,
+    pub route_tables: Vec<RouteTable>,
+    pub acls: Vec<Acl>,
+    pub nat_gateways: Vec<NatGatewayInfo>,
+    /// The internet side's gateway address, if the VPC has an internet side.
+    pub internet_gateway_ip: Option<Ipv4Addr>,
+    /// Link MTU of every interface.
+    pub mtu: u16,
+}
+
+impl Topology {
+    /// Builds the indexes. Interfaces: one per host, in host order, then the
+    /// internet side last.
+    pub fn new(mut parts: TopologyParts) -> Topology {
+        let mtu = if parts.mtu == 0 { 1500 } else { parts.mtu };
+        let mut interfaces = Vec::new();
+        for (i, h) in parts.hosts.iter_mut().enumerate() {
+            h.interface = interfaces.len() as IfId;
+            h.eip_delta = match h.elastic_ip {
+                Some(e) => Delta::ZERO.addr(h.ip.octets(), e.octets()),
+                None => Delta::ZERO,
+            };
+            interfaces.push(Interface {
+                name: h.name.clone(),
+                kind: IfKind::Host(i as HostId),
+                mtu,
+            });
+        }
+        let internet = parts.internet_gateway_ip.map(|gateway_ip| {
+            let interface = interfaces.len() as IfId;
+            interfaces.push(Interface {
+                name: "internet".into(),
+                kind: IfKind::Internet,
+                mtu,
+            });
+            InternetSide {
+                interface,
+                gateway_ip,
+            }
+        });
+        let mut host_by_ip = HashMap::with_hasher(ahash::RandomState::new());
+        let mut public = HashMap::with_hasher(ahash::RandomState::new());
+        let mut own = HashMap::with_hasher(ahash::RandomState::new());
+        for (i, h) in parts.hosts.iter().enumerate() {
+            host_by_ip.insert(u32::from(h.ip), i as HostId);
+            if let Some(e) = h.elastic_ip {
+                public.insert(u32::from(e), PublicOwner::Host(i as HostId));
+            }
+        }
+        for (i, n) in parts.nat_gateways.iter().enumerate() {
+            own.insert(u32::from(n.private_ip), ());
+            for ip in &n.public_ips {
+                public.insert(u32::from(*ip), PublicOwner::Nat(i as NatId));
+            }
+        }
+        for s in &parts.subnets {
+            own.insert(u32::from(s.router()), ());
+        }
+        if let Some(i) = &internet {
+            own.insert(u32::from(i.gateway_ip), ());
+        }
+        Topology {
+            vpc_cidrs: parts.vpc_cidrs,
+            interfaces,
+            subnets: parts.subnets,
+            hosts: parts.hosts,
+            route_tables: parts.route_tables,
+            acls: parts.acls,
+            nat_gateways: parts.nat_gateways,
+            internet,
+            host_by_ip,
+            public,
+            own,
+        }
+    }
+
+    /// The host whose private address is `ip`.
+    #[inline]
+    pub fn host_by_ip(&self, ip: u32) -> Option<HostId> {
+        self.host_by_ip.get(&ip).copied()
+    }
+
+    /// The owner of a public address.
+    #[inline]
+    pub fn public_owner(&self, ip: u32) -> Option<PublicOwner> {
+        self.public.get(&ip).copied()
+    }
+
+    /// True for the gateway's own addresses (subnet routers, NAT gateways'
+    /// private addresses, the internet-side address).
+    #[inline]
+    pub fn is_own(&self, ip: u32) -> bool {
+        self.own.contains_key(&ip)
+    }
+
+    /// The interface of a host by name.
+    pub fn host_named(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Interface names, in interface order.
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interfaces.iter().map(|i| i.name.clone()).collect()
+    }
+}

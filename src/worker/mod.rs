@@ -1,0 +1,1 @@
+//! Workers (to come in this session).
