@@ -38,6 +38,24 @@ impl FlowKey {
         }
     }
 
+    /// The key of replies once this flow's source is translated to
+    /// `ext_addr:ext_port`. For ICMP queries the identifier stands for both
+    /// ports, so both carry the external identifier.
+    pub fn reply_via(&self, ext_addr: u32, ext_port: u16) -> FlowKey {
+        let sport = if self.proto == crate::wire::ipv4::protocol::ICMP {
+            ext_port
+        } else {
+            self.dport
+        };
+        FlowKey {
+            src: self.dst,
+            dst: ext_addr,
+            sport,
+            dport: ext_port,
+            proto: self.proto,
+        }
+    }
+
     pub fn src_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.src)
     }

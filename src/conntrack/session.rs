@@ -75,13 +75,7 @@ pub struct SessionView {
 impl Session {
     /// A session for an outbound flow `orig` translated to `external` (address, port).
     pub fn new(orig: FlowKey, external: ([u8; 4], u16), opener: Dir, now_secs: u32) -> Session {
-        let reply = FlowKey {
-            src: orig.dst,
-            dst: u32::from_be_bytes(external.0),
-            sport: orig.dport,
-            dport: external.1,
-            proto: orig.proto,
-        };
+        let reply = orig.reply_via(u32::from_be_bytes(external.0), external.1);
         let out_addr_delta = Delta::ZERO.addr(orig.src.to_be_bytes(), external.0);
         let out_port_delta = Delta::ZERO.word(orig.sport, external.1);
         Session {

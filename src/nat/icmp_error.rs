@@ -122,7 +122,7 @@ pub fn translate(
         let old = qip.checksum();
         let new = addr_delta.apply(old);
         qip.set_checksum(new);
-        icmp_delta = icmp_delta.add(addr_delta).word(old, new);
+        icmp_delta = (icmp_delta + addr_delta).word(old, new);
         let proto = qip.protocol();
         let (_, l4) = qip.split_at_header_mut();
         if let Some((p, pd)) = port {
@@ -133,7 +133,7 @@ pub fn translate(
                 (_, Side::Source) => 2,
             };
             l4[port_at..port_at + 2].copy_from_slice(&p.to_be_bytes());
-            icmp_delta = icmp_delta.add(pd);
+            icmp_delta = icmp_delta + pd;
         }
         let pd = port.map_or(Delta::ZERO, |(_, d)| d);
         // The quoted transport checksum, where the quote is long enough to hold it.
@@ -145,8 +145,8 @@ pub fn translate(
         if l4.len() >= csum_at + 2 {
             let old = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
             let new = match proto {
-                protocol::UDP => addr_delta.add(pd).apply_udp(old),
-                protocol::TCP => addr_delta.add(pd).apply(old),
+                protocol::UDP => (addr_delta + pd).apply_udp(old),
+                protocol::TCP => (addr_delta + pd).apply(old),
                 _ => pd.apply(old), // ICMP: no pseudo-header
             };
             l4[csum_at..csum_at + 2].copy_from_slice(&new.to_be_bytes());

@@ -65,7 +65,7 @@ pub fn apply(
                 }
             }
             let c = match csum {
-                L4Checksum::Full => addr_delta.add(port_delta).apply(t.checksum()),
+                L4Checksum::Full => (addr_delta + port_delta).apply(t.checksum()),
                 L4Checksum::Partial => addr_delta.apply_partial(t.checksum()),
             };
             t.set_checksum(c);
@@ -79,7 +79,7 @@ pub fn apply(
                 }
             }
             let c = match csum {
-                L4Checksum::Full => addr_delta.add(port_delta).apply_udp(u.checksum()),
+                L4Checksum::Full => (addr_delta + port_delta).apply_udp(u.checksum()),
                 L4Checksum::Partial => addr_delta.apply_partial(u.checksum()),
             };
             u.set_checksum(c);

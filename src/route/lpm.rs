@@ -44,7 +44,7 @@ impl Lpm {
     pub fn build(routes: impl IntoIterator<Item = (Prefix, u32)>) -> Lpm {
         let mut routes: Vec<(Prefix, u32)> = routes.into_iter().collect();
         // Shortest first; a stable sort keeps "last wins" among duplicates.
-        routes.sort_by_key(|(p, _)| p.len());
+        routes.sort_by_key(|(p, _)| p.prefix_len());
         let mut lpm = Lpm {
             l1: vec![0; 1 << 16].into_boxed_slice(),
             l2: Vec::new(),
@@ -64,7 +64,7 @@ impl Lpm {
 
     fn paint(&mut self, p: Prefix, value: Entry) {
         let a = p.addr_u32();
-        let len = p.len();
+        let len = p.prefix_len();
         if len <= 16 {
             let start = (a >> 16) as usize;
             let n = 1usize << (16 - len);
@@ -192,8 +192,8 @@ mod tests {
     fn linear(routes: &[(Prefix, u32)], a: u32) -> Option<u32> {
         let mut best: Option<(u8, u32)> = None;
         for (pf, nh) in routes {
-            if pf.contains_u32(a) && best.is_none_or(|(l, _)| pf.len() >= l) {
-                best = Some((pf.len(), *nh));
+            if pf.contains_u32(a) && best.is_none_or(|(l, _)| pf.prefix_len() >= l) {
+                best = Some((pf.prefix_len(), *nh));
             }
         }
         best.map(|(_, nh)| nh)

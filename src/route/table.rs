@@ -94,8 +94,8 @@ impl RouteTable {
         let mut v: Vec<&Route> = self.routes.iter().collect();
         v.sort_by(|a, b| {
             b.destination
-                .len()
-                .cmp(&a.destination.len())
+                .prefix_len()
+                .cmp(&a.destination.prefix_len())
                 .then(a.destination.cmp(&b.destination))
         });
         v

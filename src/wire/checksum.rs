@@ -68,12 +68,6 @@ impl Delta {
         )
     }
 
-    /// Adds another delta.
-    #[must_use]
-    pub fn add(self, other: Delta) -> Delta {
-        Delta(fold(u64::from(self.0) + u64::from(other.0)))
-    }
-
     /// The delta of the inverse rewrite (new back to old).
     #[must_use]
     pub fn reversed(self) -> Delta {
@@ -105,6 +99,15 @@ impl Delta {
     #[must_use]
     pub fn apply_partial(self, partial: u16) -> u16 {
         fold(u64::from(partial) + u64::from(self.0))
+    }
+}
+
+impl std::ops::Add for Delta {
+    type Output = Delta;
+
+    /// Both changes at once.
+    fn add(self, other: Delta) -> Delta {
+        Delta(fold(u64::from(self.0) + u64::from(other.0)))
     }
 }
 

@@ -1,0 +1,1207 @@
+//! The VPC config file (TOML): parse, validate as AWS does, compile.
+//!
+//! Every error names the file, the line and a fix. The default lab of
+//! `docs/LAB.md` is this format, embedded ([`DEFAULT_LAB`]) and shipped as
+//! `examples/default-lab.toml`.
+
+use crate::acl::{Acl, AclRule, RuleAction, RuleProtocol};
+use crate::conntrack::{Profile, Timeouts};
+use crate::nat::ports::PortPolicy;
+use crate::nat::{ExhaustionReply, Filtering, Mapping, NatConfig};
+use crate::pipeline::topology::{Host, NatGatewayInfo, Subnet, TopologyParts};
+use crate::route::{Prefix, Route, RouteState, RouteTable, Target};
+use crate::wire::checksum::Delta;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use toml::Spanned;
+
+/// The default lab, embedded (also `examples/default-lab.toml`).
+pub const DEFAULT_LAB: &str = include_str!("../../examples/default-lab.toml");
+
+/// A config error: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------- file format
+
+type S = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    vpc: VpcSection,
+    #[serde(default)]
+    gateway: GatewaySection,
+    internet: Option<InternetSection>,
+    internet_gateway: Option<IgwSection>,
+    #[serde(default)]
+    subnets: Vec<SubnetSection>,
+    #[serde(default)]
+    hosts: Vec<HostSection>,
+    #[serde(default)]
+    nat_gateways: Vec<NatSection>,
+    #[serde(default)]
+    route_tables: Vec<RouteTableSection>,
+    #[serde(default)]
+    network_acls: Vec<AclSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VpcSection {
+    #[serde(default)]
+    name: Option<String>,
+    cidr: S,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GatewaySection {
+    workers: Option<usize>,
+    mtu: Option<u16>,
+    offload: Option<bool>,
+    icmp_rate: Option<u32>,
+    icmp_burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InternetSection {
+    /// natgw's own address on the internet link.
+    gateway: S,
+    /// Addresses (with prefix length) of the namespace that stands for the internet.
+    #[serde(default)]
+    addresses: Vec<S>,
+    namespace: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IgwSection {
+    name: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubnetSection {
+    name: S,
+    cidr: S,
+    route_table: Option<S>,
+    network_acl: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSection {
+    name: S,
+    subnet: S,
+    ip: S,
+    elastic_ip: Option<S>,
+    namespace: Option<S>,
+    #[serde(default = "yes")]
+    source_dest_check: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatSection {
+    name: S,
+    subnet: S,
+    private_ip: S,
+    elastic_ips: Spanned<Vec<S>>,
+    #[serde(default)]
+    options: NatOptions,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NatOptions {
+    profile: Option<Profile>,
+    port_range: Option<S>,
+    mapping: Option<Spanned<Mapping>>,
+    filtering: Option<Spanned<Filtering>>,
+    port_preservation: Option<bool>,
+    port_parity: Option<bool>,
+    keep_port_class: Option<bool>,
+    hold_down: Option<u32>,
+    max_sessions: Option<usize>,
+    max_ports_per_host: Option<u32>,
+    on_exhaustion: Option<ExhaustionReply>,
+    #[serde(default)]
+    timeouts: TimeoutOverrides,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TimeoutOverrides {
+    udp: Option<u32>,
+    tcp_established: Option<u32>,
+    tcp_opening: Option<u32>,
+    tcp_closing: Option<u32>,
+    tcp_reset: Option<u32>,
+    icmp: Option<u32>,
+    tcp_rst_on_expired: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteTableSection {
+    name: S,
+    #[serde(default)]
+    main: bool,
+    #[serde(default)]
+    routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSection {
+    destination: S,
+    target: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclSection {
+    name: S,
+    #[serde(default)]
+    inbound: Vec<RuleSection>,
+    #[serde(default)]
+    outbound: Vec<RuleSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSection {
+    rule: Spanned<i64>,
+    action: S,
+    #[serde(default = "all")]
+    protocol: S,
+    cidr: S,
+    ports: Option<S>,
+    icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
+}
+
+fn all() -> S {
+    Spanned::new(0..0, "all".to_string())
+}
+
+// ---------------------------------------------------------------- compiled form
+
+/// How natgw attaches to one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// Interface name (the host's name, or `internet`).
+    pub interface: String,
+    /// The namespace, as written in the file (the lab adds its prefix).
+    pub namespace: String,
+    /// Addresses to configure on the TUN device.
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// The default route's next hop (the subnet router, or natgw's internet address).
+    pub gateway: Ipv4Addr,
+}
+
+/// Gateway-wide settings from the `[gateway]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    pub mtu: u16,
+    /// Use TUN offloads (IFF_VNET_HDR, TSO, checksum offload).
+    pub offload: bool,
+    pub icmp_rate: u32,
+    pub icmp_burst: u32,
+}
+
+/// A validated, compiled VPC.
+#[derive(Clone, Debug)]
+pub struct Vpc {
+    pub name: String,
+    pub parts: TopologyParts,
+    /// NAT gateway configurations, in topology order.
+    pub nats: Vec<(String, NatConfig)>,
+    /// One per interface, in interface order (hosts, then the internet).
+    pub attachments: Vec<Attachment>,
+    pub gateway: GatewaySettings,
+    /// Things that load but are probably mistakes (stateless ACLs without the
+    /// ephemeral range, ...).
+    pub warnings: Vec<String>,
+}
+
+// ---------------------------------------------------------------- validation
+
+struct Ctx<'a> {
+    file: &'a str,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(self.src, span.start);
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn prefix(&self, s: &S, what: &str) -> Result<Prefix, ConfigError> {
+        Prefix::parse_canonical(s.get_ref()).map_err(|e| {
+            let fix = match &e {
+                crate::route::PrefixError::NotCanonical { canonical, .. } => {
+                    format!("write \"{canonical}\"")
+                }
+                _ => "write a CIDR block such as \"10.0.0.0/16\"".to_string(),
+            };
+            self.err(s.span(), format!("{what}: {e}"), fix)
+        })
+    }
+
+    fn ip(&self, s: &S, what: &str) -> Result<Ipv4Addr, ConfigError> {
+        s.get_ref().parse().map_err(|_| {
+            self.err(
+                s.span(),
+                format!("{what}: `{}` is not an IPv4 address", s.get_ref()),
+                "write an address such as \"10.0.1.10\"",
+            )
+        })
+    }
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+fn name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let p: u16 = s.trim().parse().ok()?;
+            (p, p)
+        }
+    };
+    (a <= b).then_some((a, b))
+}
+
+/// Parses and validates a VPC config. `file` names the source in errors.
+pub fn parse(file: &str, src: &str) -> Result<Vpc, ConfigError> {
+    let cx = Ctx { file, src };
+    let f: File = toml::from_str(src).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(src, s.start));
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+            fix: "see examples/default-lab.toml for the format".to_string(),
+        }
+    })?;
+    compile(&cx, f)
+}
+
+/// Reads and parses a config file.
+pub fn load(path: &std::path::Path) -> Result<Vpc, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {e}"),
+        fix: "check the path".to_string(),
+    })?;
+    parse(&path.display().to_string(), &src)
+}
+
+fn size_ok(p: &Prefix) -> bool {
+    (16..=28).contains(&p.prefix_len())
+}
+
+fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
+    let vpc = cx.prefix(&f.vpc.cidr, "VPC CIDR")?;
+    if !size_ok(&vpc) {
+        return Err(cx.err(
+            f.vpc.cidr.span(),
+            format!(
+                "VPC CIDR {vpc} is /{}; AWS allows /16 to /28",
+                vpc.prefix_len()
+            ),
+            "use a block between /16 and /28, e.g. \"10.0.0.0/16\"",
+        ));
+    }
+    let mut warnings = Vec::new();
+
+    // Names are unique per kind; hosts, NAT gateways and the internet gateway
+    // share one kind because a route may target any of them.
+    let mut names: HashMap<(&str, String), Range<usize>> = HashMap::new();
+    let mut claim = |n: &S, what: &'static str| -> Result<(), ConfigError> {
+        if !name_ok(n.get_ref()) {
+            return Err(cx.err(
+                n.span(),
+                format!("{what} name `{}` is not valid", n.get_ref()),
+                "use up to 32 letters, digits, `-` or `_`",
+            ));
+        }
+        let kind = match what {
+            "host" | "NAT gateway" | "internet gateway" => "route target",
+            other => other,
+        };
+        if kind == "route target" && ["local", "blackhole"].contains(&n.get_ref().as_str()) {
+            return Err(cx.err(
+                n.span(),
+                format!("`{}` is a reserved route target", n.get_ref()),
+                "choose another name",
+            ));
+        }
+        if let Some(prev) = names.insert((kind, n.get_ref().clone()), n.span()) {
+            let (line, _) = line_col(cx.src, prev.start);
+            return Err(cx.err(
+                n.span(),
+                format!(
+                    "the {kind} name `{}` is already used on line {line}",
+                    n.get_ref()
+                ),
+                format!("give every {kind} its own name"),
+            ));
+        }
+        Ok(())
+    };
+
+    // Internet gateway.
+    let igw_name = f
+        .internet_gateway
+        .as_ref()
+        .map_or("igw".to_string(), |i| i.name.get_ref().clone());
+    if let Some(i) = &f.internet_gateway {
+        claim(&i.name, "internet gateway")?;
+    }
+
+    // Route tables (targets resolved after hosts and NAT gateways are known).
+    let mut table_index: HashMap<String, usize> = HashMap::new();
+    for (i, t) in f.route_tables.iter().enumerate() {
+        claim(&t.name, "route table")?;
+        table_index.insert(t.name.get_ref().clone(), i);
+    }
+    let mains: Vec<&RouteTableSection> = f.route_tables.iter().filter(|t| t.main).collect();
+    if mains.len() > 1 {
+        return Err(cx.err(
+            mains[1].name.span(),
+            "more than one main route table",
+            "keep `main = true` on one table only",
+        ));
+    }
+    let main_table = f.route_tables.iter().position(|t| t.main);
+
+    // ACLs.
+    let mut acls = vec![Acl::default_allow("default")];
+    let mut acl_index: HashMap<String, usize> = HashMap::from([("default".to_string(), 0)]);
+    for a in &f.network_acls {
+        claim(&a.name, "network ACL")?;
+        let inbound = a
+            .inbound
+            .iter()
+            .map(|r| rule(cx, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbound = a
+            .outbound
+            .iter()
+            .map(|r| rule(cx, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        for list in [&a.inbound, &a.outbound] {
+            let mut seen = HashMap::new();
+            for r in list {
+                if let Some(prev) = seen.insert(*r.rule.get_ref(), r.rule.span()) {
+                    let (line, _) = line_col(cx.src, prev.start);
+                    return Err(cx.err(
+                        r.rule.span(),
+                        format!(
+                            "rule number {} is already used on line {line}",
+                            r.rule.get_ref()
+                        ),
+                        "number every rule of one direction differently",
+                    ));
+                }
+            }
+        }
+        let acl = Acl::new(a.name.get_ref(), inbound, outbound);
+        warnings.extend(acl.lint());
+        acl_index.insert(a.name.get_ref().clone(), acls.len());
+        acls.push(acl);
+    }
+
+    // Subnets.
+    let mut subnets: Vec<Subnet> = Vec::new();
+    let mut subnet_index: HashMap<String, usize> = HashMap::new();
+    for s in &f.subnets {
+        claim(&s.name, "subnet")?;
+        let cidr = cx.prefix(&s.cidr, "subnet CIDR")?;
+        if !size_ok(&cidr) {
+            return Err(cx.err(
+                s.cidr.span(),
+                format!(
+                    "subnet CIDR {cidr} is /{}; AWS allows /16 to /28",
+                    cidr.prefix_len()
+                ),
+                "use a block between /16 and /28",
+            ));
+        }
+        if !vpc.covers(&cidr) {
+            return Err(cx.err(
+                s.cidr.span(),
+                format!("subnet {cidr} is not inside the VPC {vpc}"),
+                format!("choose a block inside {vpc}"),
+            ));
+        }
+        if let Some(o) = subnets.iter().find(|o| o.cidr.overlaps(&cidr)) {
+            return Err(cx.err(
+                s.cidr.span(),
+                format!("subnet {cidr} overlaps subnet `{}` ({})", o.name, o.cidr),
+                "subnets of one VPC must not overlap",
+            ));
+        }
+        let route_table = match &s.route_table {
+            Some(t) => *table_index.get(t.get_ref()).ok_or_else(|| {
+                cx.err(
+                    t.span(),
+                    format!("no route table named `{}`", t.get_ref()),
+                    format!(
+                        "define [[route_tables]] name = \"{}\", or use one of: {}",
+                        t.get_ref(),
+                        list(&table_index)
+                    ),
+                )
+            })?,
+            None => main_table.ok_or_else(|| {
+                cx.err(
+                    s.name.span(),
+                    format!(
+                        "subnet `{}` has no route table and there is no main table",
+                        s.name.get_ref()
+                    ),
+                    "add `route_table = \"...\"` to the subnet, or `main = true` to a route table",
+                )
+            })?,
+        };
+        let acl = match &s.network_acl {
+            Some(a) => *acl_index.get(a.get_ref()).ok_or_else(|| {
+                cx.err(
+                    a.span(),
+                    format!("no network ACL named `{}`", a.get_ref()),
+                    format!(
+                        "define [[network_acls]] name = \"{}\", or use one of: {}",
+                        a.get_ref(),
+                        list(&acl_index)
+                    ),
+                )
+            })?,
+            None => 0,
+        };
+        subnet_index.insert(s.name.get_ref().clone(), subnets.len());
+        subnets.push(Subnet {
+            name: s.name.get_ref().clone(),
+            cidr,
+            route_table,
+            acl,
+            public: false,
+        });
+    }
+
+    // Addresses taken inside the VPC, and public ones.
+    let mut private_taken: HashMap<Ipv4Addr, Range<usize>> = HashMap::new();
+    let mut public_taken: HashMap<Ipv4Addr, Range<usize>> = HashMap::new();
+    let reserved = |cidr: &Prefix, ip: Ipv4Addr| {
+        let off = u32::from(ip) - cidr.addr_u32();
+        off <= 3 || ip == cidr.last()
+    };
+    let mut check_private = |ip: Ipv4Addr,
+                             span: Range<usize>,
+                             subnet: &Subnet|
+     -> Result<(), ConfigError> {
+        if !subnet.cidr.contains(ip) {
+            return Err(cx.err(
+                span,
+                format!("{ip} is not in subnet `{}` ({})", subnet.name, subnet.cidr),
+                format!("choose an address in {}", subnet.cidr),
+            ));
+        }
+        if reserved(&subnet.cidr, ip) {
+            return Err(cx.err(
+                span,
+                format!("{ip} is reserved in subnet {} (AWS keeps the first four addresses and the last)", subnet.cidr),
+                format!("choose an address from {} to {}", subnet.cidr.nth(4), Ipv4Addr::from(u32::from(subnet.cidr.last()) - 1)),
+            ));
+        }
+        if let Some(prev) = private_taken.insert(ip, span.clone()) {
+            let (line, _) = line_col(cx.src, prev.start);
+            return Err(cx.err(
+                span,
+                format!("{ip} is already used on line {line}"),
+                "give every host its own address",
+            ));
+        }
+        Ok(())
+    };
+    let mut check_public = |ip: Ipv4Addr, span: Range<usize>| -> Result<(), ConfigError> {
+        if vpc.contains(ip) {
+            return Err(cx.err(
+                span,
+                format!("Elastic IP {ip} is inside the VPC {vpc}"),
+                "use a public address, e.g. from 203.0.113.0/24",
+            ));
+        }
+        if let Some(prev) = public_taken.insert(ip, span.clone()) {
+            let (line, _) = line_col(cx.src, prev.start);
+            return Err(cx.err(
+                span,
+                format!("Elastic IP {ip} is already used on line {line}"),
+                "an Elastic IP belongs to one host or NAT gateway",
+            ));
+        }
+        Ok(())
+    };
+
+    // Hosts.
+    let mut hosts = Vec::new();
+    let mut host_index: HashMap<String, usize> = HashMap::new();
+    let mut attachments = Vec::new();
+    for h in &f.hosts {
+        claim(&h.name, "host")?;
+        if h.name.get_ref() == "internet" {
+            return Err(cx.err(
+                h.name.span(),
+                "`internet` is the name of the internet side",
+                "choose another host name",
+            ));
+        }
+        let si = *subnet_index.get(h.subnet.get_ref()).ok_or_else(|| {
+            cx.err(
+                h.subnet.span(),
+                format!("no subnet named `{}`", h.subnet.get_ref()),
+                format!("use one of: {}", list(&subnet_index)),
+            )
+        })?;
+        let ip = cx.ip(&h.ip, "host address")?;
+        check_private(ip, h.ip.span(), &subnets[si])?;
+        let elastic_ip = match &h.elastic_ip {
+            Some(e) => {
+                let a = cx.ip(e, "Elastic IP")?;
+                check_public(a, e.span())?;
+                Some(a)
+            }
+            None => None,
+        };
+        host_index.insert(h.name.get_ref().clone(), hosts.len());
+        attachments.push(Attachment {
+            interface: h.name.get_ref().clone(),
+            namespace: h
+                .namespace
+                .as_ref()
+                .map_or_else(|| h.name.get_ref().clone(), |n| n.get_ref().clone()),
+            addresses: vec![(ip, subnets[si].cidr.prefix_len())],
+            gateway: subnets[si].router(),
+        });
+        hosts.push(Host {
+            name: h.name.get_ref().clone(),
+            subnet: si as u16,
+            ip,
+            elastic_ip,
+            interface: 0,
+            source_dest_check: h.source_dest_check,
+            eip_delta: Delta::ZERO,
+        });
+    }
+
+    // NAT gateways.
+    let mut nat_infos = Vec::new();
+    let mut nats = Vec::new();
+    let mut nat_index: HashMap<String, usize> = HashMap::new();
+    for n in &f.nat_gateways {
+        claim(&n.name, "NAT gateway")?;
+        let si = *subnet_index.get(n.subnet.get_ref()).ok_or_else(|| {
+            cx.err(
+                n.subnet.span(),
+                format!("no subnet named `{}`", n.subnet.get_ref()),
+                format!("use one of: {}", list(&subnet_index)),
+            )
+        })?;
+        let private_ip = cx.ip(&n.private_ip, "NAT gateway private address")?;
+        check_private(private_ip, n.private_ip.span(), &subnets[si])?;
+        if n.elastic_ips.get_ref().is_empty() || n.elastic_ips.get_ref().len() > 8 {
+            return Err(cx.err(
+                n.elastic_ips.span(),
+                "a NAT gateway needs 1 to 8 Elastic IPs",
+                "list one to eight public addresses",
+            ));
+        }
+        let mut public_ips = Vec::new();
+        for e in n.elastic_ips.get_ref() {
+            let a = cx.ip(e, "Elastic IP")?;
+            check_public(a, e.span())?;
+            public_ips.push(a);
+        }
+        let config = nat_config(cx, &n.options, public_ips.clone())?;
+        nat_index.insert(n.name.get_ref().clone(), nat_infos.len());
+        nat_infos.push(NatGatewayInfo {
+            name: n.name.get_ref().clone(),
+            subnet: si as u16,
+            private_ip,
+            public_ips,
+        });
+        nats.push((n.name.get_ref().clone(), config));
+    }
+
+    // Routes: the local route first (AWS adds it to every table), then the file's.
+    let mut route_tables = Vec::new();
+    for t in &f.route_tables {
+        let mut routes = vec![Route {
+            destination: vpc,
+            target: Target::Local,
+            target_name: "local".into(),
+            state: RouteState::Active,
+        }];
+        let mut seen: HashMap<Prefix, Range<usize>> = HashMap::from([(vpc, f.vpc.cidr.span())]);
+        for r in &t.routes {
+            let destination = cx.prefix(&r.destination, "route destination")?;
+            if let Some(prev) = seen.insert(destination, r.destination.span()) {
+                let (line, _) = line_col(cx.src, prev.start);
+                let what = if destination == vpc {
+                    "the VPC's local route".to_string()
+                } else {
+                    format!("line {line}")
+                };
+                return Err(cx.err(
+                    r.destination.span(),
+                    format!(
+                        "route table `{}` already has a route to {destination} ({what})",
+                        t.name.get_ref()
+                    ),
+                    "one route per destination",
+                ));
+            }
+            let name = r.target.get_ref().as_str();
+            let target = if name == "local" {
+                return Err(cx.err(
+                    r.target.span(),
+                    "the local route is added automatically",
+                    "remove this route",
+                ));
+            } else if name == "blackhole" {
+                Target::Blackhole
+            } else if name == igw_name || name == "igw" {
+                if f.internet.is_none() {
+                    return Err(cx.err(
+                        r.target.span(),
+                        "a route to the internet gateway, but there is no [internet] section",
+                        "add an [internet] section or remove the route",
+                    ));
+                }
+                Target::InternetGateway
+            } else if let Some(&i) = nat_index.get(name) {
+                Target::NatGateway(i as u16)
+            } else if let Some(&i) = host_index.get(name) {
+                Target::Host(i as u16)
+            } else {
+                let mut known: Vec<String> = vec![igw_name.clone(), "blackhole".into()];
+                known.extend(nat_index.keys().cloned());
+                known.extend(host_index.keys().cloned());
+                known.sort();
+                return Err(cx.err(
+                    r.target.span(),
+                    format!("route target `{name}` does not exist"),
+                    format!("use one of: {}", known.join(", ")),
+                ));
+            };
+            routes.push(Route {
+                destination,
+                target,
+                target_name: name.to_string(),
+                state: RouteState::Active,
+            });
+        }
+        route_tables.push(RouteTable::new(t.name.get_ref(), routes));
+    }
+    // A subnet is public when its table sends something to the internet gateway.
+    for s in &mut subnets {
+        s.public = route_tables[s.route_table]
+            .routes_sorted()
+            .iter()
+            .any(|r| r.target == Target::InternetGateway);
+    }
+    for (n, info) in f.nat_gateways.iter().zip(&nat_infos) {
+        let s = &subnets[usize::from(info.subnet)];
+        if !s.public {
+            return Err(cx.err(n.subnet.span(), format!("NAT gateway `{}` is in subnet `{}`, which is private (its route table has no route to the internet gateway)", info.name, s.name), "put the NAT gateway in a public subnet"));
+        }
+    }
+    for (h, spec) in hosts.iter().zip(&f.hosts) {
+        if h.elastic_ip.is_some() && !subnets[usize::from(h.subnet)].public {
+            warnings.push(format!(
+                "host `{}` has an Elastic IP but subnet `{}` has no route to the internet gateway: the address will not be reachable (line {})",
+                h.name,
+                subnets[usize::from(h.subnet)].name,
+                line_col(cx.src, spec.name.span().start).0
+            ));
+        }
+    }
+
+    // The internet side.
+    let internet_gateway_ip = match &f.internet {
+        Some(i) => {
+            let gw = cx.ip(&i.gateway, "internet gateway address")?;
+            let mut addresses = Vec::new();
+            for a in &i.addresses {
+                let (ip, len) = a
+                    .get_ref()
+                    .split_once('/')
+                    .and_then(|(ip, l)| {
+                        Some((
+                            ip.parse::<Ipv4Addr>().ok()?,
+                            l.parse::<u8>().ok().filter(|l| *l <= 32)?,
+                        ))
+                    })
+                    .ok_or_else(|| {
+                        cx.err(
+                            a.span(),
+                            format!("`{}` is not an address with a prefix length", a.get_ref()),
+                            "write e.g. \"198.51.100.10/24\"",
+                        )
+                    })?;
+                if vpc.contains(ip) {
+                    return Err(cx.err(
+                        a.span(),
+                        format!("internet address {ip} is inside the VPC"),
+                        "use a public address",
+                    ));
+                }
+                addresses.push((ip, len));
+            }
+            attachments.push(Attachment {
+                interface: "internet".into(),
+                namespace: i
+                    .namespace
+                    .as_ref()
+                    .map_or_else(|| "internet".to_string(), |n| n.get_ref().clone()),
+                addresses,
+                gateway: gw,
+            });
+            Some(gw)
+        }
+        None => None,
+    };
+
+    let g = &f.gateway;
+    let gateway = GatewaySettings {
+        workers: g.workers.unwrap_or(0),
+        mtu: g.mtu.unwrap_or(1500).clamp(576, 65535),
+        offload: g.offload.unwrap_or(true),
+        icmp_rate: g.icmp_rate.unwrap_or(1000),
+        icmp_burst: g.icmp_burst.unwrap_or(100),
+    };
+    let parts = TopologyParts {
+        vpc_cidrs: vec![vpc],
+        subnets,
+        hosts,
+        route_tables,
+        acls,
+        nat_gateways: nat_infos,
+        internet_gateway_ip,
+        mtu: gateway.mtu,
+    };
+    Ok(Vpc {
+        name: f.vpc.name.clone().unwrap_or_else(|| "vpc".into()),
+        parts,
+        nats,
+        attachments,
+        gateway,
+        warnings,
+    })
+}
+
+fn list<V>(m: &HashMap<String, V>) -> String {
+    let mut v: Vec<&String> = m.keys().collect();
+    v.sort();
+    v.into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rule(cx: &Ctx<'_>, r: &RuleSection) -> Result<AclRule, ConfigError> {
+    let n = *r.rule.get_ref();
+    if !(1..=32766).contains(&n) {
+        return Err(cx.err(
+            r.rule.span(),
+            format!("rule number {n} is out of range"),
+            "AWS rule numbers run from 1 to 32766",
+        ));
+    }
+    let action = match r.action.get_ref().to_ascii_lowercase().as_str() {
+        "allow" => RuleAction::Allow,
+        "deny" => RuleAction::Deny,
+        other => {
+            return Err(cx.err(
+                r.action.span(),
+                format!("action `{other}` is neither allow nor deny"),
+                "write \"allow\" or \"deny\"",
+            ));
+        }
+    };
+    let protocol = match r.protocol.get_ref().to_ascii_lowercase().as_str() {
+        "all" | "-1" => RuleProtocol::All,
+        "tcp" => RuleProtocol::Number(6),
+        "udp" => RuleProtocol::Number(17),
+        "icmp" => RuleProtocol::Number(1),
+        other => match other.parse::<u8>() {
+            Ok(n) => RuleProtocol::Number(n),
+            Err(_) => {
+                return Err(cx.err(
+                    r.protocol.span(),
+                    format!("protocol `{other}` is not known"),
+                    "write \"all\", \"tcp\", \"udp\", \"icmp\" or a protocol number",
+                ));
+            }
+        },
+    };
+    let cidr = cx.prefix(&r.cidr, "rule CIDR")?;
+    let ports = match &r.ports {
+        Some(p) => {
+            if !matches!(protocol, RuleProtocol::Number(6 | 17)) {
+                return Err(cx.err(
+                    p.span(),
+                    "a port range applies to TCP and UDP rules only",
+                    "remove `ports`, or set protocol = \"tcp\" or \"udp\"",
+                ));
+            }
+            Some(port_range(p.get_ref()).ok_or_else(|| {
+                cx.err(
+                    p.span(),
+                    format!("`{}` is not a port range", p.get_ref()),
+                    "write \"443\" or \"1024-65535\"",
+                )
+            })?)
+        }
+        None => None,
+    };
+    if (r.icmp_type.is_some() || r.icmp_code.is_some()) && protocol != RuleProtocol::Number(1) {
+        return Err(cx.err(
+            r.protocol.span(),
+            "icmp_type and icmp_code apply to ICMP rules only",
+            "set protocol = \"icmp\"",
+        ));
+    }
+    Ok(AclRule {
+        number: n as u16,
+        action,
+        protocol,
+        cidr,
+        ports,
+        icmp_type: r.icmp_type,
+        icmp_code: r.icmp_code,
+    })
+}
+
+fn nat_config(
+    cx: &Ctx<'_>,
+    o: &NatOptions,
+    public_ips: Vec<Ipv4Addr>,
+) -> Result<NatConfig, ConfigError> {
+    let profile = o.profile.unwrap_or_default();
+    let mut t = Timeouts::profile(profile);
+    let ov = &o.timeouts;
+    t.udp = ov.udp.unwrap_or(t.udp);
+    t.tcp_established = ov.tcp_established.unwrap_or(t.tcp_established);
+    t.tcp_opening = ov.tcp_opening.unwrap_or(t.tcp_opening);
+    t.tcp_closing = ov.tcp_closing.unwrap_or(t.tcp_closing);
+    t.tcp_reset = ov.tcp_reset.unwrap_or(t.tcp_reset);
+    t.icmp = ov.icmp.unwrap_or(t.icmp);
+    t.tcp_rst_on_expired = ov.tcp_rst_on_expired.unwrap_or(t.tcp_rst_on_expired);
+    let range = match &o.port_range {
+        Some(p) => {
+            let (lo, hi) = port_range(p.get_ref()).ok_or_else(|| {
+                cx.err(
+                    p.span(),
+                    format!("`{}` is not a port range", p.get_ref()),
+                    "write e.g. \"1024-65535\"",
+                )
+            })?;
+            if lo == 0 {
+                return Err(cx.err(
+                    p.span(),
+                    "port 0 cannot be used",
+                    "start the range at 1 or above",
+                ));
+            }
+            lo..=hi
+        }
+        None => 1024..=65535,
+    };
+    let mapping = o
+        .mapping
+        .as_ref()
+        .map_or_else(Mapping::default, |m| *m.get_ref());
+    let filtering = o
+        .filtering
+        .as_ref()
+        .map_or_else(Filtering::default, |f| *f.get_ref());
+    // RFC 4787 §5: a filter looser than the mapping lets in what the mapping
+    // would never have paired with the internal endpoint.
+    let order = |m: Mapping| match m {
+        Mapping::EndpointIndependent => 0,
+        Mapping::AddressDependent => 1,
+        Mapping::AddressAndPortDependent => 2,
+    };
+    let forder = |f: Filtering| match f {
+        Filtering::EndpointIndependent => 0,
+        Filtering::AddressDependent => 1,
+        Filtering::AddressAndPortDependent => 2,
+    };
+    if forder(filtering) < order(mapping) {
+        let span = o.filtering.as_ref().map_or(0..0, |f| f.span());
+        return Err(cx.err(
+            span,
+            format!("filtering {filtering:?} is looser than mapping {mapping:?}: an inbound packet could reach a mapping made for another destination"),
+            "use a filtering behaviour at least as strict as the mapping (e.g. mapping address-dependent with filtering address-dependent or address-and-port-dependent)",
+        ));
+    }
+    let defaults = NatConfig::default();
+    Ok(NatConfig {
+        public_ips,
+        ports: PortPolicy {
+            range,
+            low_range: 1..=1023,
+            keep_class: o.keep_port_class.unwrap_or(true),
+            keep_parity: o.port_parity.unwrap_or(true),
+            // AWS rewrites ports; the RFC profile keeps them when free, as Linux does.
+            preserve: o.port_preservation.unwrap_or(profile == Profile::Rfc),
+        },
+        timeouts: t,
+        mapping,
+        filtering,
+        hold_down_secs: o.hold_down.unwrap_or(defaults.hold_down_secs),
+        max_sessions: o.max_sessions.unwrap_or(defaults.max_sessions),
+        max_ports_per_subscriber: o
+            .max_ports_per_host
+            .unwrap_or(defaults.max_ports_per_subscriber),
+        exhaustion_reply: o.on_exhaustion.unwrap_or_default(),
+        inbound_refresh: true,
+        seed: o.seed,
+    })
+}
+
+impl Vpc {
+    /// The names a route table's routes point to, for `natgw routes`.
+    pub fn subnets_of_table(&self, table: usize) -> Vec<String> {
+        self.parts
+            .subnets
+            .iter()
+            .filter(|s| s.route_table == table)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Namespaces this VPC attaches to, without duplicates, in order.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        self.attachments
+            .iter()
+            .filter(|a| seen.insert(a.namespace.clone()))
+            .map(|a| a.namespace.clone())
+            .collect()
+    }
+}
+
+impl Vpc {
+    /// The gateway for this VPC: its topology and one NAT gateway state per
+    /// NAT gateway.
+    pub fn build(&self) -> std::sync::Arc<crate::pipeline::Gateway> {
+        let topo = crate::pipeline::Topology::new(self.parts.clone());
+        let nats = self
+            .nats
+            .iter()
+            .map(|(n, c)| std::sync::Arc::new(crate::nat::NatGateway::new(n, c.clone())))
+            .collect();
+        let settings = crate::pipeline::Settings {
+            icmp_rate: self.gateway.icmp_rate,
+            icmp_burst: self.gateway.icmp_burst,
+        };
+        crate::pipeline::Gateway::new(topo, nats, settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_lab_loads() {
+        let v = parse("default-lab.toml", DEFAULT_LAB).unwrap();
+        assert_eq!(v.parts.hosts.len(), 2);
+        assert_eq!(v.nats.len(), 1);
+        assert_eq!(v.nats[0].1.public_ips, vec![Ipv4Addr::new(203, 0, 113, 5)]);
+        assert!(
+            v.parts
+                .subnets
+                .iter()
+                .any(|s| s.name == "public" && s.public)
+        );
+        assert!(
+            v.parts
+                .subnets
+                .iter()
+                .any(|s| s.name == "private" && !s.public)
+        );
+        assert_eq!(v.attachments.len(), 3);
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    }
+
+    fn with(replace: &str, by: &str) -> Result<Vpc, ConfigError> {
+        assert!(
+            DEFAULT_LAB.contains(replace),
+            "fixture text `{replace}` not found"
+        );
+        parse("lab.toml", &DEFAULT_LAB.replacen(replace, by, 1))
+    }
+
+    fn line_of(needle: &str) -> usize {
+        DEFAULT_LAB
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap()
+            + 1
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let e = with("cidr = \"10.0.1.0/24\"", "cidr = \"10.0.1.5/24\"").unwrap_err();
+        assert_eq!(e.line, line_of("cidr = \"10.0.1.0/24\""));
+        assert!(e.message.contains("host bits"), "{e}");
+        assert!(e.fix.contains("10.0.1.0/24"), "{e}");
+        assert!(e.to_string().starts_with("lab.toml:"));
+    }
+
+    #[test]
+    fn refuses_what_aws_refuses() {
+        let cases = [
+            (
+                "cidr = \"10.0.0.0/16\"",
+                "cidr = \"10.0.0.0/8\"",
+                "/16 to /28",
+            ),
+            (
+                "cidr = \"10.0.1.0/24\"",
+                "cidr = \"10.1.1.0/24\"",
+                "not inside the VPC",
+            ),
+            (
+                "cidr = \"10.0.1.0/24\"",
+                "cidr = \"10.0.0.128/25\"",
+                "overlaps",
+            ),
+            ("ip = \"10.0.1.10\"", "ip = \"10.0.1.3\"", "reserved"),
+            ("ip = \"10.0.1.10\"", "ip = \"10.0.1.255\"", "reserved"),
+            ("ip = \"10.0.1.10\"", "ip = \"10.0.0.10\"", "not in subnet"),
+            ("target = \"nat-1\"", "target = \"nat-9\"", "does not exist"),
+            (
+                "subnet = \"public\"\nprivate_ip",
+                "subnet = \"private\"\nprivate_ip",
+                "private",
+            ),
+            (
+                "elastic_ips = [\"203.0.113.5\"]",
+                "elastic_ips = [\"203.0.113.10\"]",
+                "already used",
+            ),
+            ("[vpc]", "[vpc]\nbogus = 1", "unknown field"),
+        ];
+        for (a, b, want) in cases {
+            let e = with(a, b).unwrap_err();
+            assert!(e.message.contains(want), "{a} -> {b}: {e}");
+            assert!(e.line > 0, "{e}");
+        }
+    }
+
+    #[test]
+    fn acl_rules_are_checked_and_linted() {
+        let extra = r#"
+[[network_acls]]
+name = "strict"
+inbound = [ { rule = 100, action = "allow", protocol = "tcp", cidr = "0.0.0.0/0", ports = "22" } ]
+outbound = [ { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" } ]
+"#;
+        let v = parse("x.toml", &format!("{DEFAULT_LAB}{extra}")).unwrap();
+        assert!(
+            v.warnings.iter().any(|w| w.contains("ephemeral")),
+            "{:?}",
+            v.warnings
+        );
+        let bad = extra.replace(
+            "rule = 100, action = \"allow\", protocol = \"tcp\"",
+            "rule = 40000, action = \"allow\", protocol = \"tcp\"",
+        );
+        let e = parse("x.toml", &format!("{DEFAULT_LAB}{bad}")).unwrap_err();
+        assert!(e.message.contains("out of range"), "{e}");
+        let bad = extra.replace(
+            "protocol = \"all\", cidr",
+            "protocol = \"all\", ports = \"80\", cidr",
+        );
+        let e = parse("x.toml", &format!("{DEFAULT_LAB}{bad}")).unwrap_err();
+        assert!(e.message.contains("TCP and UDP"), "{e}");
+    }
+
+    #[test]
+    fn invalid_mapping_filtering_combination_is_refused() {
+        let e = with(
+            "mapping = \"endpoint-independent\"\nfiltering = \"address-and-port-dependent\"",
+            "mapping = \"address-and-port-dependent\"\nfiltering = \"endpoint-independent\"",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("looser"), "{e}");
+        assert_eq!(e.line, line_of("filtering = "));
+    }
+}
