@@ -1,1 +1,355 @@
-fn main() {}
+//! The `natgw` command.
+
+use clap::{Args, Parser, Subcommand};
+use natgw::control::config::{self, Vpc};
+use natgw::control::daemon::{self, Daemon};
+use natgw::control::socket::{self, Reply, Request};
+use natgw::control::{demo, lab, render};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "natgw",
+    version,
+    about = "A userspace NAT gateway and VPC router over TUN, with a namespace lab"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway in the foreground for a VPC config whose namespaces exist.
+    Run(RunArgs),
+    /// Build, use and tear down a lab of namespaces.
+    #[command(subcommand)]
+    Lab(LabCmd),
+    /// List the NAT translations of a running gateway (like `conntrack -L`).
+    Conntrack(Target),
+    /// Print the counters of a running gateway: traffic, NAT metrics, drops by reason.
+    Stats(Target),
+    /// Print route tables as the AWS console does.
+    Routes {
+        #[command(flatten)]
+        target: Target,
+        /// Read the tables from this config instead of a running gateway.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a VPC config file and print what it describes.
+    Check {
+        /// The file (default: the embedded default lab).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The VPC config file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Prefix added to every namespace name in the config (`PREFIX-name`).
+    #[arg(long)]
+    netns_prefix: Option<String>,
+    /// Control socket path.
+    #[arg(long, default_value = "/run/natgw/natgw.sock")]
+    socket: PathBuf,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Use TUN offloads (TSO, checksum offload).
+    #[arg(long, conflicts_with = "no_offload")]
+    offload: bool,
+    /// Do not use TUN offloads.
+    #[arg(long)]
+    no_offload: bool,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Create the namespaces and start the gateway in the background.
+    Up {
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// A VPC config (default: the embedded default lab).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        #[arg(long)]
+        no_offload: bool,
+    },
+    /// Stop the gateway and remove the namespaces.
+    Down {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Run a command inside a host of the lab, like `ip netns exec`.
+    Exec {
+        host: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Build the lab, show traffic crossing the NAT and the translations, tear down.
+    Demo {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        no_offload: bool,
+    },
+    /// List the labs that are up.
+    List,
+}
+
+#[derive(Args)]
+struct Target {
+    /// The lab whose gateway to ask.
+    #[arg(long, default_value = "default")]
+    lab: String,
+    /// Ask the gateway behind this control socket instead.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Target {
+    fn socket(&self) -> PathBuf {
+        match &self.socket {
+            Some(s) => s.clone(),
+            None => lab::LabState::dir(&self.lab).join("control.sock"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NATGW_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("natgw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_config(path: Option<&Path>) -> Result<(String, String), String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map(|s| (p.display().to_string(), s))
+            .map_err(|e| format!("{}: {e}", p.display())),
+        None => Ok((
+            "default-lab.toml (embedded)".into(),
+            config::DEFAULT_LAB.to_string(),
+        )),
+    }
+}
+
+fn load(path: Option<&Path>) -> Result<Vpc, String> {
+    let (label, src) = read_config(path)?;
+    let v = config::parse(&label, &src).map_err(|e| e.to_string())?;
+    for w in &v.warnings {
+        eprintln!("natgw: warning: {w}");
+    }
+    Ok(v)
+}
+
+fn ask(t: &Target, r: &Request) -> Result<Reply, String> {
+    match socket::request(&t.socket(), r).map_err(|e| e.to_string())? {
+        Reply::Error { message } => Err(message),
+        other => Ok(other),
+    }
+}
+
+fn exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot find the natgw binary: {e}"))
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode, String> {
+    match cli.cmd {
+        Cmd::Run(a) => {
+            let vpc = load(Some(&a.config))?;
+            let offload = if a.offload {
+                Some(true)
+            } else if a.no_offload {
+                Some(false)
+            } else {
+                None
+            };
+            let opts = daemon::Options {
+                netns_prefix: a.netns_prefix,
+                socket: a.socket.clone(),
+                workers: a.workers,
+                offload,
+            };
+            let d = Daemon::start(vpc, &opts).map_err(|e| e.to_string())?;
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, d.stop_flag()).map_err(|e| e.to_string())?;
+            }
+            tracing::info!(socket = %a.socket.display(), offload = ?d.offload, "natgw running");
+            d.wait();
+            tracing::info!("stopping");
+            d.shutdown();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Up {
+            name,
+            config,
+            workers,
+            no_offload,
+        }) => {
+            let cfg = read_config(config.as_deref())?;
+            let opts = lab::UpOptions {
+                name: name.clone(),
+                config: cfg,
+                workers,
+                offload: no_offload.then_some(false),
+                exe: exe()?,
+            };
+            let (state, vpc) = lab::up(&opts).map_err(|e| e.to_string())?;
+            for w in &vpc.warnings {
+                eprintln!("natgw: warning: {w}");
+            }
+            let flag = if name == "default" {
+                String::new()
+            } else {
+                format!(" --name {name}")
+            };
+            println!(
+                "lab `{name}` is up: gateway pid {}, namespaces {}",
+                state.gateway_pid.unwrap_or(0),
+                state.namespaces.join(", ")
+            );
+            for (h, ns) in &state.hosts {
+                println!(
+                    "  {h:<10} natgw lab exec{flag} {h} -- <command>      (ip netns exec {ns} <command>)"
+                );
+            }
+            let lab_flag = if name == "default" {
+                String::new()
+            } else {
+                format!(" --lab {name}")
+            };
+            println!(
+                "see the NAT: natgw conntrack{lab_flag}   counters: natgw stats{lab_flag}   stop: natgw lab down{flag}"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Down { name }) => {
+            let s = lab::down(&name).map_err(|e| e.to_string())?;
+            println!("lab `{name}` is down: removed {}", s.namespaces.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Exec { host, name, cmd }) => {
+            let mut c = lab::exec_command(&name, &host, &cmd).map_err(|e| e.to_string())?;
+            let status = c
+                .status()
+                .map_err(|e| format!("running {}: {e}", cmd.join(" ")))?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }
+        Cmd::Lab(LabCmd::Demo { config, no_offload }) => {
+            let cfg = read_config(config.as_deref())?;
+            demo::run(cfg, &exe()?, no_offload.then_some(false))
+                .map_err(|e| format!("demo: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::List) => {
+            let labs = lab::all();
+            if labs.is_empty() {
+                println!("no labs are up");
+            }
+            for l in labs {
+                let alive = if l.alive() {
+                    "up"
+                } else {
+                    "dead (will be cleaned by the next `lab up`)"
+                };
+                println!(
+                    "{:<16} {alive:<10} gateway pid {:<8} namespaces {}",
+                    l.name,
+                    l.gateway_pid.unwrap_or(0),
+                    l.namespaces.join(" ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Conntrack(t) => match ask(&t, &Request::Conntrack)? {
+            Reply::Conntrack { nat } => {
+                if t.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&nat).map_err(|e| e.to_string())?
+                    );
+                } else {
+                    print!("{}", render::conntrack(&nat));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            other => Err(format!("unexpected answer: {other:?}")),
+        },
+        Cmd::Stats(t) => match ask(&t, &Request::Stats)? {
+            Reply::Stats(s) => {
+                if t.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
+                    );
+                } else {
+                    print!("{}", render::stats(&s));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            other => Err(format!("unexpected answer: {other:?}")),
+        },
+        Cmd::Routes { target, config } => {
+            let tables = match config {
+                Some(p) => daemon::route_views(&load(Some(&p))?),
+                None => match ask(&target, &Request::Routes)? {
+                    Reply::Routes { tables } => tables,
+                    other => return Err(format!("unexpected answer: {other:?}")),
+                },
+            };
+            print!("{}", render::routes(&tables));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { file } => {
+            let v = load(file.as_deref())?;
+            println!(
+                "{}: VPC {} ({}), {} subnets, {} hosts, {} NAT gateways, {} route tables, {} network ACLs: OK",
+                file.as_ref()
+                    .map_or("default lab".to_string(), |p| p.display().to_string()),
+                v.name,
+                v.parts
+                    .vpc_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                v.parts.subnets.len(),
+                v.parts.hosts.len(),
+                v.nats.len(),
+                v.parts.route_tables.len(),
+                v.parts.acls.len() - 1,
+            );
+            print!("{}", render::routes(&daemon::route_views(&v)));
+            Ok(if v.warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}

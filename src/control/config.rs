@@ -254,6 +254,8 @@ pub struct Vpc {
     /// One per interface, in interface order (hosts, then the internet).
     pub attachments: Vec<Attachment>,
     pub gateway: GatewaySettings,
+    /// The main route table, if the file has one.
+    pub main_table: Option<usize>,
     /// Things that load but are probably mistakes (stateless ACLs without the
     /// ephemeral range, ...).
     pub warnings: Vec<String>,
@@ -859,6 +861,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         nats,
         attachments,
         gateway,
+        main_table,
         warnings,
     })
 }

@@ -2,3 +2,8 @@
 //! the namespace lab, and the control socket.
 
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod lab;
+pub mod render;
+pub mod socket;

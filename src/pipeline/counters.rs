@@ -83,6 +83,18 @@ named_counters! {
     }
 }
 
+named_counters! {
+    /// The I/O layer's own events.
+    IoCounters {
+        /// Reads that failed (not packets: the device itself erred).
+        rx_errors,
+        /// Wake-ups of the worker.
+        wakeups,
+        /// Wake-ups that hit the per-device batch limit (more was waiting).
+        full_batches,
+    }
+}
+
 /// All counters of one worker.
 #[derive(Debug)]
 pub struct Counters {
@@ -93,6 +105,7 @@ pub struct Counters {
     pub drops: Box<[Counter]>,
     pub nat: NatCounters,
     pub generated: GeneratedCounters,
+    pub io: IoCounters,
 }
 
 fn row(n: usize) -> Box<[Counter]> {
@@ -110,6 +123,7 @@ impl Counters {
             drops: row(DropReason::COUNT),
             nat: NatCounters::default(),
             generated: GeneratedCounters::default(),
+            io: IoCounters::default(),
         }
     }
 
@@ -148,6 +162,7 @@ pub struct Totals {
     pub drops: Vec<(String, u64)>,
     pub nat: Vec<(String, u64)>,
     pub generated: Vec<(String, u64)>,
+    pub io: Vec<(String, u64)>,
 }
 
 impl Totals {
@@ -158,6 +173,7 @@ impl Totals {
         let mut drops = vec![0u64; DropReason::COUNT];
         let mut nat: Vec<(String, u64)> = Vec::new();
         let mut generated: Vec<(String, u64)> = Vec::new();
+        let mut io: Vec<(String, u64)> = Vec::new();
         fn merge(into: &mut Vec<(String, u64)>, from: Vec<(&'static str, u64)>) {
             if into.is_empty() {
                 into.extend(from.into_iter().map(|(n, v)| (n.to_string(), v)));
@@ -179,6 +195,7 @@ impl Totals {
             }
             merge(&mut nat, w.nat.values());
             merge(&mut generated, w.generated.values());
+            merge(&mut io, w.io.values());
         }
         Totals {
             interfaces: ifs,
@@ -190,6 +207,7 @@ impl Totals {
                 .collect(),
             nat,
             generated,
+            io,
         }
     }
 

@@ -1,1 +1,148 @@
-//! Workers (to come in this session).
+//! Worker threads: one per TUN queue index. Worker `i` owns queue `i` of every
+//! device, reads a packet, runs it through its own [`Pipeline`], and writes
+//! it to its own queue of the egress device: no hand-off between threads.
+//!
+//! Per wake-up a worker reads the clock once, picks up a new topology if one
+//! was swapped in, and takes at most [`BATCH`] packets from each ready device
+//! (epoll is level-triggered, so what is left wakes it again at once).
+
+use crate::clock::Clock;
+use crate::io::{Read, TunQueue};
+use crate::pipeline::{Action, Counters, DropReason, Gateway, PacketBuf, Pipeline};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Packets taken from one device per wake-up.
+pub const BATCH: usize = 64;
+/// Buffer size: the largest IPv4 packet (a 64 KiB GSO frame).
+const BUF: usize = 65536;
+const STOP: u64 = u64::MAX;
+
+/// The running workers.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    counters: Vec<Arc<Counters>>,
+    stop: Arc<EventFd>,
+}
+
+impl Workers {
+    /// Starts one worker per queue index. `queues[d][i]` is queue `i` of device `d`.
+    pub fn start(
+        gw: &Arc<Gateway>,
+        queues: Vec<Vec<TunQueue>>,
+        clock: Clock,
+    ) -> io::Result<Workers> {
+        let n = queues.iter().map(Vec::len).min().unwrap_or(0);
+        let stop = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        // Transpose: worker i gets queue i of every device, in device order.
+        let mut per_worker: Vec<Vec<TunQueue>> = (0..n).map(|_| Vec::new()).collect();
+        for dev in queues {
+            for (i, q) in dev.into_iter().enumerate().take(n) {
+                per_worker[i].push(q);
+            }
+        }
+        let mut handles = Vec::new();
+        let mut counters = Vec::new();
+        for (i, qs) in per_worker.into_iter().enumerate() {
+            let pipe = gw.pipeline();
+            counters.push(pipe.counters().clone());
+            let stop = stop.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("natgw-worker-{i}"))
+                .spawn(move || {
+                    if let Err(e) = run(pipe, &qs, &stop, clock) {
+                        tracing::error!(worker = i, error = %e, "worker stopped");
+                    }
+                })?;
+            handles.push(h);
+        }
+        Ok(Workers {
+            handles,
+            counters,
+            stop,
+        })
+    }
+
+    /// Counters of every worker.
+    pub fn counters(&self) -> &[Arc<Counters>] {
+        &self.counters
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Asks every worker to stop and waits for them.
+    pub fn stop(self) {
+        let _ = self.stop.write(1);
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) -> io::Result<()> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for (i, q) in queues.iter().enumerate() {
+        epoll.add(q.fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+    }
+    epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
+    let mut buf = PacketBuf::with_capacity(BUF);
+    let mut events = [EpollEvent::empty(); 16];
+    let counters = pipe.counters().clone();
+    loop {
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        counters.io.wakeups.inc();
+        let now = clock.now();
+        pipe.refresh();
+        for ev in &events[..n] {
+            let d = ev.data();
+            if d == STOP {
+                return Ok(());
+            }
+            let Some(q) = queues.get(d as usize) else {
+                continue;
+            };
+            let mut taken = 0;
+            while taken < BATCH {
+                match q.read(&mut buf) {
+                    Ok(Read::Packet(_)) => taken += 1,
+                    Ok(Read::Empty) => break,
+                    Err(e) => {
+                        counters.io.rx_errors.inc();
+                        tracing::debug!(error = %e, "TUN read failed");
+                        break;
+                    }
+                }
+                match pipe.process(now, d as u16, &mut buf) {
+                    Action::Forward(e) | Action::Reply { egress: e, .. } => {
+                        let e = usize::from(e);
+                        match queues.get(e).map(|out| out.write(&buf)) {
+                            Some(Ok(())) => counters.tx(e, buf.len()),
+                            _ => counters.count_drop(DropReason::TxError),
+                        }
+                    }
+                    Action::Drop(_) => {}
+                }
+            }
+            if taken == BATCH {
+                counters.io.full_batches.inc();
+            }
+        }
+    }
+}

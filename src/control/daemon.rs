@@ -1,0 +1,353 @@
+//! A running gateway: TUN devices in the namespaces of a VPC, the workers,
+//! the reaper, and the control socket.
+
+use super::config::Vpc;
+use super::socket::{self, NatSessions, NatStatus, Reply, Request, RouteTableView, Stats};
+use crate::clock::Clock;
+use crate::io::{OffloadLevel, TunOptions, netns, tun};
+use crate::pipeline::{Gateway, Totals};
+use crate::wire::ipv4::protocol;
+use crate::worker::Workers;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How to start a gateway.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Prepended (with `-`) to every namespace name of the VPC file (the lab's run-unique prefix).
+    pub netns_prefix: Option<String>,
+    /// Where the control socket goes.
+    pub socket: PathBuf,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Use TUN offloads; None takes the config's choice.
+    pub offload: Option<bool>,
+}
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("namespace `{0}` does not exist (create it first, or use `natgw lab up`)")]
+    NoNamespace(String),
+    #[error(
+        "creating TUN device {dev} in namespace {ns}: {source} (run as root; is /dev/net/tun there?)"
+    )]
+    Tun {
+        dev: String,
+        ns: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("starting workers: {0}")]
+    Workers(std::io::Error),
+}
+
+/// The namespace an attachment lives in, given the lab prefix.
+pub fn namespace_name(prefix: Option<&str>, ns: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}-{ns}"),
+        None => ns.to_string(),
+    }
+}
+
+/// The TUN device name of interface `i` (at most 15 bytes).
+pub fn tun_name(prefix: Option<&str>, i: usize) -> String {
+    let base = prefix.map_or_else(
+        || format!("ngw{}", std::process::id() % 10_000_000),
+        str::to_string,
+    );
+    let mut n = format!("{base}-t{i}");
+    n.truncate(15);
+    n
+}
+
+/// A running gateway.
+pub struct Daemon {
+    gw: Arc<Gateway>,
+    workers: Option<Workers>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    socket: PathBuf,
+    pub offload: OffloadLevel,
+}
+
+struct Shared {
+    gw: Arc<Gateway>,
+    vpc: Vpc,
+    counters: Vec<Arc<crate::pipeline::Counters>>,
+    clock: Clock,
+    offload: OffloadLevel,
+    stop: Arc<AtomicBool>,
+}
+
+impl Daemon {
+    /// Creates the devices, configures the namespaces, starts everything.
+    pub fn start(vpc: Vpc, opts: &Options) -> Result<Daemon, StartError> {
+        let prefix = opts.netns_prefix.as_deref();
+        let workers = if opts.workers == 0 {
+            if vpc.gateway.workers > 0 {
+                vpc.gateway.workers
+            } else {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            }
+        } else {
+            opts.workers
+        };
+        let offload = opts.offload.unwrap_or(vpc.gateway.offload);
+        for a in &vpc.attachments {
+            let ns = namespace_name(prefix, &a.namespace);
+            if !netns::exists(&ns) {
+                return Err(StartError::NoNamespace(ns));
+            }
+        }
+        let mut queues = Vec::new();
+        let mut level = OffloadLevel::None;
+        for (i, a) in vpc.attachments.iter().enumerate() {
+            let ns = namespace_name(prefix, &a.namespace);
+            let dev = tun_name(prefix, i);
+            let (q, l) = tun::create_in_netns(
+                &netns::path(&ns),
+                &TunOptions {
+                    name: dev.clone(),
+                    queues: workers,
+                    offload,
+                },
+            )
+            .map_err(|source| StartError::Tun {
+                dev: dev.clone(),
+                ns: ns.clone(),
+                source,
+            })?;
+            level = l;
+            netns::configure_link(&ns, &dev, vpc.gateway.mtu, &a.addresses, a.gateway)?;
+            tracing::info!(interface = %a.interface, namespace = %ns, device = %dev, queues = workers, ?l, "attached");
+            queues.push(q);
+        }
+        let gw = vpc.build();
+        let clock = Clock::start();
+        let workers = Workers::start(&gw, queues, clock).map_err(StartError::Workers)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(dir) = opts.socket.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::remove_file(&opts.socket);
+        let listener = UnixListener::bind(&opts.socket).map_err(|source| StartError::Socket {
+            path: opts.socket.display().to_string(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            gw: gw.clone(),
+            vpc,
+            counters: workers.counters().to_vec(),
+            clock,
+            offload: level,
+            stop: stop.clone(),
+        });
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("natgw-reaper".into())
+                .spawn(move || reaper(&s))
+                .map_err(StartError::Workers)?,
+        );
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("natgw-control".into())
+                .spawn(move || serve(&s, listener))
+                .map_err(StartError::Workers)?,
+        );
+        Ok(Daemon {
+            gw,
+            workers: Some(workers),
+            stop,
+            threads,
+            socket: opts.socket.clone(),
+            offload: level,
+        })
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gw
+    }
+
+    /// True once a stop was asked for (signal or control socket).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// A flag that stops the daemon when set (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Waits until a stop is asked for.
+    pub fn wait(&self) {
+        while !self.stopping() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops everything; the TUN devices vanish with their descriptors.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.workers.take() {
+            w.stop();
+        }
+        // Wake the control thread out of accept().
+        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Ends sessions as they time out, and port hold-downs, with bounded work per pass.
+fn reaper(s: &Shared) {
+    while !s.stop.load(Ordering::Relaxed) {
+        let now = s.clock.now().secs();
+        for nat in s.gw.nats() {
+            // Bounded passes: yield between them so the slow path gets the lock.
+            for _ in 0..100 {
+                if !nat.expire(now, 10_000).more {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn serve(s: &Shared, listener: UnixListener) {
+    for conn in listener.incoming() {
+        if s.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        let reply = match socket::read_request(&conn) {
+            Ok(req) => answer(s, &req),
+            Err(message) => Reply::Error { message },
+        };
+        let _ = socket::write_reply(&conn, &reply);
+    }
+}
+
+fn answer(s: &Shared, req: &Request) -> Reply {
+    let now = s.clock.now();
+    let topo = s.gw.topology();
+    match req {
+        Request::Status => Reply::Status {
+            pid: std::process::id(),
+            uptime_secs: now.secs().into(),
+            interfaces: topo.interface_names(),
+        },
+        Request::Stats => {
+            let totals = Totals::sum(&topo.interface_names(), s.counters.iter().map(|c| &**c));
+            let nat =
+                s.gw.nats()
+                    .iter()
+                    .map(|n| NatStatus {
+                        name: n.name.clone(),
+                        public_ips: n
+                            .config()
+                            .public_ips
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        profile: if n.config().timeouts.tcp_rst_on_expired {
+                            "aws".into()
+                        } else {
+                            "rfc".into()
+                        },
+                        sessions: n.session_count(),
+                        mappings: n.mapping_count(),
+                        ports_in_use: n
+                            .ports_in_use()
+                            .into_iter()
+                            .map(|(a, p, c)| (a.to_string(), p, c))
+                            .collect(),
+                        idle_timeouts: n.stats.idle_timeouts.load(Ordering::Relaxed),
+                    })
+                    .collect();
+            Reply::Stats(Stats {
+                uptime_secs: now.secs().into(),
+                workers: s.counters.len(),
+                offload: format!("{:?}", s.offload),
+                totals,
+                nat,
+            })
+        }
+        Request::Conntrack => Reply::Conntrack {
+            nat: s
+                .gw
+                .nats()
+                .iter()
+                .map(|n| NatSessions {
+                    name: n.name.clone(),
+                    sessions: n.sessions(now.secs()),
+                })
+                .collect(),
+        },
+        Request::Routes => Reply::Routes {
+            tables: route_views(&s.vpc),
+        },
+        Request::Shutdown => {
+            s.stop.store(true, Ordering::Relaxed);
+            Reply::Ok
+        }
+    }
+}
+
+/// Route tables as the AWS console shows them.
+pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
+    vpc.parts
+        .route_tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| RouteTableView {
+            name: t.name.clone(),
+            main: vpc.main_table == Some(i),
+            subnets: vpc.subnets_of_table(i),
+            routes: t
+                .routes_sorted()
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.destination.to_string(),
+                        r.target_name.clone(),
+                        r.state.to_string(),
+                    )
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The protocol name for display.
+pub fn proto_label(p: u8) -> &'static str {
+    match p {
+        protocol::TCP => "tcp",
+        protocol::UDP => "udp",
+        protocol::ICMP => "icmp",
+        _ => "other",
+    }
+}
+
+/// Removes a stale socket file left by a crashed gateway.
+pub fn clear_stale_socket(path: &Path) {
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,415 @@
+//! The namespace lab: build the namespaces of a VPC config, start a gateway
+//! in the background, run commands in a host, tear it all down.
+//!
+//! Safety rules (docs/LAB.md): every namespace carries a run-unique prefix
+//! (`ngw<pid>-`), nothing is added to the root namespace, and everything a
+//! lab made is removed by `down`, on failure, and by the next run if a lab
+//! died without cleaning up.
+
+use super::config::{self, Vpc};
+use super::daemon::namespace_name;
+use super::socket::{self, Reply, Request};
+use crate::io::netns;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where lab state lives (tmpfs: gone after a reboot, as the namespaces are).
+pub const STATE_ROOT: &str = "/run/natgw/labs";
+
+/// What `lab up` recorded about a lab.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LabState {
+    pub name: String,
+    /// Prefix of every namespace and TUN device of this lab.
+    pub prefix: String,
+    /// The process that built the lab (alive while it is being built).
+    pub owner_pid: u32,
+    /// The gateway process, once started.
+    pub gateway_pid: Option<u32>,
+    pub namespaces: Vec<String>,
+    /// (host or interface name, namespace).
+    pub hosts: Vec<(String, String)>,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Lab errors, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(
+        "lab `{name}` is already up (namespaces {prefix}-*, gateway pid {pid}); run `natgw lab down{flag}` first, or pick another name with --name"
+    )]
+    AlreadyUp {
+        name: String,
+        prefix: String,
+        pid: u32,
+        flag: String,
+    },
+    #[error("no lab named `{0}` is up; start one with `natgw lab up`")]
+    NotUp(String),
+    #[error("lab name `{0}` is not valid: use up to 24 letters, digits or `-`")]
+    BadName(String),
+    #[error("no host `{host}` in lab `{lab}`; hosts: {known}")]
+    NoHost {
+        host: String,
+        lab: String,
+        known: String,
+    },
+    #[error("the lab must run as root (it creates network namespaces and TUN devices)")]
+    NotRoot,
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error("the gateway did not start: {reason}\n--- gateway log ({log}) ---\n{tail}")]
+    GatewayFailed {
+        reason: String,
+        log: String,
+        tail: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+impl LabState {
+    pub fn dir(name: &str) -> PathBuf {
+        Path::new(STATE_ROOT).join(name)
+    }
+
+    pub fn load(name: &str) -> Option<LabState> {
+        let s = std::fs::read_to_string(Self::dir(name).join("state.json")).ok()?;
+        serde_json::from_str(&s).ok()
+    }
+
+    fn save(&self) -> Result<(), LabError> {
+        let dir = Self::dir(&self.name);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let tmp = dir.join("state.json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| LabError::Io {
+            what: "state".into(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&tmp, text).map_err(io_err(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join("state.json")).map_err(io_err("saving lab state"))
+    }
+
+    /// True while the builder or the gateway of this lab is alive.
+    pub fn alive(&self) -> bool {
+        netns::alive(self.owner_pid as i32)
+            || self.gateway_pid.is_some_and(|p| netns::alive(p as i32))
+    }
+
+    /// The namespace of a host (or `internet`, or the internet namespace's own name).
+    pub fn namespace_of(&self, host: &str) -> Result<&str, LabError> {
+        self.hosts
+            .iter()
+            .find(|(h, ns)| {
+                h == host || ns.strip_prefix(&format!("{}-", self.prefix)) == Some(host)
+            })
+            .map(|(_, ns)| ns.as_str())
+            .ok_or_else(|| LabError::NoHost {
+                host: host.to_string(),
+                lab: self.name.clone(),
+                known: self
+                    .hosts
+                    .iter()
+                    .map(|(h, _)| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// Every lab with state on this machine.
+pub fn all() -> Vec<LabState> {
+    let mut v: Vec<LabState> = std::fs::read_dir(STATE_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| LabState::load(&e.file_name().to_string_lossy()))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+fn name_ok(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 24 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Removes what dead labs left behind: their namespaces (also ones that never
+/// made it into a state file) and their state.
+pub fn cleanup_leftovers() -> Vec<String> {
+    let mut removed = Vec::new();
+    let labs = all();
+    for l in &labs {
+        if !l.alive() {
+            teardown(l);
+            removed.push(format!("lab {}", l.name));
+        }
+    }
+    let live: Vec<String> = labs
+        .iter()
+        .filter(|l| l.alive())
+        .map(|l| format!("{}-", l.prefix))
+        .collect();
+    for ns in netns::list() {
+        // Our prefix: ngw<digits>- ; the digits are the pid of the builder.
+        let Some(rest) = ns.strip_prefix("ngw") else {
+            continue;
+        };
+        let Some((digits, _)) = rest.split_once('-') else {
+            continue;
+        };
+        let Ok(pid) = digits.parse::<i32>() else {
+            continue;
+        };
+        if live.iter().any(|p| ns.starts_with(p)) || netns::alive(pid) {
+            continue;
+        }
+        if netns::delete(&ns).is_ok() {
+            removed.push(format!("namespace {ns}"));
+        }
+    }
+    removed
+}
+
+/// How to bring a lab up.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub name: String,
+    /// (label for errors, TOML text).
+    pub config: (String, String),
+    pub workers: usize,
+    pub offload: Option<bool>,
+    /// The natgw binary to start the gateway with.
+    pub exe: PathBuf,
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Builds the lab's namespaces and starts its gateway in the background.
+pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
+    if !name_ok(&o.name) {
+        return Err(LabError::BadName(o.name.clone()));
+    }
+    if !is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let vpc = config::parse(&o.config.0, &o.config.1)?;
+    cleanup_leftovers();
+    if let Some(old) = LabState::load(&o.name) {
+        if old.alive() {
+            let flag = if o.name == "default" {
+                String::new()
+            } else {
+                format!(" --name {}", o.name)
+            };
+            return Err(LabError::AlreadyUp {
+                name: o.name.clone(),
+                prefix: old.prefix.clone(),
+                pid: old.gateway_pid.unwrap_or(old.owner_pid),
+                flag,
+            });
+        }
+        teardown(&old);
+    }
+    let prefix = format!("ngw{}", std::process::id());
+    let dir = LabState::dir(&o.name);
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, &o.config.1).map_err(io_err(format!("writing {}", cfg.display())))?;
+    let namespaces: Vec<String> = vpc
+        .namespaces()
+        .iter()
+        .map(|n| namespace_name(Some(&prefix), n))
+        .collect();
+    let hosts = vpc
+        .attachments
+        .iter()
+        .map(|a| {
+            (
+                a.interface.clone(),
+                namespace_name(Some(&prefix), &a.namespace),
+            )
+        })
+        .collect();
+    let mut state = LabState {
+        name: o.name.clone(),
+        prefix: prefix.clone(),
+        owner_pid: std::process::id(),
+        gateway_pid: None,
+        namespaces,
+        hosts,
+        config: cfg.clone(),
+        socket: dir.join("control.sock"),
+        log: dir.join("gateway.log"),
+    };
+    // Record first, so a crash from here on leaves state the next run can clean.
+    state.save()?;
+    match start(&mut state, o, &vpc) {
+        Ok(()) => Ok((state, vpc)),
+        Err(e) => {
+            teardown(&state);
+            Err(e)
+        }
+    }
+}
+
+fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError> {
+    let names = lab_hosts(vpc);
+    for ns in &state.namespaces {
+        netns::add(ns)?;
+        netns::write_etc(ns, &names).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
+    }
+    let log = std::fs::File::create(&state.log)
+        .map_err(io_err(format!("creating {}", state.log.display())))?;
+    let log2 = log.try_clone().map_err(io_err("log file"))?;
+    let mut cmd = Command::new(&o.exe);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&state.config)
+        .args(["--netns-prefix", &state.prefix])
+        .arg("--socket")
+        .arg(&state.socket)
+        .args(["--workers", &o.workers.to_string()]);
+    match o.offload {
+        Some(true) => {
+            cmd.arg("--offload");
+        }
+        Some(false) => {
+            cmd.arg("--no-offload");
+        }
+        None => {}
+    }
+    // Its own process group: a Ctrl-C at the terminal reaches the demo, which
+    // then stops the gateway in order, instead of killing it mid-way.
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(io_err(format!("starting {}", o.exe.display())))?;
+    state.gateway_pid = Some(child.id());
+    state.save()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(gateway_failed(state, format!("it exited with {status}")));
+        }
+        if let Ok(Reply::Status { .. }) = socket::request(&state.socket, &Request::Status) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(gateway_failed(
+                state,
+                "no answer on the control socket after 20 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Names for the lab's /etc/hosts: every host, the internet side, the NAT gateways.
+fn lab_hosts(vpc: &Vpc) -> Vec<(std::net::Ipv4Addr, String)> {
+    let mut v: Vec<(std::net::Ipv4Addr, String)> = vpc
+        .parts
+        .hosts
+        .iter()
+        .map(|h| (h.ip, h.name.clone()))
+        .collect();
+    for h in &vpc.parts.hosts {
+        if let Some(e) = h.elastic_ip {
+            v.push((e, format!("{}-public", h.name)));
+        }
+    }
+    for n in &vpc.parts.nat_gateways {
+        if let Some(e) = n.public_ips.first() {
+            v.push((*e, n.name.clone()));
+        }
+    }
+    for a in vpc.attachments.iter().filter(|a| a.interface == "internet") {
+        if let Some((ip, _)) = a.addresses.first() {
+            v.push((*ip, a.namespace.clone()));
+        }
+    }
+    v
+}
+
+fn gateway_failed(state: &LabState, reason: String) -> LabError {
+    let text = std::fs::read_to_string(&state.log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    LabError::GatewayFailed {
+        reason,
+        log: state.log.display().to_string(),
+        tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+    }
+}
+
+/// Stops the gateway, kills every process in the lab's namespaces, deletes
+/// them and the state. Does its best and never fails half-way.
+pub fn teardown(state: &LabState) {
+    if let Some(pid) = state.gateway_pid {
+        let _ = socket::request(&state.socket, &Request::Shutdown);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while netns::alive(pid as i32) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for sig in [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGKILL,
+        ] {
+            if !netns::alive(pid as i32) {
+                break;
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    for ns in &state.namespaces {
+        if let Err(e) = netns::delete(ns) {
+            tracing::warn!(namespace = %ns, error = %e, "could not delete namespace");
+        }
+    }
+    let _ = std::fs::remove_dir_all(LabState::dir(&state.name));
+}
+
+/// Tears down lab `name`.
+pub fn down(name: &str) -> Result<LabState, LabError> {
+    if !is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let state = LabState::load(name).ok_or_else(|| LabError::NotUp(name.to_string()))?;
+    teardown(&state);
+    Ok(state)
+}
+
+/// The state of a lab that is up.
+pub fn get(name: &str) -> Result<LabState, LabError> {
+    match LabState::load(name) {
+        Some(s) if s.alive() => Ok(s),
+        _ => Err(LabError::NotUp(name.to_string())),
+    }
+}
+
+/// A command that runs `argv` inside host `host` of lab `name`.
+pub fn exec_command(name: &str, host: &str, argv: &[String]) -> Result<Command, LabError> {
+    let state = get(name)?;
+    let ns = state.namespace_of(host)?;
+    Ok(netns::command(ns, argv))
+}

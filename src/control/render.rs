@@ -1,0 +1,186 @@
+//! Text output of `natgw conntrack`, `natgw stats` and `natgw routes`, in the
+//! style of conntrack(8) and of the AWS console.
+
+use super::socket::{NatSessions, RouteTableView, Stats};
+use crate::conntrack::key::proto_name;
+use std::fmt::Write;
+
+/// `conntrack -L` style: protocol, number, seconds to expiry, TCP state, the
+/// original tuple, the reply tuple (where the public address shows), flags.
+pub fn conntrack(nats: &[NatSessions]) -> String {
+    let mut out = String::new();
+    let mut total = 0;
+    for n in nats {
+        for s in &n.sessions {
+            total += 1;
+            let _ = write!(
+                out,
+                "{:<8} {:<2} {:<6} ",
+                proto_name(s.proto),
+                s.proto,
+                s.expires_in
+            );
+            if let Some(st) = &s.state {
+                let _ = write!(out, "{st} ");
+            }
+            let (sp, dp) = if s.proto == 1 {
+                ("id", "id")
+            } else {
+                ("sport", "dport")
+            };
+            let _ = write!(
+                out,
+                "src={} dst={} {sp}={} {dp}={} packets={} bytes={} src={} dst={} {sp}={} {dp}={} packets={} bytes={}",
+                s.orig_src,
+                s.orig_dst,
+                s.orig_sport,
+                s.orig_dport,
+                s.packets[0],
+                s.bytes[0],
+                s.reply_src,
+                s.reply_dst,
+                s.reply_sport,
+                s.reply_dport,
+                s.packets[1],
+                s.bytes[1],
+            );
+            if s.assured {
+                out.push_str(" [ASSURED]");
+            }
+            let _ = writeln!(out, " nat={}", n.name);
+        }
+    }
+    let _ = writeln!(out, "natgw: {total} flow entries have been shown.");
+    out
+}
+
+/// One line per session saying what the NAT did, for people new to NAT.
+pub fn translations(nats: &[NatSessions]) -> String {
+    let mut out = String::new();
+    for n in nats {
+        for s in &n.sessions {
+            let what = if s.proto == 1 {
+                "ICMP id"
+            } else {
+                proto_name(s.proto)
+            };
+            let _ = writeln!(
+                out,
+                "{what:>7} {}:{} -> {}:{}   is seen outside as   {}:{} -> {}:{}   ({})",
+                s.orig_src,
+                s.orig_sport,
+                s.orig_dst,
+                s.orig_dport,
+                s.reply_dst,
+                s.reply_dport,
+                s.orig_dst,
+                s.orig_dport,
+                n.name
+            );
+        }
+    }
+    out
+}
+
+/// `natgw stats`.
+pub fn stats(s: &Stats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "natgw: up {} s, {} worker(s), TUN offload: {}",
+        s.uptime_secs, s.workers, s.offload
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:>12} {:>14} {:>12} {:>14}",
+        "interface", "rx packets", "rx bytes", "tx packets", "tx bytes"
+    );
+    for (name, rp, rb, tp, tb) in &s.totals.interfaces {
+        let _ = writeln!(out, "{name:<12} {rp:>12} {rb:>14} {tp:>12} {tb:>14}");
+    }
+    for n in &s.nat {
+        let ports: Vec<String> = n
+            .ports_in_use
+            .iter()
+            .map(|(a, p, c)| format!("{} {a}: {c}", proto_name(*p)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nNAT gateway {} ({}, profile {}): {} sessions, {} mappings, {} idle timeouts; ports in use: {}",
+            n.name,
+            n.public_ips.join(", "),
+            n.profile,
+            n.sessions,
+            n.mappings,
+            n.idle_timeouts,
+            if ports.is_empty() {
+                "none".to_string()
+            } else {
+                ports.join(", ")
+            }
+        );
+    }
+    let _ = writeln!(out, "\nNAT metrics (AWS CloudWatch names):");
+    for (k, v) in &s.totals.nat {
+        let _ = writeln!(out, "  {:<32} {v}", aws_name(k));
+    }
+    let _ = writeln!(out, "\ndrops by reason:");
+    if s.totals.drops.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for (k, v) in &s.totals.drops {
+        let _ = writeln!(out, "  {k:<32} {v}");
+    }
+    let _ = writeln!(out, "\nsent by the gateway:");
+    for (k, v) in &s.totals.generated {
+        let _ = writeln!(out, "  {k:<32} {v}");
+    }
+    let _ = writeln!(out, "\nI/O:");
+    for (k, v) in &s.totals.io {
+        let _ = writeln!(out, "  {k:<32} {v}");
+    }
+    out
+}
+
+/// The CloudWatch metric a counter stands for, or the counter's own name.
+fn aws_name(k: &str) -> String {
+    let aws = match k {
+        "packets_in_from_source" => "PacketsInFromSource",
+        "bytes_in_from_source" => "BytesInFromSource",
+        "packets_out_to_destination" => "PacketsOutToDestination",
+        "bytes_out_to_destination" => "BytesOutToDestination",
+        "packets_in_from_destination" => "PacketsInFromDestination",
+        "bytes_in_from_destination" => "BytesInFromDestination",
+        "packets_out_to_source" => "PacketsOutToSource",
+        "bytes_out_to_source" => "BytesOutToSource",
+        "connection_attempts" => "ConnectionAttemptCount",
+        "connections_established" => "ConnectionEstablishedCount",
+        "error_port_allocation" => "ErrorPortAllocation",
+        other => return other.to_string(),
+    };
+    aws.to_string()
+}
+
+/// `natgw routes`: each table as the AWS console lists it.
+pub fn routes(tables: &[RouteTableView]) -> String {
+    let mut out = String::new();
+    for t in tables {
+        let subnets = if t.subnets.is_empty() {
+            "none".to_string()
+        } else {
+            t.subnets.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "Route table {}{} (subnets: {subnets})",
+            t.name,
+            if t.main { " [main]" } else { "" }
+        );
+        let _ = writeln!(out, "  {:<20} {:<12} {}", "Destination", "Target", "Status");
+        for (d, tg, st) in &t.routes {
+            let _ = writeln!(out, "  {d:<20} {tg:<12} {st}");
+        }
+        out.push('\n');
+    }
+    out
+}

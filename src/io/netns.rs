@@ -1,0 +1,202 @@
+//! Network namespaces and the links in them, through iproute2 (`ip`), so
+//! every step is a command a reader can run by hand.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A failed namespace operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// `ip` (or another tool) could not be started.
+    #[error("cannot run `{cmd}`: {source} (is iproute2 installed? run as root)")]
+    Spawn { cmd: String, source: std::io::Error },
+    /// The command ran and failed.
+    #[error("`{cmd}` failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+}
+
+fn run(args: &[&str]) -> Result<Output, NetnsError> {
+    let cmd = format!("ip {}", args.join(" "));
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NetnsError::Failed {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// The file that stands for namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(name)
+}
+
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// Every named namespace.
+pub fn list() -> Vec<String> {
+    match run(&["netns", "list"]) {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Creates namespace `name` with its loopback up and IPv6 off (the lab is IPv4).
+pub fn add(name: &str) -> Result<(), NetnsError> {
+    run(&["netns", "add", name])?;
+    run(&["-n", name, "link", "set", "lo", "up"])?;
+    let _ = sysctl(name, "net.ipv6.conf.all.disable_ipv6", "1");
+    let _ = sysctl(name, "net.ipv6.conf.default.disable_ipv6", "1");
+    Ok(())
+}
+
+/// Sets a sysctl inside a namespace.
+pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
+    run(&[
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("{key}={value}"),
+    ])
+    .map(|_| ())
+}
+
+/// Gives namespace `name` its own /etc/hosts and /etc/resolv.conf (which
+/// `ip netns exec` mounts over the real ones): the lab's names resolve, and
+/// nothing inside tries to reach a DNS server that is not there.
+pub fn write_etc(name: &str, hosts: &[(Ipv4Addr, String)]) -> std::io::Result<()> {
+    let dir = PathBuf::from("/etc/netns").join(name);
+    std::fs::create_dir_all(&dir)?;
+    let mut h = String::from("# written by natgw for this lab namespace\n127.0.0.1\tlocalhost\n");
+    for (ip, n) in hosts {
+        h.push_str(&format!("{ip}\t{n}\n"));
+    }
+    std::fs::write(dir.join("hosts"), h)?;
+    // No resolver inside the lab: lookups of unknown names fail at once.
+    std::fs::write(
+        dir.join("resolv.conf"),
+        "# written by natgw: no DNS inside the lab\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+}
+
+/// Processes living in namespace `name`.
+pub fn pids(name: &str) -> Vec<i32> {
+    match run(&["netns", "pids", name]) {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Kills every process in the namespace, then deletes it. Killing first
+/// matters: a process keeps its namespace alive after the name is gone.
+pub fn delete(name: &str) -> Result<(), NetnsError> {
+    if !exists(name) {
+        return Ok(());
+    }
+    let me = std::process::id() as i32;
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        let victims: Vec<i32> = pids(name).into_iter().filter(|&p| p != me).collect();
+        if victims.is_empty() {
+            break;
+        }
+        for p in &victims {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), sig);
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline && victims.iter().any(|&p| alive(p)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(name));
+    run(&["netns", "del", name]).map(|_| ())
+}
+
+/// True if process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // A zombie is not alive for our purposes.
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if let Some(state) = s
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+        {
+            return state != "Z";
+        }
+    }
+    false
+}
+
+/// Brings up a TUN device inside a namespace with its addresses and a
+/// default route through `gateway`.
+pub fn configure_link(
+    ns: &str,
+    dev: &str,
+    mtu: u16,
+    addrs: &[(Ipv4Addr, u8)],
+    gateway: Ipv4Addr,
+) -> Result<(), NetnsError> {
+    let _ = sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
+    run(&[
+        "-n",
+        ns,
+        "link",
+        "set",
+        "dev",
+        dev,
+        "mtu",
+        &mtu.to_string(),
+        "up",
+    ])?;
+    for (a, l) in addrs {
+        run(&["-n", ns, "addr", "add", &format!("{a}/{l}"), "dev", dev])?;
+    }
+    // The gateway may be outside the device's own prefix: say it is on-link.
+    run(&[
+        "-n",
+        ns,
+        "route",
+        "replace",
+        "default",
+        "via",
+        &gateway.to_string(),
+        "dev",
+        dev,
+        "onlink",
+    ])?;
+    Ok(())
+}
+
+/// A command that runs `argv` inside namespace `ns`.
+pub fn command(ns: &str, argv: &[String]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).args(argv);
+    c
+}
