@@ -176,7 +176,7 @@ pub fn routes(tables: &[RouteTableView]) -> String {
             t.name,
             if t.main { " [main]" } else { "" }
         );
-        let _ = writeln!(out, "  {:<20} {:<12} {}", "Destination", "Target", "Status");
+        let _ = writeln!(out, "  {:<20} {:<12} Status", "Destination", "Target");
         for (d, tg, st) in &t.routes {
             let _ = writeln!(out, "  {d:<20} {tg:<12} {st}");
         }
