@@ -1,0 +1,220 @@
+//! The harness of the namespace tests: a lab per test, built and torn down
+//! through the `natgw` binary, one lab at a time on the machine.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const NATGW: &str = env!("CARGO_BIN_EXE_natgw");
+
+/// Fails the test with a clear message unless we can do real namespace work.
+pub fn require_root() -> bool {
+    if std::env::var("NATGW_SKIP_NETNS").is_ok_and(|v| v == "1") {
+        eprintln!("NATGW_SKIP_NETNS=1: skipping a namespace test");
+        return false;
+    }
+    assert!(
+        nix_is_root(),
+        "namespace tests need root (run `sudo scripts/test`), or set NATGW_SKIP_NETNS=1 to skip them explicitly"
+    );
+    for tool in [
+        "ip",
+        "ping",
+        "curl",
+        "iperf3",
+        "traceroute",
+        "tcpdump",
+        "socat",
+        "python3",
+        "ss",
+    ] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success(),
+            "`{tool}` is missing: run scripts/setup"
+        );
+    }
+    true
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A lab that goes down when dropped (also when the test fails).
+pub struct TestLab {
+    pub name: String,
+    _lock: std::fs::File,
+}
+
+pub fn natgw(args: &[&str]) -> Output {
+    Command::new(NATGW)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run natgw")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// One lab test at a time on the machine, whatever runs the tests (threads of
+/// `cargo test` or processes of `cargo nextest`): an exclusive file lock,
+/// released when the file closes, also when the test panics.
+pub fn machine_lock() -> std::fs::File {
+    std::fs::create_dir_all("/run/natgw").unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/natgw/netns-tests.lock")
+        .unwrap();
+    lock.lock().expect("lock");
+    lock
+}
+
+impl TestLab {
+    /// `natgw lab up --name t-NAME [extra...]`.
+    pub fn up(name: &str, extra: &[&str]) -> TestLab {
+        let lock = machine_lock();
+        let name = format!("t-{name}");
+        let _ = natgw(&["lab", "down", "--name", &name]);
+        let mut args = vec!["lab", "up", "--name", &name];
+        args.extend_from_slice(extra);
+        let o = natgw(&args);
+        assert!(o.status.success(), "lab up failed:\n{}", text(&o));
+        TestLab { name, _lock: lock }
+    }
+
+    /// Runs a command in a host; returns (success, stdout+stderr).
+    pub fn exec(&self, host: &str, cmd: &[&str]) -> (bool, String) {
+        let mut args = vec!["lab", "exec", host, "--name", &self.name, "--"];
+        args.extend_from_slice(cmd);
+        let o = natgw(&args);
+        (o.status.success(), text(&o))
+    }
+
+    /// Like `exec`, through a shell.
+    pub fn sh(&self, host: &str, script: &str) -> (bool, String) {
+        self.exec(host, &["sh", "-c", script])
+    }
+
+    /// Starts a background process in a host.
+    pub fn spawn(&self, host: &str, cmd: &[&str]) -> Child {
+        let mut args = vec!["lab", "exec", host, "--name", &self.name, "--"];
+        args.extend_from_slice(cmd);
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so `finish` can stop it and anything it forked.
+        Command::new(NATGW)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn")
+    }
+
+    /// Waits until `host` listens on `port` (`-ltn` or `-lun`).
+    pub fn wait_listen(&self, host: &str, ss_flag: &str, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let (_, out) = self.exec(host, &["ss", ss_flag]);
+            if out.contains(&format!(":{port} ")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nothing listens on {port} in {host}");
+    }
+
+    pub fn conntrack(&self) -> String {
+        text(&natgw(&["conntrack", "--lab", &self.name]))
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        let o = natgw(&["stats", "--lab", &self.name, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).expect("stats json")
+    }
+
+    /// The namespace prefix of this lab.
+    pub fn prefix(&self) -> String {
+        let s =
+            std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", self.name)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["prefix"].as_str().unwrap().to_string()
+    }
+
+    /// The TUN device of an interface, inside its namespace.
+    pub fn device(&self, host: &str) -> String {
+        let (_, out) = self.exec(host, &["ip", "-o", "link"]);
+        let p = self.prefix();
+        out.split_whitespace()
+            .find(|w| w.starts_with(&p))
+            .map(|w| w.trim_end_matches(':').to_string())
+            .expect("device")
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let o = natgw(&["lab", "down", "--name", &self.name]);
+        if !o.status.success() {
+            eprintln!("lab down: {}", text(&o));
+        }
+    }
+}
+
+/// Reads what a child wrote so far after killing it.
+pub fn finish(mut c: Child) -> String {
+    // The child leads its own process group (see `spawn`): signal the group
+    // with the syscall, never by shelling out to kill(1) with a negative pid.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = c.kill();
+    let mut s = String::new();
+    if let Some(mut o) = c.stdout.take() {
+        let _ = o.read_to_string(&mut s);
+    }
+    if let Some(mut e) = c.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    let _ = c.wait();
+    s
+}
+
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Namespaces whose name starts with `prefix-`.
+pub fn namespaces_with(prefix: &str) -> Vec<String> {
+    let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
