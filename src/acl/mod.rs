@@ -74,10 +74,10 @@ pub struct AclVerdict {
 
 impl AclRule {
     fn matches(&self, dir: AclDirection, p: &AclPacket) -> bool {
-        if let RuleProtocol::Number(n) = self.protocol {
-            if n != p.proto {
-                return false;
-            }
+        if let RuleProtocol::Number(n) = self.protocol
+            && n != p.proto
+        {
+            return false;
         }
         let addr = match dir {
             AclDirection::Inbound => p.src,

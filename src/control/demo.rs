@@ -126,10 +126,10 @@ impl Demo {
         while Instant::now() < deadline {
             self.check_stop()?;
             let out = netns::command(&self.ns(host)?, &["ss".into(), flag.into()]).output();
-            if let Ok(o) = out {
-                if String::from_utf8_lossy(&o.stdout).contains(&format!(":{port} ")) {
-                    return Ok(());
-                }
+            if let Ok(o) = out
+                && String::from_utf8_lossy(&o.stdout).contains(&format!(":{port} "))
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

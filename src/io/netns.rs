@@ -142,14 +142,13 @@ pub fn alive(pid: i32) -> bool {
         return false;
     }
     // A zombie is not alive for our purposes.
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if let Some(state) = s
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(state) = s
             .rsplit(')')
             .next()
             .and_then(|r| r.split_whitespace().next())
-        {
-            return state != "Z";
-        }
+    {
+        return state != "Z";
     }
     false
 }

@@ -408,10 +408,10 @@ impl NatGateway {
             dport: external.port,
             proto: key.proto,
         };
-        if let Some(r) = self.table.get(&reply) {
-            if r.session.kill() {
-                self.release(&mut slow, &r.session, now_secs);
-            }
+        if let Some(r) = self.table.get(&reply)
+            && r.session.kill()
+        {
+            self.release(&mut slow, &r.session, now_secs);
         }
         let session = Arc::new(Session::new(
             *key,
@@ -578,10 +578,10 @@ impl NatGateway {
             dport: key.sport,
             proto: key.proto,
         };
-        if let Some(r) = self.table.get(&orig) {
-            if r.session.kill() {
-                self.release(&mut slow, &r.session, now_secs);
-            }
+        if let Some(r) = self.table.get(&orig)
+            && r.session.kill()
+        {
+            self.release(&mut slow, &r.session, now_secs);
         }
         let session = Arc::new(Session::new(
             orig,

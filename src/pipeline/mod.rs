@@ -508,15 +508,14 @@ impl Pipeline {
             kind: icmpv4::kind::ECHO_REQUEST,
             ..
         } = m.l4
+            && !m.is_fragment
         {
-            if !m.is_fragment {
-                reply::echo_reply(pkt, self.next_ident());
-                self.counters.generated.icmp_echo_reply.inc();
-                return Action::Reply {
-                    egress: ingress,
-                    cause: DropReason::ToGateway,
-                };
-            }
+            reply::echo_reply(pkt, self.next_ident());
+            self.counters.generated.icmp_echo_reply.inc();
+            return Action::Reply {
+                egress: ingress,
+                cause: DropReason::ToGateway,
+            };
         }
         self.drop(DropReason::ToGateway)
     }
@@ -578,25 +577,26 @@ impl Pipeline {
         delta: Delta,
     ) {
         let csum = Self::l4_checksum(pkt);
-        if let L4::Icmp { kind, .. } = m.l4 {
-            if icmpv4::is_error(kind) && !m.is_fragment {
-                let b = pkt.bytes_mut();
-                let ihl = Ipv4Packet::new_unchecked(&*b).header_len();
-                if let Ok(q) = icmp_error::parse(&b[ihl..]) {
-                    let old = match side {
-                        Side::Source => m.src,
-                        Side::Destination => m.dst,
-                    };
-                    // Translate the quote only if it is about the address we rewrite.
-                    let quoted_end = match side {
-                        Side::Source => q.key.dst,
-                        Side::Destination => q.key.src,
-                    };
-                    if quoted_end == old {
-                        icmp_error::translate(b, &q, side, addr, delta, None);
-                        self.set_end(m, side, addr);
-                        return;
-                    }
+        if let L4::Icmp { kind, .. } = m.l4
+            && icmpv4::is_error(kind)
+            && !m.is_fragment
+        {
+            let b = pkt.bytes_mut();
+            let ihl = Ipv4Packet::new_unchecked(&*b).header_len();
+            if let Ok(q) = icmp_error::parse(&b[ihl..]) {
+                let old = match side {
+                    Side::Source => m.src,
+                    Side::Destination => m.dst,
+                };
+                // Translate the quote only if it is about the address we rewrite.
+                let quoted_end = match side {
+                    Side::Source => q.key.dst,
+                    Side::Destination => q.key.src,
+                };
+                if quoted_end == old {
+                    icmp_error::translate(b, &q, side, addr, delta, None);
+                    self.set_end(m, side, addr);
+                    return;
                 }
             }
         }
@@ -901,10 +901,10 @@ impl Pipeline {
         if m.later_fragment {
             return false;
         }
-        if let L4::Icmp { kind, .. } = m.l4 {
-            if !icmpv4::is_query(kind) {
-                return false;
-            }
+        if let L4::Icmp { kind, .. } = m.l4
+            && !icmpv4::is_query(kind)
+        {
+            return false;
         }
         let mut limiter = self.limiter.get();
         let allowed = limiter.allow(now);
