@@ -18,17 +18,7 @@ pub fn require_root() -> bool {
         nix_is_root(),
         "namespace tests need root (run `sudo scripts/test`), or set NATGW_SKIP_NETNS=1 to skip them explicitly"
     );
-    for tool in [
-        "ip",
-        "ping",
-        "curl",
-        "iperf3",
-        "traceroute",
-        "tcpdump",
-        "socat",
-        "python3",
-        "ss",
-    ] {
+    for tool in ["ip", "ping", "curl", "iperf3", "traceroute", "tcpdump", "socat", "python3", "ss"] {
         assert!(
             Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -45,11 +35,7 @@ pub fn require_root() -> bool {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -60,19 +46,11 @@ pub struct TestLab {
 }
 
 pub fn natgw(args: &[&str]) -> Output {
-    Command::new(NATGW)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run natgw")
+    Command::new(NATGW).args(args).stdin(Stdio::null()).output().expect("run natgw")
 }
 
 pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// One lab test at a time on the machine, whatever runs the tests (threads of
@@ -157,8 +135,7 @@ impl TestLab {
 
     /// The namespace prefix of this lab.
     pub fn prefix(&self) -> String {
-        let s =
-            std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", self.name)).unwrap();
+        let s = std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", self.name)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         v["prefix"].as_str().unwrap().to_string()
     }
@@ -167,10 +144,7 @@ impl TestLab {
     pub fn device(&self, host: &str) -> String {
         let (_, out) = self.exec(host, &["ip", "-o", "link"]);
         let p = self.prefix();
-        out.split_whitespace()
-            .find(|w| w.starts_with(&p))
-            .map(|w| w.trim_end_matches(':').to_string())
-            .expect("device")
+        out.split_whitespace().find(|w| w.starts_with(&p)).map(|w| w.trim_end_matches(':').to_string()).expect("device")
     }
 }
 
@@ -187,10 +161,7 @@ impl Drop for TestLab {
 pub fn finish(mut c: Child) -> String {
     // The child leads its own process group (see `spawn`): signal the group
     // with the syscall, never by shelling out to kill(1) with a negative pid.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(c.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL);
     let _ = c.kill();
     let mut s = String::new();
     if let Some(mut o) = c.stdout.take() {

@@ -23,52 +23,19 @@ fn ping_http_and_udp_cross_the_nat() {
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
 
     // HTTP: a real server in web; its log says who the client was.
-    let server = lab.spawn(
-        "web",
-        &[
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "80",
-            "--bind",
-            WEB,
-            "--directory",
-            "/etc",
-        ],
-    );
+    let server = lab.spawn("web", &["python3", "-u", "-m", "http.server", "80", "--bind", WEB, "--directory", "/etc"]);
     lab.wait_listen("web", "-ltn", 80);
     let (ok, out) = lab.exec(
         "app",
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            &format!("http://{WEB}/hostname"),
-        ],
+        &["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", &format!("http://{WEB}/hostname")],
     );
     assert!(ok && out.contains("200"), "{out}");
     // The connection is in the table while the lab is up.
     let ct = lab.conntrack();
-    assert!(
-        ct.contains(&format!("src={APP} dst={WEB}"))
-            && ct.contains(&format!("dst={NAT_IP} sport=80")),
-        "{ct}"
-    );
+    assert!(ct.contains(&format!("src={APP} dst={WEB}")) && ct.contains(&format!("dst={NAT_IP} sport=80")), "{ct}");
     let log = finish(server);
-    let line = log
-        .lines()
-        .find(|l| l.contains("GET /hostname"))
-        .unwrap_or_default();
-    assert!(
-        line.starts_with(&format!("{NAT_IP} ")),
-        "web must see {NAT_IP}: {log}"
-    );
+    let line = log.lines().find(|l| l.contains("GET /hostname")).unwrap_or_default();
+    assert!(line.starts_with(&format!("{NAT_IP} ")), "web must see {NAT_IP}: {log}");
     assert!(!log.contains(APP), "web saw the private address: {log}");
 
     // UDP: a service that answers with the address and port it saw.
@@ -96,19 +63,10 @@ fn traceroute_shows_the_gateway_hop() {
         return;
     }
     let lab = TestLab::up("trace", &[]);
-    let (_, out) = lab.exec(
-        "app",
-        &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", WEB],
-    );
+    let (_, out) = lab.exec("app", &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", WEB]);
     let hops: Vec<&str> = out.lines().skip(1).collect();
-    assert!(
-        hops.first().is_some_and(|l| l.contains("10.0.1.1 ")),
-        "hop 1 must be the VPC router:\n{out}"
-    );
-    assert!(
-        hops.get(1).is_some_and(|l| l.contains(WEB)),
-        "hop 2 must be web (its ICMP error translated back):\n{out}"
-    );
+    assert!(hops.first().is_some_and(|l| l.contains("10.0.1.1 ")), "hop 1 must be the VPC router:\n{out}");
+    assert!(hops.get(1).is_some_and(|l| l.contains(WEB)), "hop 2 must be web (its ICMP error translated back):\n{out}");
 }
 
 #[test]
@@ -118,36 +76,22 @@ fn iperf3_tcp_through_the_nat_and_web_sees_only_the_public_address() {
     }
     let lab = TestLab::up("iperf", &[]);
     let dev = lab.device("web");
-    let capture = lab.spawn(
-        "web",
-        &["tcpdump", "-l", "-n", "-c", "200", "-i", &dev, "ip"],
-    );
+    let capture = lab.spawn("web", &["tcpdump", "-l", "-n", "-c", "200", "-i", &dev, "ip"]);
     let server = lab.spawn("web", &["iperf3", "-s", "-1", "-B", WEB]);
     lab.wait_listen("web", "-ltn", 5201);
     std::thread::sleep(Duration::from_millis(300));
     let (ok, out) = lab.exec("app", &["iperf3", "-c", WEB, "-t", "3", "-J"]);
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 json");
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0);
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
     assert!(bps > 1e6, "iperf3 moved {bps} bit/s");
     let server_out = finish(server);
-    assert!(
-        server_out.contains(&format!("Accepted connection from {NAT_IP}")),
-        "{server_out}"
-    );
+    assert!(server_out.contains(&format!("Accepted connection from {NAT_IP}")), "{server_out}");
     let cap = finish(capture);
     let lines: Vec<&str> = cap.lines().filter(|l| l.contains(" IP ")).collect();
     assert!(lines.len() >= 10, "capture too small:\n{cap}");
-    assert!(
-        lines.iter().all(|l| !l.contains(APP)),
-        "the private address leaked:\n{cap}"
-    );
-    assert!(
-        lines.iter().any(|l| l.contains(&format!("{NAT_IP}."))),
-        "{cap}"
-    );
+    assert!(lines.iter().all(|l| !l.contains(APP)), "the private address leaked:\n{cap}");
+    assert!(lines.iter().any(|l| l.contains(&format!("{NAT_IP}."))), "{cap}");
     eprintln!("iperf3 through natgw: {:.2} Gbit/s", bps / 1e9);
 }
 
@@ -157,28 +101,13 @@ fn nothing_from_the_internet_reaches_app() {
         return;
     }
     let lab = TestLab::up("inbound", &[]);
-    let server = lab.spawn(
-        "app",
-        &[
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "0.0.0.0",
-            "--directory",
-            "/etc",
-        ],
-    );
+    let server =
+        lab.spawn("app", &["python3", "-u", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "/etc"]);
     lab.wait_listen("app", "-ltn", 8080);
     // app makes a mapping first: an open port on the NAT must not let strangers in.
     let (ok, _) = lab.exec("app", &["ping", "-c", "1", "-W", "2", WEB]);
     assert!(ok);
-    for url in [
-        format!("http://{APP}:8080/"),
-        format!("http://{NAT_IP}:8080/"),
-    ] {
+    for url in [format!("http://{APP}:8080/"), format!("http://{NAT_IP}:8080/")] {
         let (ok, out) = lab.exec("web", &["curl", "-sS", "--max-time", "2", &url]);
         assert!(!ok, "{url} answered from the internet: {out}");
     }
@@ -186,17 +115,8 @@ fn nothing_from_the_internet_reaches_app() {
     assert!(!log.contains("GET"), "app's server was reached: {log}");
     let s = lab.stats_json();
     let drops = s["totals"]["drops"].as_array().unwrap();
-    let count = |label: &str| {
-        drops
-            .iter()
-            .find(|d| d[0] == label)
-            .and_then(|d| d[1].as_u64())
-            .unwrap_or(0)
-    };
-    assert!(
-        count("nat_no_session") >= 1 && count("no_route") >= 1,
-        "{drops:?}"
-    );
+    let count = |label: &str| drops.iter().find(|d| d[0] == label).and_then(|d| d[1].as_u64()).unwrap_or(0);
+    assert!(count("nat_no_session") >= 1 && count("no_route") >= 1, "{drops:?}");
 }
 
 #[test]
@@ -207,17 +127,7 @@ fn bastion_is_reachable_through_its_elastic_ip() {
     let lab = TestLab::up("eip", &[]);
     let server = lab.spawn(
         "bastion",
-        &[
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "10.0.0.10",
-            "--directory",
-            "/etc",
-        ],
+        &["python3", "-u", "-m", "http.server", "8080", "--bind", "10.0.0.10", "--directory", "/etc"],
     );
     lab.wait_listen("bastion", "-ltn", 8080);
     let (ok, out) = lab.exec(
@@ -236,38 +146,12 @@ fn bastion_is_reachable_through_its_elastic_ip() {
     );
     assert!(ok && out.contains("200"), "{out}");
     let log = finish(server);
-    assert!(
-        log.contains(&format!("{WEB} - -")),
-        "bastion sees web's real address: {log}"
-    );
+    assert!(log.contains(&format!("{WEB} - -")), "bastion sees web's real address: {log}");
     // And bastion goes out as its Elastic IP.
-    let web = lab.spawn(
-        "web",
-        &[
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "80",
-            "--bind",
-            WEB,
-            "--directory",
-            "/etc",
-        ],
-    );
+    let web = lab.spawn("web", &["python3", "-u", "-m", "http.server", "80", "--bind", WEB, "--directory", "/etc"]);
     lab.wait_listen("web", "-ltn", 80);
-    let (ok, _) = lab.exec(
-        "bastion",
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "5",
-            &format!("http://{WEB}/hostname"),
-        ],
-    );
+    let (ok, _) =
+        lab.exec("bastion", &["curl", "-sS", "-o", "/dev/null", "--max-time", "5", &format!("http://{WEB}/hostname")]);
     assert!(ok);
     let log = finish(web);
     assert!(log.lines().any(|l| l.starts_with("203.0.113.10 ")), "{log}");
@@ -284,22 +168,11 @@ fn a_second_lab_with_the_same_name_is_refused_and_down_leaves_nothing() {
     let o = natgw(&["lab", "up", "--name", &lab.name]);
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(
-        t.contains("already up") && t.contains("natgw lab down"),
-        "{t}"
-    );
-    assert_eq!(
-        namespaces_with(&prefix).len(),
-        3,
-        "the refused run must not touch the running lab"
-    );
+    assert!(t.contains("already up") && t.contains("natgw lab down"), "{t}");
+    assert_eq!(namespaces_with(&prefix).len(), 3, "the refused run must not touch the running lab");
     let name = lab.name.clone();
     drop(lab);
-    assert!(
-        namespaces_with(&prefix).is_empty(),
-        "namespaces left: {:?}",
-        namespaces_with(&prefix)
-    );
+    assert!(namespaces_with(&prefix).is_empty(), "namespaces left: {:?}", namespaces_with(&prefix));
     assert!(!std::path::Path::new(&format!("/run/natgw/labs/{name}")).exists());
     assert!(!std::path::Path::new(&format!("/etc/netns/{prefix}-app")).exists());
 }
@@ -311,26 +184,18 @@ fn a_killed_lab_is_cleaned_by_the_next_run() {
     }
     let lab = TestLab::up("crash", &[]);
     let prefix = lab.prefix();
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", lab.name)).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", lab.name)).unwrap())
+            .unwrap();
     let pid = state["gateway_pid"].as_i64().unwrap() as i32;
     // The gateway dies without cleaning up.
     signal(pid, nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        namespaces_with(&prefix).len(),
-        3,
-        "leftovers exist before the next run"
-    );
+    assert_eq!(namespaces_with(&prefix).len(), 3, "leftovers exist before the next run");
     // Any next `lab up` removes them.
     let o = natgw(&["lab", "up", "--name", "t-crash2"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        namespaces_with(&prefix).is_empty(),
-        "leftovers of a dead lab were not removed"
-    );
+    assert!(namespaces_with(&prefix).is_empty(), "leftovers of a dead lab were not removed");
     assert!(!std::path::Path::new(&format!("/run/natgw/labs/{}", lab.name)).exists());
     let o = natgw(&["lab", "down", "--name", "t-crash2"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -375,14 +240,7 @@ fn ctrl_c_during_the_demo_leaves_nothing_behind() {
     use std::io::Read;
     let _ = stdout.read_to_string(&mut rest);
     let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "an interrupted demo must not report success"
-    );
+    assert!(!status.success(), "an interrupted demo must not report success");
     assert!(rest.contains("Tearing down"), "{rest}");
-    assert!(
-        namespaces_with(&prefix).is_empty(),
-        "left behind: {:?}",
-        namespaces_with(&prefix)
-    );
+    assert!(namespaces_with(&prefix).is_empty(), "left behind: {:?}", namespaces_with(&prefix));
 }

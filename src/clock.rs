@@ -36,10 +36,7 @@ impl Timestamp {
 
     #[must_use]
     pub fn plus(self, d: Duration) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_add(d.as_nanos().min(u128::from(u64::MAX)) as u64),
-        )
+        Timestamp(self.0.saturating_add(d.as_nanos().min(u128::from(u64::MAX)) as u64))
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
@@ -56,9 +53,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn start() -> Clock {
-        Clock {
-            epoch: Instant::now(),
-        }
+        Clock { epoch: Instant::now() }
     }
 
     pub fn now(&self) -> Timestamp {

@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "natgw",
-    version,
-    about = "A userspace NAT gateway and VPC router over TUN, with a namespace lab"
-)]
+#[command(name = "natgw", version, about = "A userspace NAT gateway and VPC router over TUN, with a namespace lab")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -129,10 +125,7 @@ impl Target {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NATGW_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NATGW_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match real_main(Cli::parse()) {
@@ -149,10 +142,7 @@ fn read_config(path: Option<&Path>) -> Result<(String, String), String> {
         Some(p) => std::fs::read_to_string(p)
             .map(|s| (p.display().to_string(), s))
             .map_err(|e| format!("{}: {e}", p.display())),
-        None => Ok((
-            "default-lab.toml (embedded)".into(),
-            config::DEFAULT_LAB.to_string(),
-        )),
+        None => Ok(("default-lab.toml (embedded)".into(), config::DEFAULT_LAB.to_string())),
     }
 }
 
@@ -187,12 +177,8 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 None
             };
-            let opts = daemon::Options {
-                netns_prefix: a.netns_prefix,
-                socket: a.socket.clone(),
-                workers: a.workers,
-                offload,
-            };
+            let opts =
+                daemon::Options { netns_prefix: a.netns_prefix, socket: a.socket.clone(), workers: a.workers, offload };
             let d = Daemon::start(vpc, &opts).map_err(|e| e.to_string())?;
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, d.stop_flag()).map_err(|e| e.to_string())?;
@@ -203,12 +189,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             d.shutdown();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lab(LabCmd::Up {
-            name,
-            config,
-            workers,
-            no_offload,
-        }) => {
+        Cmd::Lab(LabCmd::Up { name, config, workers, no_offload }) => {
             let cfg = read_config(config.as_deref())?;
             let opts = lab::UpOptions {
                 name: name.clone(),
@@ -221,26 +202,16 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             for w in &vpc.warnings {
                 eprintln!("natgw: warning: {w}");
             }
-            let flag = if name == "default" {
-                String::new()
-            } else {
-                format!(" --name {name}")
-            };
+            let flag = if name == "default" { String::new() } else { format!(" --name {name}") };
             println!(
                 "lab `{name}` is up: gateway pid {}, namespaces {}",
                 state.gateway_pid.unwrap_or(0),
                 state.namespaces.join(", ")
             );
             for (h, ns) in &state.hosts {
-                println!(
-                    "  {h:<10} natgw lab exec{flag} {h} -- <command>      (ip netns exec {ns} <command>)"
-                );
+                println!("  {h:<10} natgw lab exec{flag} {h} -- <command>      (ip netns exec {ns} <command>)");
             }
-            let lab_flag = if name == "default" {
-                String::new()
-            } else {
-                format!(" --lab {name}")
-            };
+            let lab_flag = if name == "default" { String::new() } else { format!(" --lab {name}") };
             println!(
                 "see the NAT: natgw conntrack{lab_flag}   counters: natgw stats{lab_flag}   stop: natgw lab down{flag}"
             );
@@ -253,17 +224,12 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         }
         Cmd::Lab(LabCmd::Exec { host, name, cmd }) => {
             let mut c = lab::exec_command(&name, &host, &cmd).map_err(|e| e.to_string())?;
-            let status = c
-                .status()
-                .map_err(|e| format!("running {}: {e}", cmd.join(" ")))?;
-            Ok(ExitCode::from(
-                status.code().unwrap_or(1).clamp(0, 255) as u8
-            ))
+            let status = c.status().map_err(|e| format!("running {}: {e}", cmd.join(" ")))?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
         Cmd::Lab(LabCmd::Demo { config, no_offload }) => {
             let cfg = read_config(config.as_deref())?;
-            demo::run(cfg, &exe()?, no_offload.then_some(false))
-                .map_err(|e| format!("demo: {e}"))?;
+            demo::run(cfg, &exe()?, no_offload.then_some(false)).map_err(|e| format!("demo: {e}"))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::List) => {
@@ -272,11 +238,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 println!("no labs are up");
             }
             for l in labs {
-                let alive = if l.alive() {
-                    "up"
-                } else {
-                    "dead (will be cleaned by the next `lab up`)"
-                };
+                let alive = if l.alive() { "up" } else { "dead (will be cleaned by the next `lab up`)" };
                 println!(
                     "{:<16} {alive:<10} gateway pid {:<8} namespaces {}",
                     l.name,
@@ -289,10 +251,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Conntrack(t) => match ask(&t, &Request::Conntrack)? {
             Reply::Conntrack { nat } => {
                 if t.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&nat).map_err(|e| e.to_string())?
-                    );
+                    println!("{}", serde_json::to_string_pretty(&nat).map_err(|e| e.to_string())?);
                 } else {
                     print!("{}", render::conntrack(&nat));
                 }
@@ -303,10 +262,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Stats(t) => match ask(&t, &Request::Stats)? {
             Reply::Stats(s) => {
                 if t.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
-                    );
+                    println!("{}", serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?);
                 } else {
                     print!("{}", render::stats(&s));
                 }
@@ -329,15 +285,9 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let v = load(file.as_deref())?;
             println!(
                 "{}: VPC {} ({}), {} subnets, {} hosts, {} NAT gateways, {} route tables, {} network ACLs: OK",
-                file.as_ref()
-                    .map_or("default lab".to_string(), |p| p.display().to_string()),
+                file.as_ref().map_or("default lab".to_string(), |p| p.display().to_string()),
                 v.name,
-                v.parts
-                    .vpc_cidrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                v.parts.vpc_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                 v.parts.subnets.len(),
                 v.parts.hosts.len(),
                 v.nats.len(),
@@ -345,11 +295,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 v.parts.acls.len() - 1,
             );
             print!("{}", render::routes(&daemon::route_views(&v)));
-            Ok(if v.warnings.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
+            Ok(if v.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
     }
 }

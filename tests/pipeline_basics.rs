@@ -12,20 +12,13 @@ fn udp_from_app_is_translated_and_the_reply_comes_back() {
     let mut lab = Lab::new();
     let out = lab.pass("app", "internet", &udp(APP, 40000, WEB, 53, b"query"));
     let s = seen(&out);
-    assert_eq!(
-        s.src,
-        addr(NAT_IP),
-        "web must see the NAT gateway's address"
-    );
+    assert_eq!(s.src, addr(NAT_IP), "web must see the NAT gateway's address");
     assert!(s.sport >= 1024, "port {} not in 1024-65535", s.sport);
     assert_eq!(s.dst, addr(WEB));
     assert_eq!(s.ttl, 63, "one router hop");
     let back = lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, s.sport, b"answer"));
     let b = seen(&back);
-    assert_eq!(
-        (b.src, b.dst, b.sport, b.dport),
-        (addr(WEB), addr(APP), 53, 40000)
-    );
+    assert_eq!((b.src, b.dst, b.sport, b.dport), (addr(WEB), addr(APP), 53, 40000));
     let t = lab.totals();
     assert_eq!(t.nat_count("connection_attempts"), 1);
     assert_eq!(t.nat_count("packets_out_to_destination"), 1);
@@ -49,11 +42,7 @@ fn two_hosts_with_the_same_port_get_different_external_ports() {
         "[[hosts]]\nname = \"app2\"\nsubnet = \"private\"\nip = \"10.0.1.11\"\n\n[[nat_gateways]]",
     )]);
     let a = seen(&lab.pass("app", "internet", &udp(APP, 40000, WEB, 53, b"1")));
-    let b = seen(&lab.pass(
-        "app2",
-        "internet",
-        &udp([10, 0, 1, 11], 40000, WEB, 53, b"2"),
-    ));
+    let b = seen(&lab.pass("app2", "internet", &udp([10, 0, 1, 11], 40000, WEB, 53, b"2")));
     assert_eq!(a.src, b.src);
     assert_ne!(a.sport, b.sport, "no port overloading (RFC 4787 REQ-3)");
     // Each reply reaches its own host.
@@ -68,11 +57,7 @@ fn tcp_handshake_tracks_states() {
     let mut lab = Lab::new();
     let syn = seen(&lab.pass("app", "internet", &tcp(APP, 41000, WEB, 80, "S", 100, 0)));
     let ext = syn.sport;
-    lab.pass(
-        "internet",
-        "app",
-        &tcp(WEB, 80, NAT_IP, ext, "SA", 500, 101),
-    );
+    lab.pass("internet", "app", &tcp(WEB, 80, NAT_IP, ext, "SA", 500, 101));
     lab.pass("app", "internet", &tcp(APP, 41000, WEB, 80, "A", 101, 501));
     lab.pass("app", "internet", &tcp(APP, 41000, WEB, 80, "PA", 101, 501));
     let gw = lab.gw.clone();
@@ -86,16 +71,9 @@ fn tcp_handshake_tracks_states() {
     assert_eq!(lab.totals().nat_count("connections_established"), 1);
     // Close: FIN both ways, then the last ACK.
     lab.pass("app", "internet", &tcp(APP, 41000, WEB, 80, "FA", 105, 501));
-    lab.pass(
-        "internet",
-        "app",
-        &tcp(WEB, 80, NAT_IP, ext, "FA", 501, 106),
-    );
+    lab.pass("internet", "app", &tcp(WEB, 80, NAT_IP, ext, "FA", 501, 106));
     lab.pass("app", "internet", &tcp(APP, 41000, WEB, 80, "A", 106, 502));
-    assert_eq!(
-        nat.sessions(lab.now.secs())[0].state.as_deref(),
-        Some("TIME_WAIT")
-    );
+    assert_eq!(nat.sessions(lab.now.secs())[0].state.as_deref(), Some("TIME_WAIT"));
 }
 
 #[test]
@@ -130,10 +108,7 @@ fn icmp_echo_identifier_is_mapped_per_host() {
     )]);
     let a = seen(&lab.pass("app", "internet", &echo(APP, WEB, 7, 1)));
     let b = seen(&lab.pass("app2", "internet", &echo([10, 0, 1, 11], WEB, 7, 1)));
-    assert_ne!(
-        a.sport, b.sport,
-        "same ICMP id from two hosts must map apart (RFC 5508 REQ-1)"
-    );
+    assert_ne!(a.sport, b.sport, "same ICMP id from two hosts must map apart (RFC 5508 REQ-1)");
     let ra = seen(&lab.pass("internet", "app", &echo_reply(WEB, NAT_IP, a.sport, 1)));
     assert_eq!((ra.dst, ra.sport), (addr(APP), 7));
     let rb = seen(&lab.pass("internet", "app2", &echo_reply(WEB, NAT_IP, b.sport, 1)));
@@ -148,26 +123,14 @@ fn ttl_expiry_answers_time_exceeded_from_the_subnet_router() {
     let mut lab = Lab::new();
     let probe = udp_ttl(APP, 40000, WEB, 33434, 1);
     let (a, out) = lab.send("app", &probe);
-    assert_eq!(
-        a,
-        Action::Reply {
-            egress: lab.ifc("app"),
-            cause: DropReason::TtlExpired
-        }
-    );
+    assert_eq!(a, Action::Reply { egress: lab.ifc("app"), cause: DropReason::TtlExpired });
     assert_checksums(&out);
     let s = seen(&out);
     assert_eq!((s.src, s.dst), (addr([10, 0, 1, 1]), addr(APP)));
     let parsed = etherparse::SlicedPacket::from_ip(&out).unwrap();
-    let Some(etherparse::TransportSlice::Icmpv4(i)) = parsed.transport else {
-        panic!()
-    };
+    let Some(etherparse::TransportSlice::Icmpv4(i)) = parsed.transport else { panic!() };
     assert!(matches!(i.icmp_type(), Icmpv4Type::TimeExceeded(_)));
-    assert_eq!(
-        &i.payload()[..20],
-        &probe[..20],
-        "quotes the probe as received"
-    );
+    assert_eq!(&i.payload()[..20], &probe[..20], "quotes the probe as received");
     // TTL 2 passes, one hop less.
     let out = lab.pass("app", "internet", &udp_ttl(APP, 40000, WEB, 33435, 2));
     assert_eq!(seen(&out).ttl, 1);
@@ -183,27 +146,16 @@ fn icmp_errors_about_a_mapped_flow_are_translated_back() {
     let out = lab.pass("internet", "app", &err);
     assert_eq!(seen(&out).dst, addr(APP));
     let parsed = etherparse::SlicedPacket::from_ip(&out).unwrap();
-    let Some(etherparse::TransportSlice::Icmpv4(i)) = parsed.transport else {
-        panic!()
-    };
+    let Some(etherparse::TransportSlice::Icmpv4(i)) = parsed.transport else { panic!() };
     let quoted = i.payload();
     let (qh, rest) = etherparse::Ipv4Header::from_slice(quoted).unwrap();
     assert_eq!(qh.source, APP, "quoted source restored");
     assert_eq!(qh.header_checksum, qh.calc_header_checksum());
-    assert_eq!(
-        u16::from_be_bytes([rest[0], rest[1]]),
-        40000,
-        "quoted port restored"
-    );
+    assert_eq!(u16::from_be_bytes([rest[0], rest[1]]), 40000, "quoted port restored");
     assert_ne!(ext, 0);
     assert_eq!(lab.totals().nat_count("icmp_errors_translated"), 1);
     // An error about a flow nobody has is dropped.
-    let stray = icmp_error(
-        WEB,
-        NAT_IP,
-        port_unreachable(),
-        &udp(NAT_IP, 1111, WEB, 53, b""),
-    );
+    let stray = icmp_error(WEB, NAT_IP, port_unreachable(), &udp(NAT_IP, 1111, WEB, 53, b""));
     let (a, _) = lab.send("internet", &stray);
     assert_eq!(a, Action::Drop(DropReason::IcmpErrorOrphan));
 }
@@ -213,11 +165,7 @@ fn icmp_errors_do_not_refresh_the_session() {
     let mut lab = Lab::new();
     let sent = lab.pass("app", "internet", &udp(APP, 40000, WEB, 53, b"q"));
     lab.advance(300);
-    lab.pass(
-        "internet",
-        "app",
-        &icmp_error(WEB, NAT_IP, port_unreachable(), &sent),
-    );
+    lab.pass("internet", "app", &icmp_error(WEB, NAT_IP, port_unreachable(), &sent));
     lab.advance(51); // 351 s after the last real packet: past the aws 350 s
     let ext = seen(&sent).sport;
     let (a, _) = lab.send("internet", &udp(WEB, 53, NAT_IP, ext, b"late"));
@@ -229,11 +177,7 @@ fn sessions_expire_by_simulated_time() {
     let mut lab = Lab::new();
     let ext = seen(&lab.pass("app", "internet", &udp(APP, 40000, WEB, 53, b"q"))).sport;
     lab.advance(350);
-    lab.pass(
-        "internet",
-        "app",
-        &udp(WEB, 53, NAT_IP, ext, b"still here at 350 s"),
-    );
+    lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, ext, b"still here at 350 s"));
     lab.advance(351);
     let (a, _) = lab.send("internet", &udp(WEB, 53, NAT_IP, ext, b"gone"));
     assert_eq!(a, Action::Drop(DropReason::NatNoSession));
@@ -242,12 +186,7 @@ fn sessions_expire_by_simulated_time() {
     lab.expire();
     assert_eq!(nat.session_count(), 0);
     assert_eq!(nat.mapping_count(), 0);
-    assert_eq!(
-        nat.stats
-            .idle_timeouts
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(nat.stats.idle_timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
     // The port is held down for 120 s, then released.
     assert_eq!(nat.ports_in_use()[0].2, 1);
     lab.advance(121);
@@ -276,19 +215,10 @@ fn rfc_profile_timeouts() {
 fn aws_profile_resets_a_tcp_packet_without_session() {
     let mut lab = Lab::new();
     let (a, out) = lab.send("app", &tcp(APP, 41000, WEB, 80, "PA", 1000, 77));
-    assert_eq!(
-        a,
-        Action::Reply {
-            egress: lab.ifc("app"),
-            cause: DropReason::NatNotSyn
-        }
-    );
+    assert_eq!(a, Action::Reply { egress: lab.ifc("app"), cause: DropReason::NatNotSyn });
     assert_checksums(&out);
     let s = seen(&out);
-    assert_eq!(
-        (s.src, s.dst, s.sport, s.dport),
-        (addr(WEB), addr(APP), 80, 41000)
-    );
+    assert_eq!((s.src, s.dst, s.sport, s.dport), (addr(WEB), addr(APP), 80, 41000));
     let mut rfc = Lab::with(&[("profile = \"aws\"", "profile = \"rfc\"")]);
     let (a, _) = rfc.send("app", &tcp(APP, 41000, WEB, 80, "PA", 1000, 77));
     assert_eq!(a, Action::Drop(DropReason::NatNotSyn));
@@ -297,33 +227,13 @@ fn aws_profile_resets_a_tcp_packet_without_session() {
 #[test]
 fn bastion_uses_its_elastic_ip_both_ways() {
     let mut lab = Lab::new();
-    let out = seen(&lab.pass(
-        "bastion",
-        "internet",
-        &tcp(BASTION, 50000, WEB, 80, "S", 1, 0),
-    ));
-    assert_eq!(
-        (out.src, out.sport),
-        (addr(BASTION_EIP), 50000),
-        "1:1 NAT keeps the port"
-    );
-    let back = seen(&lab.pass(
-        "internet",
-        "bastion",
-        &tcp(WEB, 22222, BASTION_EIP, 22, "S", 1, 0),
-    ));
-    assert_eq!(
-        (back.dst, back.dport),
-        (addr(BASTION), 22),
-        "reachable from the internet"
-    );
+    let out = seen(&lab.pass("bastion", "internet", &tcp(BASTION, 50000, WEB, 80, "S", 1, 0)));
+    assert_eq!((out.src, out.sport), (addr(BASTION_EIP), 50000), "1:1 NAT keeps the port");
+    let back = seen(&lab.pass("internet", "bastion", &tcp(WEB, 22222, BASTION_EIP, 22, "S", 1, 0)));
+    assert_eq!((back.dst, back.dport), (addr(BASTION), 22), "reachable from the internet");
     // ICMP errors about bastion's flows are translated too.
     let sent = lab.pass("bastion", "internet", &udp(BASTION, 50001, WEB, 9, b"x"));
-    let err = lab.pass(
-        "internet",
-        "bastion",
-        &icmp_error(WEB, BASTION_EIP, port_unreachable(), &sent),
-    );
+    let err = lab.pass("internet", "bastion", &icmp_error(WEB, BASTION_EIP, port_unreachable(), &sent));
     assert_eq!(seen(&err).dst, addr(BASTION));
 }
 
@@ -342,33 +252,18 @@ fn private_subnet_cannot_bypass_the_nat() {
 fn inside_the_vpc_traffic_is_routed_locally() {
     let mut lab = Lab::new();
     let out = seen(&lab.pass("app", "bastion", &tcp(APP, 40000, BASTION, 22, "S", 1, 0)));
-    assert_eq!(
-        (out.src, out.dst),
-        (addr(APP), addr(BASTION)),
-        "no NAT inside the VPC"
-    );
+    assert_eq!((out.src, out.dst), (addr(APP), addr(BASTION)), "no NAT inside the VPC");
     assert_eq!(out.ttl, 63);
     let (a, _) = lab.send("app", &udp(APP, 1, [10, 0, 2, 99], 2, b""));
-    assert!(
-        matches!(
-            a,
-            Action::Reply {
-                cause: DropReason::HostUnreachable,
-                ..
-            }
-        ),
-        "{a:?}"
-    );
+    assert!(matches!(a, Action::Reply { cause: DropReason::HostUnreachable, .. }), "{a:?}");
 }
 
 #[test]
 fn the_gateway_answers_pings_to_its_own_addresses() {
     let mut lab = Lab::new();
-    for (from, src, router) in [
-        ("app", APP, [10, 0, 1, 1]),
-        ("bastion", BASTION, [10, 0, 0, 1]),
-        ("internet", WEB, [198, 51, 100, 1]),
-    ] {
+    for (from, src, router) in
+        [("app", APP, [10, 0, 1, 1]), ("bastion", BASTION, [10, 0, 0, 1]), ("internet", WEB, [198, 51, 100, 1])]
+    {
         let (a, out) = lab.send(from, &echo(src, router, 3, 4));
         assert!(matches!(a, Action::Reply { .. }), "{from}: {a:?}");
         assert_checksums(&out);
@@ -442,8 +337,5 @@ fn time_only_moves_through_now() {
     let mut buf = PacketBuf::from_slice(&udp(WEB, 53, NAT_IP, seen(&pa).sport, b"r"));
     let far = Timestamp::from_secs(1_000_000);
     let ifc = a.ifc("internet");
-    assert_eq!(
-        a.pipe.process(far, ifc, &mut buf),
-        Action::Drop(DropReason::NatNoSession)
-    );
+    assert_eq!(a.pipe.process(far, ifc, &mut buf), Action::Drop(DropReason::NatNoSession));
 }

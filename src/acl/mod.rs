@@ -128,12 +128,7 @@ impl Acl {
             })
         };
         let allow_all = all(&inbound) && all(&outbound);
-        Acl {
-            name: name.to_string(),
-            inbound,
-            outbound,
-            allow_all,
-        }
+        Acl { name: name.to_string(), inbound, outbound, allow_all }
     }
 
     /// The default ACL of a VPC: rule 100 allows all traffic both ways.
@@ -171,23 +166,14 @@ impl Acl {
     #[inline]
     pub fn evaluate(&self, dir: AclDirection, p: &AclPacket) -> AclVerdict {
         if self.allow_all {
-            return AclVerdict {
-                action: RuleAction::Allow,
-                rule: self.rules(dir).first().map(|r| r.number),
-            };
+            return AclVerdict { action: RuleAction::Allow, rule: self.rules(dir).first().map(|r| r.number) };
         }
         for r in self.rules(dir) {
             if r.matches(dir, p) {
-                return AclVerdict {
-                    action: r.action,
-                    rule: Some(r.number),
-                };
+                return AclVerdict { action: r.action, rule: Some(r.number) };
             }
         }
-        AclVerdict {
-            action: RuleAction::Deny,
-            rule: None,
-        }
+        AclVerdict { action: RuleAction::Deny, rule: None }
     }
 
     /// Warnings about rules that look like a stateless-ACL mistake: inbound
@@ -246,13 +232,7 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn rule(
-        number: u16,
-        action: RuleAction,
-        proto: RuleProtocol,
-        cidr: &str,
-        ports: Option<(u16, u16)>,
-    ) -> AclRule {
+    fn rule(number: u16, action: RuleAction, proto: RuleProtocol, cidr: &str, ports: Option<(u16, u16)>) -> AclRule {
         AclRule {
             number,
             action,
@@ -279,147 +259,54 @@ mod tests {
         let acl = Acl::new(
             "web",
             vec![
-                rule(
-                    200,
-                    RuleAction::Allow,
-                    RuleProtocol::Number(6),
-                    "0.0.0.0/0",
-                    Some((80, 80)),
-                ),
-                rule(
-                    100,
-                    RuleAction::Deny,
-                    RuleProtocol::All,
-                    "198.51.100.66/32",
-                    None,
-                ),
+                rule(200, RuleAction::Allow, RuleProtocol::Number(6), "0.0.0.0/0", Some((80, 80))),
+                rule(100, RuleAction::Deny, RuleProtocol::All, "198.51.100.66/32", None),
             ],
             vec![],
         );
         let v = acl.evaluate(AclDirection::Inbound, &tcp("198.51.100.66", 80));
-        assert_eq!(
-            v,
-            AclVerdict {
-                action: RuleAction::Deny,
-                rule: Some(100)
-            }
-        );
+        assert_eq!(v, AclVerdict { action: RuleAction::Deny, rule: Some(100) });
         let v = acl.evaluate(AclDirection::Inbound, &tcp("198.51.100.10", 80));
-        assert_eq!(
-            v,
-            AclVerdict {
-                action: RuleAction::Allow,
-                rule: Some(200)
-            }
-        );
+        assert_eq!(v, AclVerdict { action: RuleAction::Allow, rule: Some(200) });
         let v = acl.evaluate(AclDirection::Inbound, &tcp("198.51.100.10", 22));
-        assert_eq!(
-            v,
-            AclVerdict {
-                action: RuleAction::Deny,
-                rule: None
-            },
-            "the * rule"
-        );
+        assert_eq!(v, AclVerdict { action: RuleAction::Deny, rule: None }, "the * rule");
     }
 
     #[test]
     fn defaults() {
         let p = tcp("1.2.3.4", 5);
-        assert_eq!(
-            Acl::default_allow("d")
-                .evaluate(AclDirection::Inbound, &p)
-                .action,
-            RuleAction::Allow
-        );
-        assert_eq!(
-            Acl::deny_all("c")
-                .evaluate(AclDirection::Outbound, &p)
-                .action,
-            RuleAction::Deny
-        );
+        assert_eq!(Acl::default_allow("d").evaluate(AclDirection::Inbound, &p).action, RuleAction::Allow);
+        assert_eq!(Acl::deny_all("c").evaluate(AclDirection::Outbound, &p).action, RuleAction::Deny);
     }
 
     #[test]
     fn icmp_type_and_code() {
-        let mut r = rule(
-            10,
-            RuleAction::Deny,
-            RuleProtocol::Number(1),
-            "0.0.0.0/0",
-            None,
-        );
+        let mut r = rule(10, RuleAction::Deny, RuleProtocol::Number(1), "0.0.0.0/0", None);
         r.icmp_type = Some(8);
-        let acl = Acl::new(
-            "x",
-            vec![
-                r,
-                rule(20, RuleAction::Allow, RuleProtocol::All, "0.0.0.0/0", None),
-            ],
-            vec![],
-        );
-        let ping = AclPacket {
-            proto: 1,
-            src: 1,
-            dst: 2,
-            dport: None,
-            icmp: Some((8, 0)),
-        };
-        let reply = AclPacket {
-            icmp: Some((0, 0)),
-            ..ping
-        };
-        assert_eq!(
-            acl.evaluate(AclDirection::Inbound, &ping).action,
-            RuleAction::Deny
-        );
-        assert_eq!(
-            acl.evaluate(AclDirection::Inbound, &reply).action,
-            RuleAction::Allow
-        );
+        let acl = Acl::new("x", vec![r, rule(20, RuleAction::Allow, RuleProtocol::All, "0.0.0.0/0", None)], vec![]);
+        let ping = AclPacket { proto: 1, src: 1, dst: 2, dport: None, icmp: Some((8, 0)) };
+        let reply = AclPacket { icmp: Some((0, 0)), ..ping };
+        assert_eq!(acl.evaluate(AclDirection::Inbound, &ping).action, RuleAction::Deny);
+        assert_eq!(acl.evaluate(AclDirection::Inbound, &reply).action, RuleAction::Allow);
     }
 
     #[test]
     fn port_rule_does_not_match_portless_packets() {
         let acl = Acl::new(
             "x",
-            vec![rule(
-                1,
-                RuleAction::Allow,
-                RuleProtocol::Number(6),
-                "0.0.0.0/0",
-                Some((1, 65535)),
-            )],
+            vec![rule(1, RuleAction::Allow, RuleProtocol::Number(6), "0.0.0.0/0", Some((1, 65535)))],
             vec![],
         );
-        let frag = AclPacket {
-            dport: None,
-            ..tcp("1.2.3.4", 0)
-        };
-        assert_eq!(
-            acl.evaluate(AclDirection::Inbound, &frag).action,
-            RuleAction::Deny
-        );
+        let frag = AclPacket { dport: None, ..tcp("1.2.3.4", 0) };
+        assert_eq!(acl.evaluate(AclDirection::Inbound, &frag).action, RuleAction::Deny);
     }
 
     #[test]
     fn lint_spots_missing_ephemeral_range() {
-        let out = vec![rule(
-            100,
-            RuleAction::Allow,
-            RuleProtocol::All,
-            "0.0.0.0/0",
-            None,
-        )];
+        let out = vec![rule(100, RuleAction::Allow, RuleProtocol::All, "0.0.0.0/0", None)];
         let bad = Acl::new(
             "private",
-            vec![rule(
-                100,
-                RuleAction::Allow,
-                RuleProtocol::Number(6),
-                "0.0.0.0/0",
-                Some((22, 22)),
-            )],
+            vec![rule(100, RuleAction::Allow, RuleProtocol::Number(6), "0.0.0.0/0", Some((22, 22)))],
             out.clone(),
         );
         let w = bad.lint();
@@ -427,13 +314,7 @@ mod tests {
         assert!(w[0].contains("ephemeral"));
         let good = Acl::new(
             "private",
-            vec![rule(
-                100,
-                RuleAction::Allow,
-                RuleProtocol::All,
-                "0.0.0.0/0",
-                Some((1024, 65535)),
-            )],
+            vec![rule(100, RuleAction::Allow, RuleProtocol::All, "0.0.0.0/0", Some((1024, 65535)))],
             out,
         );
         assert!(good.lint().is_empty());

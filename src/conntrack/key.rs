@@ -18,42 +18,20 @@ pub struct FlowKey {
 
 impl FlowKey {
     pub fn new(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
-        FlowKey {
-            src: u32::from(src),
-            dst: u32::from(dst),
-            sport,
-            dport,
-            proto,
-        }
+        FlowKey { src: u32::from(src), dst: u32::from(dst), sport, dport, proto }
     }
 
     /// The key of a packet travelling the other way.
     pub fn reply(&self) -> FlowKey {
-        FlowKey {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-        }
+        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto }
     }
 
     /// The key of replies once this flow's source is translated to
     /// `ext_addr:ext_port`. For ICMP queries the identifier stands for both
     /// ports, so both carry the external identifier.
     pub fn reply_via(&self, ext_addr: u32, ext_port: u16) -> FlowKey {
-        let sport = if self.proto == crate::wire::ipv4::protocol::ICMP {
-            ext_port
-        } else {
-            self.dport
-        };
-        FlowKey {
-            src: self.dst,
-            dst: ext_addr,
-            sport,
-            dport: ext_port,
-            proto: self.proto,
-        }
+        let sport = if self.proto == crate::wire::ipv4::protocol::ICMP { ext_port } else { self.dport };
+        FlowKey { src: self.dst, dst: ext_addr, sport, dport: ext_port, proto: self.proto }
     }
 
     pub fn src_addr(&self) -> Ipv4Addr {
@@ -66,20 +44,12 @@ impl FlowKey {
 
     /// The source endpoint.
     pub fn src_endpoint(&self) -> Endpoint {
-        Endpoint {
-            proto: self.proto,
-            addr: self.src,
-            port: self.sport,
-        }
+        Endpoint { proto: self.proto, addr: self.src, port: self.sport }
     }
 
     /// The destination endpoint.
     pub fn dst_endpoint(&self) -> Endpoint {
-        Endpoint {
-            proto: self.proto,
-            addr: self.dst,
-            port: self.dport,
-        }
+        Endpoint { proto: self.proto, addr: self.dst, port: self.dport }
     }
 }
 
@@ -87,23 +57,13 @@ impl Hash for FlowKey {
     /// Two word writes instead of five field writes: the hasher is the cost here.
     fn hash<H: Hasher>(&self, h: &mut H) {
         h.write_u64((u64::from(self.src) << 32) | u64::from(self.dst));
-        h.write_u64(
-            (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto),
-        );
+        h.write_u64((u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto));
     }
 }
 
 impl fmt::Debug for FlowKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}:{} -> {}:{}",
-            proto_name(self.proto),
-            self.src_addr(),
-            self.sport,
-            self.dst_addr(),
-            self.dport
-        )
+        write!(f, "{} {}:{} -> {}:{}", proto_name(self.proto), self.src_addr(), self.sport, self.dst_addr(), self.dport)
     }
 }
 
@@ -117,11 +77,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(proto: u8, addr: Ipv4Addr, port: u16) -> Endpoint {
-        Endpoint {
-            proto,
-            addr: u32::from(addr),
-            port,
-        }
+        Endpoint { proto, addr: u32::from(addr), port }
     }
 
     pub fn ip(&self) -> Ipv4Addr {
@@ -151,13 +107,7 @@ mod tests {
 
     #[test]
     fn reply_swaps_both_ends() {
-        let k = FlowKey::new(
-            6,
-            Ipv4Addr::new(10, 0, 1, 10),
-            40000,
-            Ipv4Addr::new(198, 51, 100, 10),
-            80,
-        );
+        let k = FlowKey::new(6, Ipv4Addr::new(10, 0, 1, 10), 40000, Ipv4Addr::new(198, 51, 100, 10), 80);
         let r = k.reply();
         assert_eq!(r.src_addr(), Ipv4Addr::new(198, 51, 100, 10));
         assert_eq!((r.sport, r.dport), (80, 40000));

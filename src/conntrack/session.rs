@@ -118,11 +118,8 @@ impl Session {
 
     /// The idle timeout that applies now.
     pub fn timeout(&self, t: &Timeouts) -> u32 {
-        let phase = if self.orig.proto == protocol::TCP {
-            self.tcp_track().state().phase()
-        } else {
-            TcpPhase::Established
-        };
+        let phase =
+            if self.orig.proto == protocol::TCP { self.tcp_track().state().phase() } else { TcpPhase::Established };
         t.for_session(self.orig.proto, phase)
     }
 
@@ -153,9 +150,7 @@ impl Session {
     pub fn touch(&self, now_secs: u32) {
         let seen = self.last_seen.load(Relaxed);
         if seen < now_secs && seen != DEAD {
-            let _ = self
-                .last_seen
-                .compare_exchange(seen, now_secs, Relaxed, Relaxed);
+            let _ = self.last_seen.compare_exchange(seen, now_secs, Relaxed, Relaxed);
         }
     }
 
@@ -170,11 +165,7 @@ impl Session {
             if now_secs <= seen.saturating_add(self.timeout(t)) {
                 return false;
             }
-            if self
-                .last_seen
-                .compare_exchange(seen, DEAD, Relaxed, Relaxed)
-                .is_ok()
-            {
+            if self.last_seen.compare_exchange(seen, DEAD, Relaxed, Relaxed).is_ok() {
                 return true;
             }
         }
@@ -218,10 +209,7 @@ impl Session {
             if next.0 == cur {
                 return verdict;
             }
-            match self
-                .track
-                .compare_exchange_weak(cur, next.0, Relaxed, Relaxed)
-            {
+            match self.track.compare_exchange_weak(cur, next.0, Relaxed, Relaxed) {
                 Ok(_) => return verdict,
                 Err(now) => cur = now,
             }
@@ -230,11 +218,8 @@ impl Session {
 
     /// A snapshot for `natgw conntrack`.
     pub fn view(&self, now_secs: u32, t: &Timeouts) -> SessionView {
-        let state = if self.orig.proto == protocol::TCP {
-            Some(self.tcp_track().state().name().to_string())
-        } else {
-            None
-        };
+        let state =
+            if self.orig.proto == protocol::TCP { Some(self.tcp_track().state().name().to_string()) } else { None };
         SessionView {
             proto: self.orig.proto,
             orig_src: self.orig.src_addr().to_string(),
@@ -262,13 +247,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn session() -> Session {
-        let k = FlowKey::new(
-            17,
-            Ipv4Addr::new(10, 0, 1, 10),
-            5000,
-            Ipv4Addr::new(198, 51, 100, 10),
-            53,
-        );
+        let k = FlowKey::new(17, Ipv4Addr::new(10, 0, 1, 10), 5000, Ipv4Addr::new(198, 51, 100, 10), 53);
         Session::new(k, ([203, 0, 113, 5], 61000), Dir::Original, 100)
     }
 
@@ -277,13 +256,7 @@ mod tests {
         let s = session();
         assert_eq!(
             s.reply,
-            FlowKey::new(
-                17,
-                Ipv4Addr::new(198, 51, 100, 10),
-                53,
-                Ipv4Addr::new(203, 0, 113, 5),
-                61000
-            )
+            FlowKey::new(17, Ipv4Addr::new(198, 51, 100, 10), 53, Ipv4Addr::new(203, 0, 113, 5), 61000)
         );
         let out = s.rewrite(Dir::Original);
         assert_eq!((out.addr, out.port), ([203, 0, 113, 5], 61000));

@@ -26,9 +26,7 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn with_capacity(n: usize) -> FlowTable {
-        FlowTable {
-            map: DashMap::with_capacity_and_hasher(n, ahash::RandomState::new()),
-        }
+        FlowTable { map: DashMap::with_capacity_and_hasher(n, ahash::RandomState::new()) }
     }
 
     /// Runs `f` on the entry for `key` while holding its shard's read lock, so
@@ -46,28 +44,14 @@ impl FlowTable {
     /// Inserts both keys of a session. The caller holds the NAT's slow-path lock
     /// and has checked that neither key is taken by a live session.
     pub fn insert(&self, session: &Arc<Session>) {
-        self.map.insert(
-            session.orig,
-            FlowRef {
-                session: session.clone(),
-                dir: Dir::Original,
-            },
-        );
-        self.map.insert(
-            session.reply,
-            FlowRef {
-                session: session.clone(),
-                dir: Dir::Reply,
-            },
-        );
+        self.map.insert(session.orig, FlowRef { session: session.clone(), dir: Dir::Original });
+        self.map.insert(session.reply, FlowRef { session: session.clone(), dir: Dir::Reply });
     }
 
     /// Removes both keys of `session`, where they still point to it.
     pub fn remove(&self, session: &Arc<Session>) {
-        self.map
-            .remove_if(&session.orig, |_, v| Arc::ptr_eq(&v.session, session));
-        self.map
-            .remove_if(&session.reply, |_, v| Arc::ptr_eq(&v.session, session));
+        self.map.remove_if(&session.orig, |_, v| Arc::ptr_eq(&v.session, session));
+        self.map.remove_if(&session.reply, |_, v| Arc::ptr_eq(&v.session, session));
     }
 
     /// Number of keys (two per session).
@@ -77,10 +61,6 @@ impl FlowTable {
 
     /// Every live session once (by its original key), for display.
     pub fn sessions(&self) -> Vec<Arc<Session>> {
-        self.map
-            .iter()
-            .filter(|e| e.value().dir == Dir::Original)
-            .map(|e| e.value().session.clone())
-            .collect()
+        self.map.iter().filter(|e| e.value().dir == Dir::Original).map(|e| e.value().session.clone()).collect()
     }
 }

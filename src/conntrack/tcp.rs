@@ -113,11 +113,7 @@ impl Segment {
         if f & flags::RST != 0 {
             Segment::Rst
         } else if f & flags::SYN != 0 {
-            if f & flags::ACK != 0 {
-                Segment::SynAck
-            } else {
-                Segment::Syn
-            }
+            if f & flags::ACK != 0 { Segment::SynAck } else { Segment::Syn }
         } else if f & flags::FIN != 0 {
             Segment::Fin
         } else if f & flags::ACK != 0 {
@@ -268,40 +264,19 @@ mod tests {
             (Reply, FIN),
             (Original, ACK),
         ]);
-        assert_eq!(
-            states,
-            [
-                SynSent,
-                SynRecv,
-                Established,
-                Established,
-                FinWait,
-                CloseWait,
-                LastAck,
-                TimeWait
-            ]
-        );
+        assert_eq!(states, [SynSent, SynRecv, Established, Established, FinWait, CloseWait, LastAck, TimeWait]);
     }
 
     /// RFC 5382 REQ-2: simultaneous open must work (RFC 9293 §3.5).
     #[test]
     fn simultaneous_open() {
-        let states = run(&[
-            (Original, SYN),
-            (Reply, SYN),
-            (Original, SYNACK),
-            (Reply, SYNACK),
-            (Original, ACK),
-        ]);
+        let states = run(&[(Original, SYN), (Reply, SYN), (Original, SYNACK), (Reply, SYNACK), (Original, ACK)]);
         assert_eq!(states, [SynSent, SynSent2, SynRecv, SynRecv, Established]);
     }
 
     #[test]
     fn rst_closes_from_any_state() {
-        for prefix in [
-            &[(Original, SYN)][..],
-            &[(Original, SYN), (Reply, SYNACK), (Original, ACK)][..],
-        ] {
+        for prefix in [&[(Original, SYN)][..], &[(Original, SYN), (Reply, SYNACK), (Original, ACK)][..]] {
             let mut steps = prefix.to_vec();
             steps.push((Reply, RST));
             assert_eq!(*run(&steps).last().unwrap(), Close);
@@ -310,27 +285,15 @@ mod tests {
 
     #[test]
     fn retransmitted_fin_is_not_the_second_fin() {
-        let states = run(&[
-            (Original, SYN),
-            (Reply, SYNACK),
-            (Original, ACK),
-            (Original, FIN),
-            (Original, FIN),
-            (Reply, ACK),
-        ]);
+        let states =
+            run(&[(Original, SYN), (Reply, SYNACK), (Original, ACK), (Original, FIN), (Original, FIN), (Reply, ACK)]);
         assert_eq!(states[3..], [FinWait, FinWait, CloseWait]);
     }
 
     #[test]
     fn reopen_after_time_wait() {
-        let mut steps = vec![
-            (Original, SYN),
-            (Reply, SYNACK),
-            (Original, ACK),
-            (Original, FIN),
-            (Reply, FIN),
-            (Original, ACK),
-        ];
+        let mut steps =
+            vec![(Original, SYN), (Reply, SYNACK), (Original, ACK), (Original, FIN), (Reply, FIN), (Original, ACK)];
         steps.push((Original, SYN));
         let states = run(&steps);
         assert_eq!(states[5..], [TimeWait, SynSent]);

@@ -33,11 +33,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )?;
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
         if !self.fix.is_empty() {
             write!(f, "\n  fix: {}", self.fix)?;
         }
@@ -84,6 +80,7 @@ struct VpcSection {
 struct GatewaySection {
     workers: Option<usize>,
     mtu: Option<u16>,
+    mss_clamp: Option<bool>,
     offload: Option<bool>,
     icmp_rate: Option<u32>,
     icmp_burst: Option<u32>,
@@ -98,6 +95,8 @@ struct InternetSection {
     #[serde(default)]
     addresses: Vec<S>,
     namespace: Option<S>,
+    /// MTU of the internet link (default: the gateway's).
+    mtu: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +124,8 @@ struct HostSection {
     namespace: Option<S>,
     #[serde(default = "yes")]
     source_dest_check: bool,
+    /// MTU of the host's link (default: the gateway's).
+    mtu: Option<u16>,
 }
 
 fn yes() -> bool {
@@ -156,6 +157,7 @@ struct NatOptions {
     max_sessions: Option<usize>,
     max_ports_per_host: Option<u32>,
     on_exhaustion: Option<ExhaustionReply>,
+    unsolicited_syn: Option<crate::nat::UnsolicitedSyn>,
     #[serde(default)]
     timeouts: TimeoutOverrides,
     seed: Option<u64>,
@@ -230,6 +232,8 @@ pub struct Attachment {
     pub addresses: Vec<(Ipv4Addr, u8)>,
     /// The default route's next hop (the subnet router, or natgw's internet address).
     pub gateway: Ipv4Addr,
+    /// The link's MTU.
+    pub mtu: u16,
 }
 
 /// Gateway-wide settings from the `[gateway]` section.
@@ -242,6 +246,7 @@ pub struct GatewaySettings {
     pub offload: bool,
     pub icmp_rate: u32,
     pub icmp_burst: u32,
+    pub mss_clamp: bool,
 }
 
 /// A validated, compiled VPC.
@@ -269,20 +274,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(
-        &self,
-        span: Range<usize>,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> ConfigError {
+    fn err(&self, span: Range<usize>, message: impl Into<String>, fix: impl Into<String>) -> ConfigError {
         let (line, column) = line_col(self.src, span.start);
-        ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-            fix: fix.into(),
-        }
+        ConfigError { file: self.file.to_string(), line, column, message: message.into(), fix: fix.into() }
     }
 
     fn prefix(&self, s: &S, what: &str) -> Result<Prefix, ConfigError> {
@@ -316,10 +310,7 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
 }
 
 fn name_ok(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 32
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !n.is_empty() && n.len() <= 32 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn port_range(s: &str) -> Option<(u16, u16)> {
@@ -370,10 +361,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     if !size_ok(&vpc) {
         return Err(cx.err(
             f.vpc.cidr.span(),
-            format!(
-                "VPC CIDR {vpc} is /{}; AWS allows /16 to /28",
-                vpc.prefix_len()
-            ),
+            format!("VPC CIDR {vpc} is /{}; AWS allows /16 to /28", vpc.prefix_len()),
             "use a block between /16 and /28, e.g. \"10.0.0.0/16\"",
         ));
     }
@@ -405,10 +393,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             let (line, _) = line_col(cx.src, prev.start);
             return Err(cx.err(
                 n.span(),
-                format!(
-                    "the {kind} name `{}` is already used on line {line}",
-                    n.get_ref()
-                ),
+                format!("the {kind} name `{}` is already used on line {line}", n.get_ref()),
                 format!("give every {kind} its own name"),
             ));
         }
@@ -416,10 +401,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     };
 
     // Internet gateway.
-    let igw_name = f
-        .internet_gateway
-        .as_ref()
-        .map_or("igw".to_string(), |i| i.name.get_ref().clone());
+    let igw_name = f.internet_gateway.as_ref().map_or("igw".to_string(), |i| i.name.get_ref().clone());
     if let Some(i) = &f.internet_gateway {
         claim(&i.name, "internet gateway")?;
     }
@@ -445,16 +427,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     let mut acl_index: HashMap<String, usize> = HashMap::from([("default".to_string(), 0)]);
     for a in &f.network_acls {
         claim(&a.name, "network ACL")?;
-        let inbound = a
-            .inbound
-            .iter()
-            .map(|r| rule(cx, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let outbound = a
-            .outbound
-            .iter()
-            .map(|r| rule(cx, r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let inbound = a.inbound.iter().map(|r| rule(cx, r)).collect::<Result<Vec<_>, _>>()?;
+        let outbound = a.outbound.iter().map(|r| rule(cx, r)).collect::<Result<Vec<_>, _>>()?;
         for list in [&a.inbound, &a.outbound] {
             let mut seen = HashMap::new();
             for r in list {
@@ -462,10 +436,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                     let (line, _) = line_col(cx.src, prev.start);
                     return Err(cx.err(
                         r.rule.span(),
-                        format!(
-                            "rule number {} is already used on line {line}",
-                            r.rule.get_ref()
-                        ),
+                        format!("rule number {} is already used on line {line}", r.rule.get_ref()),
                         "number every rule of one direction differently",
                     ));
                 }
@@ -486,10 +457,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         if !size_ok(&cidr) {
             return Err(cx.err(
                 s.cidr.span(),
-                format!(
-                    "subnet CIDR {cidr} is /{}; AWS allows /16 to /28",
-                    cidr.prefix_len()
-                ),
+                format!("subnet CIDR {cidr} is /{}; AWS allows /16 to /28", cidr.prefix_len()),
                 "use a block between /16 and /28",
             ));
         }
@@ -522,10 +490,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             None => main_table.ok_or_else(|| {
                 cx.err(
                     s.name.span(),
-                    format!(
-                        "subnet `{}` has no route table and there is no main table",
-                        s.name.get_ref()
-                    ),
+                    format!("subnet `{}` has no route table and there is no main table", s.name.get_ref()),
                     "add `route_table = \"...\"` to the subnet, or `main = true` to a route table",
                 )
             })?,
@@ -535,23 +500,13 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 cx.err(
                     a.span(),
                     format!("no network ACL named `{}`", a.get_ref()),
-                    format!(
-                        "define [[network_acls]] name = \"{}\", or use one of: {}",
-                        a.get_ref(),
-                        list(&acl_index)
-                    ),
+                    format!("define [[network_acls]] name = \"{}\", or use one of: {}", a.get_ref(), list(&acl_index)),
                 )
             })?,
             None => 0,
         };
         subnet_index.insert(s.name.get_ref().clone(), subnets.len());
-        subnets.push(Subnet {
-            name: s.name.get_ref().clone(),
-            cidr,
-            route_table,
-            acl,
-            public: false,
-        });
+        subnets.push(Subnet { name: s.name.get_ref().clone(), cidr, route_table, acl, public: false });
     }
 
     // Addresses taken inside the VPC, and public ones.
@@ -561,10 +516,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         let off = u32::from(ip) - cidr.addr_u32();
         off <= 3 || ip == cidr.last()
     };
-    let mut check_private = |ip: Ipv4Addr,
-                             span: Range<usize>,
-                             subnet: &Subnet|
-     -> Result<(), ConfigError> {
+    let mut check_private = |ip: Ipv4Addr, span: Range<usize>, subnet: &Subnet| -> Result<(), ConfigError> {
         if !subnet.cidr.contains(ip) {
             return Err(cx.err(
                 span,
@@ -576,7 +528,11 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             return Err(cx.err(
                 span,
                 format!("{ip} is reserved in subnet {} (AWS keeps the first four addresses and the last)", subnet.cidr),
-                format!("choose an address from {} to {}", subnet.cidr.nth(4), Ipv4Addr::from(u32::from(subnet.cidr.last()) - 1)),
+                format!(
+                    "choose an address from {} to {}",
+                    subnet.cidr.nth(4),
+                    Ipv4Addr::from(u32::from(subnet.cidr.last()) - 1)
+                ),
             ));
         }
         if let Some(prev) = private_taken.insert(ip, span.clone()) {
@@ -641,12 +597,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         host_index.insert(h.name.get_ref().clone(), hosts.len());
         attachments.push(Attachment {
             interface: h.name.get_ref().clone(),
-            namespace: h
-                .namespace
-                .as_ref()
-                .map_or_else(|| h.name.get_ref().clone(), |n| n.get_ref().clone()),
+            namespace: h.namespace.as_ref().map_or_else(|| h.name.get_ref().clone(), |n| n.get_ref().clone()),
             addresses: vec![(ip, subnets[si].cidr.prefix_len())],
             gateway: subnets[si].router(),
+            mtu: h.mtu.unwrap_or(0),
         });
         hosts.push(Host {
             name: h.name.get_ref().clone(),
@@ -689,12 +643,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         }
         let config = nat_config(cx, &n.options, public_ips.clone())?;
         nat_index.insert(n.name.get_ref().clone(), nat_infos.len());
-        nat_infos.push(NatGatewayInfo {
-            name: n.name.get_ref().clone(),
-            subnet: si as u16,
-            private_ip,
-            public_ips,
-        });
+        nat_infos.push(NatGatewayInfo { name: n.name.get_ref().clone(), subnet: si as u16, private_ip, public_ips });
         nats.push((n.name.get_ref().clone(), config));
     }
 
@@ -712,27 +661,17 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             let destination = cx.prefix(&r.destination, "route destination")?;
             if let Some(prev) = seen.insert(destination, r.destination.span()) {
                 let (line, _) = line_col(cx.src, prev.start);
-                let what = if destination == vpc {
-                    "the VPC's local route".to_string()
-                } else {
-                    format!("line {line}")
-                };
+                let what =
+                    if destination == vpc { "the VPC's local route".to_string() } else { format!("line {line}") };
                 return Err(cx.err(
                     r.destination.span(),
-                    format!(
-                        "route table `{}` already has a route to {destination} ({what})",
-                        t.name.get_ref()
-                    ),
+                    format!("route table `{}` already has a route to {destination} ({what})", t.name.get_ref()),
                     "one route per destination",
                 ));
             }
             let name = r.target.get_ref().as_str();
             let target = if name == "local" {
-                return Err(cx.err(
-                    r.target.span(),
-                    "the local route is added automatically",
-                    "remove this route",
-                ));
+                return Err(cx.err(r.target.span(), "the local route is added automatically", "remove this route"));
             } else if name == "blackhole" {
                 Target::Blackhole
             } else if name == igw_name || name == "igw" {
@@ -759,21 +698,13 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                     format!("use one of: {}", known.join(", ")),
                 ));
             };
-            routes.push(Route {
-                destination,
-                target,
-                target_name: name.to_string(),
-                state: RouteState::Active,
-            });
+            routes.push(Route { destination, target, target_name: name.to_string(), state: RouteState::Active });
         }
         route_tables.push(RouteTable::new(t.name.get_ref(), routes));
     }
     // A subnet is public when its table sends something to the internet gateway.
     for s in &mut subnets {
-        s.public = route_tables[s.route_table]
-            .routes_sorted()
-            .iter()
-            .any(|r| r.target == Target::InternetGateway);
+        s.public = route_tables[s.route_table].routes_sorted().iter().any(|r| r.target == Target::InternetGateway);
     }
     for (n, info) in f.nat_gateways.iter().zip(&nat_infos) {
         let s = &subnets[usize::from(info.subnet)];
@@ -802,10 +733,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                     .get_ref()
                     .split_once('/')
                     .and_then(|(ip, l)| {
-                        Some((
-                            ip.parse::<Ipv4Addr>().ok()?,
-                            l.parse::<u8>().ok().filter(|l| *l <= 32)?,
-                        ))
+                        Some((ip.parse::<Ipv4Addr>().ok()?, l.parse::<u8>().ok().filter(|l| *l <= 32)?))
                     })
                     .ok_or_else(|| {
                         cx.err(
@@ -825,12 +753,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             }
             attachments.push(Attachment {
                 interface: "internet".into(),
-                namespace: i
-                    .namespace
-                    .as_ref()
-                    .map_or_else(|| "internet".to_string(), |n| n.get_ref().clone()),
+                namespace: i.namespace.as_ref().map_or_else(|| "internet".to_string(), |n| n.get_ref().clone()),
                 addresses,
                 gateway: gw,
+                mtu: i.mtu.unwrap_or(0),
             });
             Some(gw)
         }
@@ -844,7 +770,12 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         offload: g.offload.unwrap_or(true),
         icmp_rate: g.icmp_rate.unwrap_or(1000),
         icmp_burst: g.icmp_burst.unwrap_or(100),
+        mss_clamp: g.mss_clamp.unwrap_or(true),
     };
+    // Links without their own MTU take the gateway's; none below IPv4's 576.
+    for a in &mut attachments {
+        a.mtu = if a.mtu == 0 { gateway.mtu } else { a.mtu.clamp(576, 65535) };
+    }
     let parts = TopologyParts {
         vpc_cidrs: vec![vpc],
         subnets,
@@ -854,6 +785,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         nat_gateways: nat_infos,
         internet_gateway_ip,
         mtu: gateway.mtu,
+        interface_mtus: attachments.iter().map(|a| a.mtu).collect(),
     };
     Ok(Vpc {
         name: f.vpc.name.clone().unwrap_or_else(|| "vpc".into()),
@@ -869,10 +801,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
 fn list<V>(m: &HashMap<String, V>) -> String {
     let mut v: Vec<&String> = m.keys().collect();
     v.sort();
-    v.into_iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    v.into_iter().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
 fn rule(cx: &Ctx<'_>, r: &RuleSection) -> Result<AclRule, ConfigError> {
@@ -922,11 +851,7 @@ fn rule(cx: &Ctx<'_>, r: &RuleSection) -> Result<AclRule, ConfigError> {
                 ));
             }
             Some(port_range(p.get_ref()).ok_or_else(|| {
-                cx.err(
-                    p.span(),
-                    format!("`{}` is not a port range", p.get_ref()),
-                    "write \"443\" or \"1024-65535\"",
-                )
+                cx.err(p.span(), format!("`{}` is not a port range", p.get_ref()), "write \"443\" or \"1024-65535\"")
             })?)
         }
         None => None,
@@ -938,22 +863,10 @@ fn rule(cx: &Ctx<'_>, r: &RuleSection) -> Result<AclRule, ConfigError> {
             "set protocol = \"icmp\"",
         ));
     }
-    Ok(AclRule {
-        number: n as u16,
-        action,
-        protocol,
-        cidr,
-        ports,
-        icmp_type: r.icmp_type,
-        icmp_code: r.icmp_code,
-    })
+    Ok(AclRule { number: n as u16, action, protocol, cidr, ports, icmp_type: r.icmp_type, icmp_code: r.icmp_code })
 }
 
-fn nat_config(
-    cx: &Ctx<'_>,
-    o: &NatOptions,
-    public_ips: Vec<Ipv4Addr>,
-) -> Result<NatConfig, ConfigError> {
+fn nat_config(cx: &Ctx<'_>, o: &NatOptions, public_ips: Vec<Ipv4Addr>) -> Result<NatConfig, ConfigError> {
     let profile = o.profile.unwrap_or_default();
     let mut t = Timeouts::profile(profile);
     let ov = &o.timeouts;
@@ -967,31 +880,17 @@ fn nat_config(
     let range = match &o.port_range {
         Some(p) => {
             let (lo, hi) = port_range(p.get_ref()).ok_or_else(|| {
-                cx.err(
-                    p.span(),
-                    format!("`{}` is not a port range", p.get_ref()),
-                    "write e.g. \"1024-65535\"",
-                )
+                cx.err(p.span(), format!("`{}` is not a port range", p.get_ref()), "write e.g. \"1024-65535\"")
             })?;
             if lo == 0 {
-                return Err(cx.err(
-                    p.span(),
-                    "port 0 cannot be used",
-                    "start the range at 1 or above",
-                ));
+                return Err(cx.err(p.span(), "port 0 cannot be used", "start the range at 1 or above"));
             }
             lo..=hi
         }
         None => 1024..=65535,
     };
-    let mapping = o
-        .mapping
-        .as_ref()
-        .map_or_else(Mapping::default, |m| *m.get_ref());
-    let filtering = o
-        .filtering
-        .as_ref()
-        .map_or_else(Filtering::default, |f| *f.get_ref());
+    let mapping = o.mapping.as_ref().map_or_else(Mapping::default, |m| *m.get_ref());
+    let filtering = o.filtering.as_ref().map_or_else(Filtering::default, |f| *f.get_ref());
     // RFC 4787 §5: a filter looser than the mapping lets in what the mapping
     // would never have paired with the internal endpoint.
     let order = |m: Mapping| match m {
@@ -1028,34 +927,24 @@ fn nat_config(
         filtering,
         hold_down_secs: o.hold_down.unwrap_or(defaults.hold_down_secs),
         max_sessions: o.max_sessions.unwrap_or(defaults.max_sessions),
-        max_ports_per_subscriber: o
-            .max_ports_per_host
-            .unwrap_or(defaults.max_ports_per_subscriber),
+        max_ports_per_subscriber: o.max_ports_per_host.unwrap_or(defaults.max_ports_per_subscriber),
         exhaustion_reply: o.on_exhaustion.unwrap_or_default(),
         inbound_refresh: true,
         seed: o.seed,
+        unsolicited_syn: o.unsolicited_syn.unwrap_or_default(),
     })
 }
 
 impl Vpc {
     /// The names a route table's routes point to, for `natgw routes`.
     pub fn subnets_of_table(&self, table: usize) -> Vec<String> {
-        self.parts
-            .subnets
-            .iter()
-            .filter(|s| s.route_table == table)
-            .map(|s| s.name.clone())
-            .collect()
+        self.parts.subnets.iter().filter(|s| s.route_table == table).map(|s| s.name.clone()).collect()
     }
 
     /// Namespaces this VPC attaches to, without duplicates, in order.
     pub fn namespaces(&self) -> Vec<String> {
         let mut seen = HashSet::new();
-        self.attachments
-            .iter()
-            .filter(|a| seen.insert(a.namespace.clone()))
-            .map(|a| a.namespace.clone())
-            .collect()
+        self.attachments.iter().filter(|a| seen.insert(a.namespace.clone())).map(|a| a.namespace.clone()).collect()
     }
 }
 
@@ -1064,14 +953,13 @@ impl Vpc {
     /// NAT gateway.
     pub fn build(&self) -> std::sync::Arc<crate::pipeline::Gateway> {
         let topo = crate::pipeline::Topology::new(self.parts.clone());
-        let nats = self
-            .nats
-            .iter()
-            .map(|(n, c)| std::sync::Arc::new(crate::nat::NatGateway::new(n, c.clone())))
-            .collect();
+        let nats =
+            self.nats.iter().map(|(n, c)| std::sync::Arc::new(crate::nat::NatGateway::new(n, c.clone()))).collect();
         let settings = crate::pipeline::Settings {
             icmp_rate: self.gateway.icmp_rate,
             icmp_burst: self.gateway.icmp_burst,
+            mss_clamp: self.gateway.mss_clamp,
+            ..crate::pipeline::Settings::default()
         };
         crate::pipeline::Gateway::new(topo, nats, settings)
     }
@@ -1087,36 +975,19 @@ mod tests {
         assert_eq!(v.parts.hosts.len(), 2);
         assert_eq!(v.nats.len(), 1);
         assert_eq!(v.nats[0].1.public_ips, vec![Ipv4Addr::new(203, 0, 113, 5)]);
-        assert!(
-            v.parts
-                .subnets
-                .iter()
-                .any(|s| s.name == "public" && s.public)
-        );
-        assert!(
-            v.parts
-                .subnets
-                .iter()
-                .any(|s| s.name == "private" && !s.public)
-        );
+        assert!(v.parts.subnets.iter().any(|s| s.name == "public" && s.public));
+        assert!(v.parts.subnets.iter().any(|s| s.name == "private" && !s.public));
         assert_eq!(v.attachments.len(), 3);
         assert!(v.warnings.is_empty(), "{:?}", v.warnings);
     }
 
     fn with(replace: &str, by: &str) -> Result<Vpc, ConfigError> {
-        assert!(
-            DEFAULT_LAB.contains(replace),
-            "fixture text `{replace}` not found"
-        );
+        assert!(DEFAULT_LAB.contains(replace), "fixture text `{replace}` not found");
         parse("lab.toml", &DEFAULT_LAB.replacen(replace, by, 1))
     }
 
     fn line_of(needle: &str) -> usize {
-        DEFAULT_LAB
-            .lines()
-            .position(|l| l.contains(needle))
-            .unwrap()
-            + 1
+        DEFAULT_LAB.lines().position(|l| l.contains(needle)).unwrap() + 1
     }
 
     #[test]
@@ -1131,35 +1002,15 @@ mod tests {
     #[test]
     fn refuses_what_aws_refuses() {
         let cases = [
-            (
-                "cidr = \"10.0.0.0/16\"",
-                "cidr = \"10.0.0.0/8\"",
-                "/16 to /28",
-            ),
-            (
-                "cidr = \"10.0.1.0/24\"",
-                "cidr = \"10.1.1.0/24\"",
-                "not inside the VPC",
-            ),
-            (
-                "cidr = \"10.0.1.0/24\"",
-                "cidr = \"10.0.0.128/25\"",
-                "overlaps",
-            ),
+            ("cidr = \"10.0.0.0/16\"", "cidr = \"10.0.0.0/8\"", "/16 to /28"),
+            ("cidr = \"10.0.1.0/24\"", "cidr = \"10.1.1.0/24\"", "not inside the VPC"),
+            ("cidr = \"10.0.1.0/24\"", "cidr = \"10.0.0.128/25\"", "overlaps"),
             ("ip = \"10.0.1.10\"", "ip = \"10.0.1.3\"", "reserved"),
             ("ip = \"10.0.1.10\"", "ip = \"10.0.1.255\"", "reserved"),
             ("ip = \"10.0.1.10\"", "ip = \"10.0.0.10\"", "not in subnet"),
             ("target = \"nat-1\"", "target = \"nat-9\"", "does not exist"),
-            (
-                "subnet = \"public\"\nprivate_ip",
-                "subnet = \"private\"\nprivate_ip",
-                "private",
-            ),
-            (
-                "elastic_ips = [\"203.0.113.5\"]",
-                "elastic_ips = [\"203.0.113.10\"]",
-                "already used",
-            ),
+            ("subnet = \"public\"\nprivate_ip", "subnet = \"private\"\nprivate_ip", "private"),
+            ("elastic_ips = [\"203.0.113.5\"]", "elastic_ips = [\"203.0.113.10\"]", "already used"),
             ("[vpc]", "[vpc]\nbogus = 1", "unknown field"),
         ];
         for (a, b, want) in cases {
@@ -1178,21 +1029,14 @@ inbound = [ { rule = 100, action = "allow", protocol = "tcp", cidr = "0.0.0.0/0"
 outbound = [ { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" } ]
 "#;
         let v = parse("x.toml", &format!("{DEFAULT_LAB}{extra}")).unwrap();
-        assert!(
-            v.warnings.iter().any(|w| w.contains("ephemeral")),
-            "{:?}",
-            v.warnings
-        );
+        assert!(v.warnings.iter().any(|w| w.contains("ephemeral")), "{:?}", v.warnings);
         let bad = extra.replace(
             "rule = 100, action = \"allow\", protocol = \"tcp\"",
             "rule = 40000, action = \"allow\", protocol = \"tcp\"",
         );
         let e = parse("x.toml", &format!("{DEFAULT_LAB}{bad}")).unwrap_err();
         assert!(e.message.contains("out of range"), "{e}");
-        let bad = extra.replace(
-            "protocol = \"all\", cidr",
-            "protocol = \"all\", ports = \"80\", cidr",
-        );
+        let bad = extra.replace("protocol = \"all\", cidr", "protocol = \"all\", ports = \"80\", cidr");
         let e = parse("x.toml", &format!("{DEFAULT_LAB}{bad}")).unwrap_err();
         assert!(e.message.contains("TCP and UDP"), "{e}");
     }

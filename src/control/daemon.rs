@@ -33,21 +33,12 @@ pub struct Options {
 pub enum StartError {
     #[error("namespace `{0}` does not exist (create it first, or use `natgw lab up`)")]
     NoNamespace(String),
-    #[error(
-        "creating TUN device {dev} in namespace {ns}: {source} (run as root; is /dev/net/tun there?)"
-    )]
-    Tun {
-        dev: String,
-        ns: String,
-        source: std::io::Error,
-    },
+    #[error("creating TUN device {dev} in namespace {ns}: {source} (run as root; is /dev/net/tun there?)")]
+    Tun { dev: String, ns: String, source: std::io::Error },
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
     #[error("control socket {path}: {source}")]
-    Socket {
-        path: String,
-        source: std::io::Error,
-    },
+    Socket { path: String, source: std::io::Error },
     #[error("starting workers: {0}")]
     Workers(std::io::Error),
 }
@@ -62,10 +53,7 @@ pub fn namespace_name(prefix: Option<&str>, ns: &str) -> String {
 
 /// The TUN device name of interface `i` (at most 15 bytes).
 pub fn tun_name(prefix: Option<&str>, i: usize) -> String {
-    let base = prefix.map_or_else(
-        || format!("ngw{}", std::process::id() % 10_000_000),
-        str::to_string,
-    );
+    let base = prefix.map_or_else(|| format!("ngw{}", std::process::id() % 10_000_000), str::to_string);
     let mut n = format!("{base}-t{i}");
     n.truncate(15);
     n
@@ -115,21 +103,11 @@ impl Daemon {
         for (i, a) in vpc.attachments.iter().enumerate() {
             let ns = namespace_name(prefix, &a.namespace);
             let dev = tun_name(prefix, i);
-            let (q, l) = tun::create_in_netns(
-                &netns::path(&ns),
-                &TunOptions {
-                    name: dev.clone(),
-                    queues: workers,
-                    offload,
-                },
-            )
-            .map_err(|source| StartError::Tun {
-                dev: dev.clone(),
-                ns: ns.clone(),
-                source,
-            })?;
+            let (q, l) =
+                tun::create_in_netns(&netns::path(&ns), &TunOptions { name: dev.clone(), queues: workers, offload })
+                    .map_err(|source| StartError::Tun { dev: dev.clone(), ns: ns.clone(), source })?;
             level = l;
-            netns::configure_link(&ns, &dev, vpc.gateway.mtu, &a.addresses, a.gateway)?;
+            netns::configure_link(&ns, &dev, a.mtu, &a.addresses, a.gateway)?;
             tracing::info!(interface = %a.interface, namespace = %ns, device = %dev, queues = workers, ?l, "attached");
             queues.push(q);
         }
@@ -141,10 +119,8 @@ impl Daemon {
             let _ = std::fs::create_dir_all(dir);
         }
         let _ = std::fs::remove_file(&opts.socket);
-        let listener = UnixListener::bind(&opts.socket).map_err(|source| StartError::Socket {
-            path: opts.socket.display().to_string(),
-            source,
-        })?;
+        let listener = UnixListener::bind(&opts.socket)
+            .map_err(|source| StartError::Socket { path: opts.socket.display().to_string(), source })?;
         let shared = Arc::new(Shared {
             gw: gw.clone(),
             vpc,
@@ -168,14 +144,7 @@ impl Daemon {
                 .spawn(move || serve(&s, listener))
                 .map_err(StartError::Workers)?,
         );
-        Ok(Daemon {
-            gw,
-            workers: Some(workers),
-            stop,
-            threads,
-            socket: opts.socket.clone(),
-            offload: level,
-        })
+        Ok(Daemon { gw, workers: Some(workers), stop, threads, socket: opts.socket.clone(), offload: level })
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -260,24 +229,11 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                     .iter()
                     .map(|n| NatStatus {
                         name: n.name.clone(),
-                        public_ips: n
-                            .config()
-                            .public_ips
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect(),
-                        profile: if n.config().timeouts.tcp_rst_on_expired {
-                            "aws".into()
-                        } else {
-                            "rfc".into()
-                        },
+                        public_ips: n.config().public_ips.iter().map(ToString::to_string).collect(),
+                        profile: if n.config().timeouts.tcp_rst_on_expired { "aws".into() } else { "rfc".into() },
                         sessions: n.session_count(),
                         mappings: n.mapping_count(),
-                        ports_in_use: n
-                            .ports_in_use()
-                            .into_iter()
-                            .map(|(a, p, c)| (a.to_string(), p, c))
-                            .collect(),
+                        ports_in_use: n.ports_in_use().into_iter().map(|(a, p, c)| (a.to_string(), p, c)).collect(),
                         idle_timeouts: n.stats.idle_timeouts.load(Ordering::Relaxed),
                     })
                     .collect();
@@ -294,15 +250,10 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 .gw
                 .nats()
                 .iter()
-                .map(|n| NatSessions {
-                    name: n.name.clone(),
-                    sessions: n.sessions(now.secs()),
-                })
+                .map(|n| NatSessions { name: n.name.clone(), sessions: n.sessions(now.secs()) })
                 .collect(),
         },
-        Request::Routes => Reply::Routes {
-            tables: route_views(&s.vpc),
-        },
+        Request::Routes => Reply::Routes { tables: route_views(&s.vpc) },
         Request::Shutdown => {
             s.stop.store(true, Ordering::Relaxed);
             Reply::Ok
@@ -323,13 +274,7 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
             routes: t
                 .routes_sorted()
                 .into_iter()
-                .map(|r| {
-                    (
-                        r.destination.to_string(),
-                        r.target_name.clone(),
-                        r.state.to_string(),
-                    )
-                })
+                .map(|r| (r.destination.to_string(), r.target_name.clone(), r.state.to_string()))
                 .collect(),
         })
         .collect()

@@ -42,22 +42,13 @@ pub enum LabError {
     #[error(
         "lab `{name}` is already up (namespaces {prefix}-*, gateway pid {pid}); run `natgw lab down{flag}` first, or pick another name with --name"
     )]
-    AlreadyUp {
-        name: String,
-        prefix: String,
-        pid: u32,
-        flag: String,
-    },
+    AlreadyUp { name: String, prefix: String, pid: u32, flag: String },
     #[error("no lab named `{0}` is up; start one with `natgw lab up`")]
     NotUp(String),
     #[error("lab name `{0}` is not valid: use up to 24 letters, digits or `-`")]
     BadName(String),
     #[error("no host `{host}` in lab `{lab}`; hosts: {known}")]
-    NoHost {
-        host: String,
-        lab: String,
-        known: String,
-    },
+    NoHost { host: String, lab: String, known: String },
     #[error("the lab must run as root (it creates network namespaces and TUN devices)")]
     NotRoot,
     #[error(transparent)]
@@ -65,16 +56,9 @@ pub enum LabError {
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
     #[error("the gateway did not start: {reason}\n--- gateway log ({log}) ---\n{tail}")]
-    GatewayFailed {
-        reason: String,
-        log: String,
-        tail: String,
-    },
+    GatewayFailed { reason: String, log: String, tail: String },
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
@@ -96,37 +80,27 @@ impl LabState {
         let dir = Self::dir(&self.name);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let tmp = dir.join("state.json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|e| LabError::Io {
-            what: "state".into(),
-            source: std::io::Error::other(e),
-        })?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| LabError::Io { what: "state".into(), source: std::io::Error::other(e) })?;
         std::fs::write(&tmp, text).map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, dir.join("state.json")).map_err(io_err("saving lab state"))
     }
 
     /// True while the builder or the gateway of this lab is alive.
     pub fn alive(&self) -> bool {
-        netns::alive(self.owner_pid as i32)
-            || self.gateway_pid.is_some_and(|p| netns::alive(p as i32))
+        netns::alive(self.owner_pid as i32) || self.gateway_pid.is_some_and(|p| netns::alive(p as i32))
     }
 
     /// The namespace of a host (or `internet`, or the internet namespace's own name).
     pub fn namespace_of(&self, host: &str) -> Result<&str, LabError> {
         self.hosts
             .iter()
-            .find(|(h, ns)| {
-                h == host || ns.strip_prefix(&format!("{}-", self.prefix)) == Some(host)
-            })
+            .find(|(h, ns)| h == host || ns.strip_prefix(&format!("{}-", self.prefix)) == Some(host))
             .map(|(_, ns)| ns.as_str())
             .ok_or_else(|| LabError::NoHost {
                 host: host.to_string(),
                 lab: self.name.clone(),
-                known: self
-                    .hosts
-                    .iter()
-                    .map(|(h, _)| h.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: self.hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(", "),
             })
     }
 }
@@ -158,11 +132,7 @@ pub fn cleanup_leftovers() -> Vec<String> {
             removed.push(format!("lab {}", l.name));
         }
     }
-    let live: Vec<String> = labs
-        .iter()
-        .filter(|l| l.alive())
-        .map(|l| format!("{}-", l.prefix))
-        .collect();
+    let live: Vec<String> = labs.iter().filter(|l| l.alive()).map(|l| format!("{}-", l.prefix)).collect();
     for ns in netns::list() {
         // Our prefix: ngw<digits>- ; the digits are the pid of the builder.
         let Some(rest) = ns.strip_prefix("ngw") else {
@@ -212,11 +182,7 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
     cleanup_leftovers();
     if let Some(old) = LabState::load(&o.name) {
         if old.alive() {
-            let flag = if o.name == "default" {
-                String::new()
-            } else {
-                format!(" --name {}", o.name)
-            };
+            let flag = if o.name == "default" { String::new() } else { format!(" --name {}", o.name) };
             return Err(LabError::AlreadyUp {
                 name: o.name.clone(),
                 prefix: old.prefix.clone(),
@@ -231,21 +197,9 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
     std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, &o.config.1).map_err(io_err(format!("writing {}", cfg.display())))?;
-    let namespaces: Vec<String> = vpc
-        .namespaces()
-        .iter()
-        .map(|n| namespace_name(Some(&prefix), n))
-        .collect();
-    let hosts = vpc
-        .attachments
-        .iter()
-        .map(|a| {
-            (
-                a.interface.clone(),
-                namespace_name(Some(&prefix), &a.namespace),
-            )
-        })
-        .collect();
+    let namespaces: Vec<String> = vpc.namespaces().iter().map(|n| namespace_name(Some(&prefix), n)).collect();
+    let hosts =
+        vpc.attachments.iter().map(|a| (a.interface.clone(), namespace_name(Some(&prefix), &a.namespace))).collect();
     let mut state = LabState {
         name: o.name.clone(),
         prefix: prefix.clone(),
@@ -274,8 +228,7 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
         netns::add(ns)?;
         netns::write_etc(ns, &names).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
     }
-    let log = std::fs::File::create(&state.log)
-        .map_err(io_err(format!("creating {}", state.log.display())))?;
+    let log = std::fs::File::create(&state.log).map_err(io_err(format!("creating {}", state.log.display())))?;
     let log2 = log.try_clone().map_err(io_err("log file"))?;
     let mut cmd = Command::new(&o.exe);
     cmd.arg("run")
@@ -297,13 +250,8 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
     // Its own process group: a Ctrl-C at the terminal reaches the demo, which
     // then stops the gateway in order, instead of killing it mid-way.
     use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(io_err(format!("starting {}", o.exe.display())))?;
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
+    let mut child = cmd.spawn().map_err(io_err(format!("starting {}", o.exe.display())))?;
     state.gateway_pid = Some(child.id());
     state.save()?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -316,10 +264,7 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err(gateway_failed(
-                state,
-                "no answer on the control socket after 20 s".into(),
-            ));
+            return Err(gateway_failed(state, "no answer on the control socket after 20 s".into()));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -327,12 +272,7 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
 
 /// Names for the lab's /etc/hosts: every host, the internet side, the NAT gateways.
 fn lab_hosts(vpc: &Vpc) -> Vec<(std::net::Ipv4Addr, String)> {
-    let mut v: Vec<(std::net::Ipv4Addr, String)> = vpc
-        .parts
-        .hosts
-        .iter()
-        .map(|h| (h.ip, h.name.clone()))
-        .collect();
+    let mut v: Vec<(std::net::Ipv4Addr, String)> = vpc.parts.hosts.iter().map(|h| (h.ip, h.name.clone())).collect();
     for h in &vpc.parts.hosts {
         if let Some(e) = h.elastic_ip {
             v.push((e, format!("{}-public", h.name)));
@@ -370,10 +310,7 @@ pub fn teardown(state: &LabState) {
         while netns::alive(pid as i32) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        for sig in [
-            nix::sys::signal::Signal::SIGTERM,
-            nix::sys::signal::Signal::SIGKILL,
-        ] {
+        for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
             if !netns::alive(pid as i32) {
                 break;
             }

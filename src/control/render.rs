@@ -13,21 +13,11 @@ pub fn conntrack(nats: &[NatSessions]) -> String {
     for n in nats {
         for s in &n.sessions {
             total += 1;
-            let _ = write!(
-                out,
-                "{:<8} {:<2} {:<6} ",
-                proto_name(s.proto),
-                s.proto,
-                s.expires_in
-            );
+            let _ = write!(out, "{:<8} {:<2} {:<6} ", proto_name(s.proto), s.proto, s.expires_in);
             if let Some(st) = &s.state {
                 let _ = write!(out, "{st} ");
             }
-            let (sp, dp) = if s.proto == 1 {
-                ("id", "id")
-            } else {
-                ("sport", "dport")
-            };
+            let (sp, dp) = if s.proto == 1 { ("id", "id") } else { ("sport", "dport") };
             let _ = write!(
                 out,
                 "src={} dst={} {sp}={} {dp}={} packets={} bytes={} src={} dst={} {sp}={} {dp}={} packets={} bytes={}",
@@ -59,11 +49,7 @@ pub fn translations(nats: &[NatSessions]) -> String {
     let mut out = String::new();
     for n in nats {
         for s in &n.sessions {
-            let what = if s.proto == 1 {
-                "ICMP id"
-            } else {
-                proto_name(s.proto)
-            };
+            let what = if s.proto == 1 { "ICMP id" } else { proto_name(s.proto) };
             let _ = writeln!(
                 out,
                 "{what:>7} {}:{} -> {}:{}   is seen outside as   {}:{} -> {}:{}   ({})",
@@ -85,11 +71,7 @@ pub fn translations(nats: &[NatSessions]) -> String {
 /// `natgw stats`.
 pub fn stats(s: &Stats) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "natgw: up {} s, {} worker(s), TUN offload: {}",
-        s.uptime_secs, s.workers, s.offload
-    );
+    let _ = writeln!(out, "natgw: up {} s, {} worker(s), TUN offload: {}", s.uptime_secs, s.workers, s.offload);
     let _ = writeln!(
         out,
         "\n{:<12} {:>12} {:>14} {:>12} {:>14}",
@@ -99,11 +81,8 @@ pub fn stats(s: &Stats) -> String {
         let _ = writeln!(out, "{name:<12} {rp:>12} {rb:>14} {tp:>12} {tb:>14}");
     }
     for n in &s.nat {
-        let ports: Vec<String> = n
-            .ports_in_use
-            .iter()
-            .map(|(a, p, c)| format!("{} {a}: {c}", proto_name(*p)))
-            .collect();
+        let ports: Vec<String> =
+            n.ports_in_use.iter().map(|(a, p, c)| format!("{} {a}: {c}", proto_name(*p))).collect();
         let _ = writeln!(
             out,
             "\nNAT gateway {} ({}, profile {}): {} sessions, {} mappings, {} idle timeouts; ports in use: {}",
@@ -113,11 +92,7 @@ pub fn stats(s: &Stats) -> String {
             n.sessions,
             n.mappings,
             n.idle_timeouts,
-            if ports.is_empty() {
-                "none".to_string()
-            } else {
-                ports.join(", ")
-            }
+            if ports.is_empty() { "none".to_string() } else { ports.join(", ") }
         );
     }
     let _ = writeln!(out, "\nNAT metrics (AWS CloudWatch names):");
@@ -165,17 +140,8 @@ fn aws_name(k: &str) -> String {
 pub fn routes(tables: &[RouteTableView]) -> String {
     let mut out = String::new();
     for t in tables {
-        let subnets = if t.subnets.is_empty() {
-            "none".to_string()
-        } else {
-            t.subnets.join(", ")
-        };
-        let _ = writeln!(
-            out,
-            "Route table {}{} (subnets: {subnets})",
-            t.name,
-            if t.main { " [main]" } else { "" }
-        );
+        let subnets = if t.subnets.is_empty() { "none".to_string() } else { t.subnets.join(", ") };
+        let _ = writeln!(out, "Route table {}{} (subnets: {subnets})", t.name, if t.main { " [main]" } else { "" });
         let _ = writeln!(out, "  {:<20} {:<12} Status", "Destination", "Target");
         for (d, tg, st) in &t.routes {
             let _ = writeln!(out, "  {d:<20} {tg:<12} {st}");

@@ -66,39 +66,21 @@ pub struct RouteTableView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "lowercase")]
 pub enum Reply {
-    Status {
-        pid: u32,
-        uptime_secs: u64,
-        interfaces: Vec<String>,
-    },
+    Status { pid: u32, uptime_secs: u64, interfaces: Vec<String> },
     Stats(Stats),
-    Conntrack {
-        nat: Vec<NatSessions>,
-    },
-    Routes {
-        tables: Vec<RouteTableView>,
-    },
+    Conntrack { nat: Vec<NatSessions> },
+    Routes { tables: Vec<RouteTableView> },
     Ok,
-    Error {
-        message: String,
-    },
+    Error { message: String },
 }
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach the gateway at {path}: {source} (is it running? `natgw lab up` starts one)"
-    )]
-    Connect {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot reach the gateway at {path}: {source} (is it running? `natgw lab up` starts one)")]
+    Connect { path: String, source: std::io::Error },
     #[error("talking to the gateway at {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("the gateway answered something unreadable: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -106,16 +88,9 @@ pub enum ClientError {
 /// Sends one request and reads the reply.
 pub fn request(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     let p = path.display().to_string();
-    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: p.clone(),
-        source,
-    })?;
-    let io = |source| ClientError::Io {
-        path: p.clone(),
-        source,
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
+    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect { path: p.clone(), source })?;
+    let io = |source| ClientError::Io { path: p.clone(), source };
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(io)?;
@@ -128,8 +103,7 @@ pub fn request(path: &Path, req: &Request) -> Result<Reply, ClientError> {
 /// Reads one request from a connection (with a timeout, so a silent client
 /// cannot hold the server).
 pub fn read_request(s: &UnixStream) -> Result<Request, String> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| e.to_string())?;

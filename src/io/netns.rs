@@ -23,15 +23,9 @@ fn run(args: &[&str]) -> Result<Output, NetnsError> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| NetnsError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        .map_err(|source| NetnsError::Spawn { cmd: cmd.clone(), source })?;
     if !out.status.success() {
-        return Err(NetnsError::Failed {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(NetnsError::Failed { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(out)
 }
@@ -68,16 +62,7 @@ pub fn add(name: &str) -> Result<(), NetnsError> {
 
 /// Sets a sysctl inside a namespace.
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
-    run(&[
-        "netns",
-        "exec",
-        ns,
-        "sysctl",
-        "-q",
-        "-w",
-        &format!("{key}={value}"),
-    ])
-    .map(|_| ())
+    run(&["netns", "exec", ns, "sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
 }
 
 /// Gives namespace `name` its own /etc/hosts and /etc/resolv.conf (which
@@ -101,10 +86,7 @@ pub fn write_etc(name: &str, hosts: &[(Ipv4Addr, String)]) -> std::io::Result<()
 /// Processes living in namespace `name`.
 pub fn pids(name: &str) -> Vec<i32> {
     match run(&["netns", "pids", name]) {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
+        Ok(o) => String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -116,10 +98,7 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
         return Ok(());
     }
     let me = std::process::id() as i32;
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGKILL,
-    ] {
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
         let victims: Vec<i32> = pids(name).into_iter().filter(|&p| p != me).collect();
         if victims.is_empty() {
             break;
@@ -143,10 +122,7 @@ pub fn alive(pid: i32) -> bool {
     }
     // A zombie is not alive for our purposes.
     if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        && let Some(state) = s
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next())
+        && let Some(state) = s.rsplit(')').next().and_then(|r| r.split_whitespace().next())
     {
         return state != "Z";
     }
@@ -163,33 +139,12 @@ pub fn configure_link(
     gateway: Ipv4Addr,
 ) -> Result<(), NetnsError> {
     let _ = sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
-    run(&[
-        "-n",
-        ns,
-        "link",
-        "set",
-        "dev",
-        dev,
-        "mtu",
-        &mtu.to_string(),
-        "up",
-    ])?;
+    run(&["-n", ns, "link", "set", "dev", dev, "mtu", &mtu.to_string(), "up"])?;
     for (a, l) in addrs {
         run(&["-n", ns, "addr", "add", &format!("{a}/{l}"), "dev", dev])?;
     }
     // The gateway may be outside the device's own prefix: say it is on-link.
-    run(&[
-        "-n",
-        ns,
-        "route",
-        "replace",
-        "default",
-        "via",
-        &gateway.to_string(),
-        "dev",
-        dev,
-        "onlink",
-    ])?;
+    run(&["-n", ns, "route", "replace", "default", "via", &gateway.to_string(), "dev", dev, "onlink"])?;
     Ok(())
 }
 

@@ -78,20 +78,13 @@ fn ifreq(name: &str, flags: libc::c_short) -> io::Result<IfReq> {
             format!("interface name `{name}` must be 1 to 15 bytes"),
         ));
     }
-    let mut r = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags,
-        _pad: [0; 22],
-    };
+    let mut r = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
     r.name[..bytes.len()].copy_from_slice(bytes);
     Ok(r)
 }
 
 fn open_queue(opts: &TunOptions) -> io::Result<(TunQueue, OffloadLevel)> {
-    let file: File = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
+    let file: File = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
     let fd: OwnedFd = file.into();
     let mut flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE;
     if opts.offload {
@@ -116,13 +109,8 @@ fn open_queue(opts: &TunOptions) -> io::Result<(TunQueue, OffloadLevel)> {
         }
         let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
         // SAFETY: TUNSETOFFLOAD takes the flag word by value.
-        let rc = unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                TUNSETOFFLOAD,
-                (base | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong,
-            )
-        };
+        let rc =
+            unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, (base | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong) };
         if rc == 0 {
             level = OffloadLevel::TsoUso;
         } else {
@@ -137,23 +125,13 @@ fn open_queue(opts: &TunOptions) -> io::Result<(TunQueue, OffloadLevel)> {
     }
     let fl = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
     fcntl(&fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
-    Ok((
-        TunQueue {
-            fd,
-            vnet: opts.offload,
-        },
-        level,
-    ))
+    Ok((TunQueue { fd, vnet: opts.offload }, level))
 }
 
 /// Creates a multi-queue TUN device inside the namespace whose file is
 /// `netns` (e.g. `/run/netns/NAME`) and returns its queues.
-pub fn create_in_netns(
-    netns: &Path,
-    opts: &TunOptions,
-) -> io::Result<(Vec<TunQueue>, OffloadLevel)> {
-    let ns = File::open(netns)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
+pub fn create_in_netns(netns: &Path, opts: &TunOptions) -> io::Result<(Vec<TunQueue>, OffloadLevel)> {
+    let ns = File::open(netns).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
     let opts = opts.clone();
     // A fresh thread enters the namespace, creates the device there, and ends:
     // the namespace of every other thread is untouched.
@@ -177,26 +155,13 @@ pub fn create_in_netns(
 /// Parses a virtio-net header into offload state.
 fn offload_from(h: &[u8; VNET_HDR_LEN]) -> Offload {
     let le = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
-    let csum = (h[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0).then(|| CsumOffload {
-        start: le(6),
-        offset: le(8),
-    });
+    let csum = (h[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0).then(|| CsumOffload { start: le(6), offset: le(8) });
     let ecn = h[1] & VIRTIO_NET_HDR_GSO_ECN != 0;
     let gso = match h[1] & !VIRTIO_NET_HDR_GSO_ECN {
-        VIRTIO_NET_HDR_GSO_TCPV4 => Some(Gso {
-            kind: if ecn {
-                GsoKind::TcpV4Ecn
-            } else {
-                GsoKind::TcpV4
-            },
-            size: le(4),
-            hdr_len: le(2),
-        }),
-        VIRTIO_NET_HDR_GSO_UDP_L4 => Some(Gso {
-            kind: GsoKind::UdpL4,
-            size: le(4),
-            hdr_len: le(2),
-        }),
+        VIRTIO_NET_HDR_GSO_TCPV4 => {
+            Some(Gso { kind: if ecn { GsoKind::TcpV4Ecn } else { GsoKind::TcpV4 }, size: le(4), hdr_len: le(2) })
+        }
+        VIRTIO_NET_HDR_GSO_UDP_L4 => Some(Gso { kind: GsoKind::UdpL4, size: le(4), hdr_len: le(2) }),
         _ => None,
     };
     Offload { csum, gso }
@@ -252,17 +217,9 @@ impl TunQueue {
         };
         match r {
             Ok(n) => {
-                let len = if self.vnet {
-                    n.saturating_sub(VNET_HDR_LEN)
-                } else {
-                    n
-                };
+                let len = if self.vnet { n.saturating_sub(VNET_HDR_LEN) } else { n };
                 buf.set_len(len);
-                buf.offload = if self.vnet {
-                    offload_from(&hdr)
-                } else {
-                    Offload::default()
-                };
+                buf.offload = if self.vnet { offload_from(&hdr) } else { Offload::default() };
                 Ok(Read::Packet(len))
             }
             Err(nix::errno::Errno::EAGAIN) => Ok(Read::Empty),
@@ -296,21 +253,11 @@ mod tests {
     #[test]
     fn vnet_header_round_trip() {
         let o = Offload {
-            csum: Some(CsumOffload {
-                start: 20,
-                offset: 16,
-            }),
-            gso: Some(Gso {
-                kind: GsoKind::TcpV4Ecn,
-                size: 1448,
-                hdr_len: 52,
-            }),
+            csum: Some(CsumOffload { start: 20, offset: 16 }),
+            gso: Some(Gso { kind: GsoKind::TcpV4Ecn, size: 1448, hdr_len: 52 }),
         };
         assert_eq!(offload_from(&header_from(&o)), o);
-        assert_eq!(
-            offload_from(&header_from(&Offload::default())),
-            Offload::default()
-        );
+        assert_eq!(offload_from(&header_from(&Offload::default())), Offload::default());
     }
 
     #[test]

@@ -7,9 +7,7 @@
 
 use super::ports::{HoldDown, PortPolicy, PortPool};
 use crate::conntrack::tcp::{Segment, TcpState, Verdict};
-use crate::conntrack::{
-    Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts,
-};
+use crate::conntrack::{Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts};
 use crate::wire::icmpv4;
 use crate::wire::ipv4::protocol;
 use crate::wire::tcp::flags;
@@ -66,6 +64,43 @@ pub enum ExhaustionReply {
     Silent,
 }
 
+/// What to do with an unsolicited inbound TCP SYN (RFC 5382 REQ-4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnsolicitedSyn {
+    /// Drop silently (REQ-4a: by security policy; also the AWS behaviour).
+    #[default]
+    Drop,
+    /// Stay silent for 6 s; then, unless an outbound SYN for the same
+    /// connection was translated meanwhile, answer ICMP port unreachable (3/3).
+    IcmpAfter6s,
+}
+
+/// An unsolicited SYN waiting for its ICMP answer.
+#[derive(Clone, Copy, Debug)]
+pub struct DeferredSyn {
+    /// Second at which the answer is due.
+    pub due: u32,
+    /// The SYN's key as it arrived (remote -> our public address).
+    pub key: FlowKey,
+    /// The interface it arrived on.
+    pub ingress: u16,
+    head: [u8; 64],
+    len: u8,
+}
+
+impl DeferredSyn {
+    /// The first bytes of the SYN (IP header and the start of TCP), to quote.
+    pub fn head(&self) -> &[u8] {
+        &self.head[..usize::from(self.len)]
+    }
+}
+
+/// Deferred SYNs kept at most (a flood gets no more answers, not more memory).
+const MAX_DEFERRED_SYNS: usize = 1024;
+/// RFC 5382 REQ-4: at least 6 s of silence (whole seconds, so 7 by the clock).
+const SYN_SILENCE_SECS: u32 = 7;
+
 /// The behaviour of one NAT gateway.
 #[derive(Clone, Debug)]
 pub struct NatConfig {
@@ -86,6 +121,7 @@ pub struct NatConfig {
     pub inbound_refresh: bool,
     /// Seed for port randomisation; None takes one from the OS (tests pass one).
     pub seed: Option<u64>,
+    pub unsolicited_syn: UnsolicitedSyn,
 }
 
 impl Default for NatConfig {
@@ -108,6 +144,7 @@ impl Default for NatConfig {
             exhaustion_reply: ExhaustionReply::default(),
             inbound_refresh: true,
             seed: None,
+            unsolicited_syn: UnsolicitedSyn::default(),
         }
     }
 }
@@ -203,6 +240,9 @@ pub struct NatGateway {
     slow: Mutex<Slow>,
     sessions: AtomicUsize,
     pub stats: NatStats,
+    deferred: Mutex<std::collections::VecDeque<DeferredSyn>>,
+    /// Second of the earliest deferred answer (u32::MAX: none), read without the lock.
+    next_deferred: std::sync::atomic::AtomicU32,
 }
 
 /// What one expiry pass did.
@@ -235,6 +275,8 @@ impl NatGateway {
             }),
             sessions: AtomicUsize::new(0),
             stats: NatStats::default(),
+            deferred: Mutex::new(std::collections::VecDeque::new()),
+            next_deferred: std::sync::atomic::AtomicU32::new(u32::MAX),
             config,
         }
     }
@@ -255,13 +297,7 @@ impl NatGateway {
     /// Translates an outbound packet (inside to outside) whose key is `key`.
     /// `tcp_flags` is 0 for UDP and ICMP; `icmp_type` is the ICMP type or 0.
     #[inline]
-    pub fn outbound(
-        &self,
-        now_secs: u32,
-        key: &FlowKey,
-        tcp_flags: u8,
-        len: usize,
-    ) -> Result<Translated, NatError> {
+    pub fn outbound(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Result<Translated, NatError> {
         if let Some(hit) = self.hit(now_secs, key, Dir::Original, tcp_flags, len) {
             return Ok(hit);
         }
@@ -270,13 +306,7 @@ impl NatGateway {
 
     /// Translates an inbound packet (outside to inside) whose key is `key`.
     #[inline]
-    pub fn inbound(
-        &self,
-        now_secs: u32,
-        key: &FlowKey,
-        tcp_flags: u8,
-        len: usize,
-    ) -> Result<Translated, NatError> {
+    pub fn inbound(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Result<Translated, NatError> {
         if let Some(hit) = self.hit(now_secs, key, Dir::Reply, tcp_flags, len) {
             return Ok(hit);
         }
@@ -285,14 +315,7 @@ impl NatGateway {
 
     /// The fast path: a live session under `key` in direction `dir`.
     #[inline]
-    fn hit(
-        &self,
-        now_secs: u32,
-        key: &FlowKey,
-        dir: Dir,
-        tcp_flags: u8,
-        len: usize,
-    ) -> Option<Translated> {
+    fn hit(&self, now_secs: u32, key: &FlowKey, dir: Dir, tcp_flags: u8, len: usize) -> Option<Translated> {
         let t = &self.config.timeouts;
         self.table
             .with(key, |r| {
@@ -300,18 +323,12 @@ impl NatGateway {
                 if r.dir != dir || s.is_expired(now_secs, t) {
                     return None;
                 }
-                let mut out = Translated {
-                    rewrite: s.rewrite(dir),
-                    created: false,
-                    established: false,
-                    tcp_invalid: false,
-                };
+                let mut out =
+                    Translated { rewrite: s.rewrite(dir), created: false, established: false, tcp_invalid: false };
                 if key.proto == protocol::TCP {
                     let before = s.tcp_track().state();
                     match s.track_tcp(dir, tcp_flags) {
-                        Verdict::Move(TcpState::Established) => {
-                            out.established = before != TcpState::Established
-                        }
+                        Verdict::Move(TcpState::Established) => out.established = before != TcpState::Established,
                         Verdict::Invalid => out.tcp_invalid = true,
                         _ => {}
                     }
@@ -333,21 +350,9 @@ impl NatGateway {
     fn mapping_key(&self, orig: &FlowKey) -> MappingKey {
         let internal = orig.src_endpoint();
         match self.config.mapping {
-            Mapping::EndpointIndependent => MappingKey {
-                internal,
-                remote_addr: 0,
-                remote_port: 0,
-            },
-            Mapping::AddressDependent => MappingKey {
-                internal,
-                remote_addr: orig.dst,
-                remote_port: 0,
-            },
-            Mapping::AddressAndPortDependent => MappingKey {
-                internal,
-                remote_addr: orig.dst,
-                remote_port: orig.dport,
-            },
+            Mapping::EndpointIndependent => MappingKey { internal, remote_addr: 0, remote_port: 0 },
+            Mapping::AddressDependent => MappingKey { internal, remote_addr: orig.dst, remote_port: 0 },
+            Mapping::AddressAndPortDependent => MappingKey { internal, remote_addr: orig.dst, remote_port: orig.dport },
         }
     }
 
@@ -362,13 +367,7 @@ impl NatGateway {
         Some(u32::from(self.config.public_ips[h % n]))
     }
 
-    fn create_outbound(
-        &self,
-        now_secs: u32,
-        key: &FlowKey,
-        tcp_flags: u8,
-        len: usize,
-    ) -> Result<Translated, NatError> {
+    fn create_outbound(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Result<Translated, NatError> {
         // Only the first packet of a flow may create it.
         match key.proto {
             protocol::TCP if Segment::classify(tcp_flags) != Segment::Syn => {
@@ -383,9 +382,7 @@ impl NatGateway {
         if let Some(r) = self.table.get(key) {
             if r.dir == Dir::Original && !r.session.is_expired(now_secs, &self.config.timeouts) {
                 drop(slow);
-                return self
-                    .hit(now_secs, key, Dir::Original, tcp_flags, len)
-                    .ok_or(NatError::NoSession);
+                return self.hit(now_secs, key, Dir::Original, tcp_flags, len).ok_or(NatError::NoSession);
             }
             if r.session.kill() {
                 self.release(&mut slow, &r.session, now_secs);
@@ -401,72 +398,31 @@ impl NatGateway {
         };
         // The reply key must be free: with EIM it is (one external endpoint per
         // internal endpoint), but a stale session might hold it.
-        let reply = FlowKey {
-            src: key.dst,
-            dst: external.addr,
-            sport: key.dport,
-            dport: external.port,
-            proto: key.proto,
-        };
+        let reply =
+            FlowKey { src: key.dst, dst: external.addr, sport: key.dport, dport: external.port, proto: key.proto };
         if let Some(r) = self.table.get(&reply)
             && r.session.kill()
         {
             self.release(&mut slow, &r.session, now_secs);
         }
-        let session = Arc::new(Session::new(
-            *key,
-            (external.addr.to_be_bytes(), external.port),
-            Dir::Original,
-            now_secs,
-        ));
-        let out = self.install(
-            &mut slow,
-            mk,
-            session,
-            now_secs,
-            Dir::Original,
-            tcp_flags,
-            len,
-        );
+        let session =
+            Arc::new(Session::new(*key, (external.addr.to_be_bytes(), external.port), Dir::Original, now_secs));
+        let out = self.install(&mut slow, mk, session, now_secs, Dir::Original, tcp_flags, len);
         Ok(out)
     }
 
     /// Allocates a port and records a new mapping.
-    fn new_mapping(
-        &self,
-        slow: &mut Slow,
-        mk: MappingKey,
-        _now_secs: u32,
-    ) -> Result<Endpoint, NatError> {
-        let used = slow
-            .subscribers
-            .get(&mk.internal.addr)
-            .copied()
-            .unwrap_or(0);
+    fn new_mapping(&self, slow: &mut Slow, mk: MappingKey, _now_secs: u32) -> Result<Endpoint, NatError> {
+        let used = slow.subscribers.get(&mk.internal.addr).copied().unwrap_or(0);
         if used >= self.config.max_ports_per_subscriber {
             return Err(NatError::SubscriberLimit);
         }
-        let ext_ip = self
-            .public_ip_for(mk.internal.addr)
-            .ok_or(NatError::PortsExhausted)?;
+        let ext_ip = self.public_ip_for(mk.internal.addr).ok_or(NatError::PortsExhausted)?;
         let Slow { pools, rng, .. } = slow;
         let pool = pools.entry((ext_ip, mk.internal.proto)).or_default();
-        let port = pool
-            .allocate(mk.internal.port, &self.config.ports, rng)
-            .ok_or(NatError::PortsExhausted)?;
-        let external = Endpoint {
-            proto: mk.internal.proto,
-            addr: ext_ip,
-            port,
-        };
-        slow.mappings.insert(
-            mk,
-            MappingEntry {
-                external,
-                sessions: 0,
-                remotes: Vec::new(),
-            },
-        );
+        let port = pool.allocate(mk.internal.port, &self.config.ports, rng).ok_or(NatError::PortsExhausted)?;
+        let external = Endpoint { proto: mk.internal.proto, addr: ext_ip, port };
+        slow.mappings.insert(mk, MappingEntry { external, sessions: 0, remotes: Vec::new() });
         slow.by_external.insert(external, mk);
         *slow.subscribers.entry(mk.internal.addr).or_default() += 1;
         self.stats.mappings_created.fetch_add(1, Relaxed);
@@ -503,27 +459,15 @@ impl NatGateway {
         session.account(dir, len);
         self.table.insert(&session);
         self.sessions.fetch_add(1, Relaxed);
-        let first_look =
-            now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
+        let first_look = now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
         let rewrite = session.rewrite(dir);
         slow.wheel.schedule(first_look, session);
-        Translated {
-            rewrite,
-            created: true,
-            established: false,
-            tcp_invalid,
-        }
+        Translated { rewrite, created: true, established: false, tcp_invalid }
     }
 
     /// An inbound packet without a session: let it in only if the filtering
     /// behaviour allows it (RFC 4787 §5), creating a session for it.
-    fn create_inbound(
-        &self,
-        now_secs: u32,
-        key: &FlowKey,
-        tcp_flags: u8,
-        len: usize,
-    ) -> Result<Translated, NatError> {
+    fn create_inbound(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Result<Translated, NatError> {
         if self.config.filtering == Filtering::AddressAndPortDependent {
             return Err(NatError::NoSession);
         }
@@ -538,9 +482,7 @@ impl NatGateway {
         if let Some(r) = self.table.get(key) {
             if r.dir == Dir::Reply && !r.session.is_expired(now_secs, &self.config.timeouts) {
                 drop(slow);
-                return self
-                    .hit(now_secs, key, Dir::Reply, tcp_flags, len)
-                    .ok_or(NatError::NoSession);
+                return self.hit(now_secs, key, Dir::Reply, tcp_flags, len).ok_or(NatError::NoSession);
             }
             if r.session.kill() {
                 self.release(&mut slow, &r.session, now_secs);
@@ -551,10 +493,9 @@ impl NatGateway {
         };
         let allowed = match self.config.filtering {
             Filtering::EndpointIndependent => true,
-            Filtering::AddressDependent => slow
-                .mappings
-                .get(&mk)
-                .is_some_and(|m| m.remotes.iter().any(|(a, _)| *a == key.src)),
+            Filtering::AddressDependent => {
+                slow.mappings.get(&mk).is_some_and(|m| m.remotes.iter().any(|(a, _)| *a == key.src))
+            }
             Filtering::AddressAndPortDependent => false,
         };
         if !allowed {
@@ -583,12 +524,7 @@ impl NatGateway {
         {
             self.release(&mut slow, &r.session, now_secs);
         }
-        let session = Arc::new(Session::new(
-            orig,
-            (external.addr.to_be_bytes(), external.port),
-            Dir::Reply,
-            now_secs,
-        ));
+        let session = Arc::new(Session::new(orig, (external.addr.to_be_bytes(), external.port), Dir::Reply, now_secs));
         Ok(self.install(&mut slow, mk, session, now_secs, Dir::Reply, tcp_flags, len))
     }
 
@@ -618,12 +554,7 @@ impl NatGateway {
                     slow.subscribers.remove(&mk.internal.addr);
                 }
             }
-            slow.hold.hold(
-                now_secs.saturating_add(self.config.hold_down_secs),
-                ext.addr,
-                ext.proto,
-                ext.port,
-            );
+            slow.hold.hold(now_secs.saturating_add(self.config.hold_down_secs), ext.addr, ext.proto, ext.port);
             self.stats.mappings_freed.fetch_add(1, Relaxed);
         }
     }
@@ -662,10 +593,7 @@ impl NatGateway {
                     self.stats.idle_timeouts.fetch_add(1, Relaxed);
                     report.expired += 1;
                 } else {
-                    let at = s
-                        .deadline(&self.config.timeouts)
-                        .min(now_secs.saturating_add(RECHECK_SECS))
-                        + 1;
+                    let at = s.deadline(&self.config.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
                     slow.wheel.schedule(at.max(now_secs + 1), s);
                 }
             }
@@ -692,20 +620,14 @@ impl NatGateway {
             .filter(|s| !s.is_expired(now_secs, t))
             .map(|s| s.view(now_secs, t))
             .collect();
-        v.sort_by(|a, b| {
-            (a.proto, &a.orig_src, a.orig_sport).cmp(&(b.proto, &b.orig_src, b.orig_sport))
-        });
+        v.sort_by(|a, b| (a.proto, &a.orig_src, a.orig_sport).cmp(&(b.proto, &b.orig_src, b.orig_sport)));
         v
     }
 
     /// Ports in use (including held down) per public address and protocol.
     pub fn ports_in_use(&self) -> Vec<(Ipv4Addr, u8, u32)> {
         let slow = self.slow.lock();
-        let mut v: Vec<_> = slow
-            .pools
-            .iter()
-            .map(|(&(a, p), pool)| (Ipv4Addr::from(a), p, pool.in_use()))
-            .collect();
+        let mut v: Vec<_> = slow.pools.iter().map(|(&(a, p), pool)| (Ipv4Addr::from(a), p, pool.in_use())).collect();
         v.sort();
         v
     }
@@ -715,11 +637,46 @@ impl NatGateway {
         self.slow.lock().mappings.len()
     }
 
+    /// Keeps an unsolicited inbound SYN for a delayed ICMP answer, if the
+    /// policy asks for one. False when not kept (policy, full, or already kept).
+    pub fn defer_syn(&self, now_secs: u32, key: &FlowKey, ingress: u16, packet: &[u8]) -> bool {
+        if self.config.unsolicited_syn != UnsolicitedSyn::IcmpAfter6s {
+            return false;
+        }
+        let mut q = self.deferred.lock();
+        if q.len() >= MAX_DEFERRED_SYNS || q.iter().any(|d| d.key == *key) {
+            return false;
+        }
+        let len = packet.len().min(64);
+        let mut head = [0u8; 64];
+        head[..len].copy_from_slice(&packet[..len]);
+        let due = now_secs.saturating_add(SYN_SILENCE_SECS);
+        q.push_back(DeferredSyn { due, key: *key, ingress, head, len: len as u8 });
+        self.next_deferred.fetch_min(due, Relaxed);
+        true
+    }
+
+    /// Hands every deferred SYN whose silence is over to `answer`, except those
+    /// whose connection was opened from inside meanwhile (REQ-4: then the
+    /// original SYN is dropped silently).
+    pub fn take_due_syns(&self, now_secs: u32, mut answer: impl FnMut(&DeferredSyn)) {
+        if now_secs < self.next_deferred.load(Relaxed) {
+            return;
+        }
+        let mut q = self.deferred.lock();
+        while q.front().is_some_and(|d| d.due <= now_secs) {
+            let Some(d) = q.pop_front() else { break };
+            let opened =
+                self.table.with(&d.key, |r| !r.session.is_expired(now_secs, &self.config.timeouts)).unwrap_or(false);
+            if !opened {
+                answer(&d);
+            }
+        }
+        self.next_deferred.store(q.front().map_or(u32::MAX, |d| d.due), Relaxed);
+    }
+
     /// True for an ICMP type that may open an outbound session (a query request).
     pub fn opens_icmp_session(icmp_type: u8) -> bool {
-        matches!(
-            icmp_type,
-            icmpv4::kind::ECHO_REQUEST | icmpv4::kind::TIMESTAMP
-        )
+        matches!(icmp_type, icmpv4::kind::ECHO_REQUEST | icmpv4::kind::TIMESTAMP)
     }
 }

@@ -62,10 +62,7 @@ pub fn parse(icmp: &[u8]) -> Result<Quoted, ErrorFault> {
     }
     let l4 = qip.rest();
     let (sport, dport) = match qip.protocol() {
-        protocol::TCP | protocol::UDP => (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        ),
+        protocol::TCP | protocol::UDP => (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])),
         protocol::ICMP => {
             let inner = Icmpv4Packet::new_unchecked(l4);
             if !icmpv4::is_query(inner.msg_type()) {
@@ -75,18 +72,9 @@ pub fn parse(icmp: &[u8]) -> Result<Quoted, ErrorFault> {
         }
         _ => return Err(ErrorFault::Unmatchable),
     };
-    let key = FlowKey {
-        src: u32::from(qip.src_addr()),
-        dst: u32::from(qip.dst_addr()),
-        sport,
-        dport,
-        proto: qip.protocol(),
-    };
-    Ok(Quoted {
-        key,
-        at,
-        l4_len: l4.len(),
-    })
+    let key =
+        FlowKey { src: u32::from(qip.src_addr()), dst: u32::from(qip.dst_addr()), sport, dport, proto: qip.protocol() };
+    Ok(Quoted { key, at, l4_len: l4.len() })
 }
 
 /// Translates an ICMP error in place. `outer_side` is the end of the outer
@@ -175,9 +163,7 @@ mod tests {
             .unwrap();
         let mut v = Vec::new();
         PacketBuilder::ipv4([198, 51, 100, 10], [203, 0, 113, 5], 64)
-            .icmpv4(Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Port,
-            ))
+            .icmpv4(Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port))
             .write(&mut v, &quoted)
             .unwrap();
         v
@@ -198,14 +184,7 @@ mod tests {
         let q = parse(&v[20..]).unwrap();
         let ad = Delta::ZERO.addr([203, 0, 113, 5], [10, 0, 1, 10]);
         let pd = Delta::ZERO.word(61001, 40000);
-        translate(
-            &mut v,
-            &q,
-            Side::Destination,
-            [10, 0, 1, 10],
-            ad,
-            Some((40000, pd)),
-        );
+        translate(&mut v, &q, Side::Destination, [10, 0, 1, 10], ad, Some((40000, pd)));
         // Every checksum checks out, recomputed independently.
         let outer = Ipv4Packet::new_checked(&v[..]).unwrap();
         assert!(outer.verify_checksum());
@@ -244,23 +223,14 @@ mod tests {
             .unwrap();
         let mut v = Vec::new();
         PacketBuilder::ipv4([198, 51, 100, 1], [203, 0, 113, 5], 64)
-            .icmpv4(Icmpv4Type::TimeExceeded(
-                etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
-            ))
+            .icmpv4(Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit))
             .write(&mut v, &quoted)
             .unwrap();
         let q = parse(&v[20..]).unwrap();
         assert_eq!((q.key.sport, q.key.dport, q.key.proto), (777, 777, 1));
         let ad = Delta::ZERO.addr([203, 0, 113, 5], [10, 0, 1, 10]);
         let pd = Delta::ZERO.word(777, 5);
-        translate(
-            &mut v,
-            &q,
-            Side::Destination,
-            [10, 0, 1, 10],
-            ad,
-            Some((5, pd)),
-        );
+        translate(&mut v, &q, Side::Destination, [10, 0, 1, 10], ad, Some((5, pd)));
         assert!(checksum_ok(&v[20..]));
         let inner = Icmpv4Packet::new_checked(&v[48..]).unwrap();
         assert_eq!(inner.ident(), 5);
@@ -270,10 +240,7 @@ mod tests {
     #[test]
     fn short_or_odd_quotes_are_refused() {
         let v = port_unreachable();
-        assert_eq!(
-            parse(&v[20..20 + 8 + 20 + 4]).unwrap_err(),
-            ErrorFault::BadChecksum
-        );
+        assert_eq!(parse(&v[20..20 + 8 + 20 + 4]).unwrap_err(), ErrorFault::BadChecksum);
         let mut short = v[20..20 + 8 + 20 + 4].to_vec();
         Icmpv4Packet::new_unchecked(&mut short[..]).fill_checksum();
         assert_eq!(parse(&short).unwrap_err(), ErrorFault::Malformed);

@@ -11,6 +11,6 @@ pub mod ports;
 pub mod rewrite;
 
 pub use gateway::{
-    ExhaustionReply, Filtering, Mapping, NatConfig, NatError, NatGateway, Translated,
+    DeferredSyn, ExhaustionReply, Filtering, Mapping, NatConfig, NatError, NatGateway, Translated, UnsolicitedSyn,
 };
 pub use rewrite::{L4Checksum, L4Kind, Side};

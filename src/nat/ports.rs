@@ -26,10 +26,7 @@ impl std::fmt::Debug for PortPool {
 
 impl Default for PortPool {
     fn default() -> PortPool {
-        PortPool {
-            used: Box::new([0; WORDS]),
-            in_use: 0,
-        }
+        PortPool { used: Box::new([0; WORDS]), in_use: 0 }
     }
 }
 
@@ -75,17 +72,8 @@ impl PortPool {
     /// Chooses and takes a port for internal port `internal`, or None if every
     /// candidate is taken. The search is bounded: one pass over the range,
     /// a word of 64 ports at a time.
-    pub fn allocate(
-        &mut self,
-        internal: u16,
-        policy: &PortPolicy,
-        rng: &mut impl rand::Rng,
-    ) -> Option<u16> {
-        let range = if policy.keep_class && internal < 1024 {
-            policy.low_range.clone()
-        } else {
-            policy.range.clone()
-        };
+    pub fn allocate(&mut self, internal: u16, policy: &PortPolicy, rng: &mut impl rand::Rng) -> Option<u16> {
+        let range = if policy.keep_class && internal < 1024 { policy.low_range.clone() } else { policy.range.clone() };
         let (lo, hi) = (*range.start(), *range.end());
         if lo > hi {
             return None;
@@ -97,13 +85,9 @@ impl PortPool {
         let span = u32::from(hi) - u32::from(lo) + 1;
         let start = u32::from(lo) + rng.random_range(0..span);
         // Scan [start, hi] then [lo, start): the first free port with the right parity.
-        let found = self.find_free(start, u32::from(hi), parity).or_else(|| {
-            if start > u32::from(lo) {
-                self.find_free(u32::from(lo), start - 1, parity)
-            } else {
-                None
-            }
-        });
+        let found = self
+            .find_free(start, u32::from(hi), parity)
+            .or_else(|| if start > u32::from(lo) { self.find_free(u32::from(lo), start - 1, parity) } else { None });
         let port = found?;
         self.take(port);
         Some(port)
@@ -119,11 +103,7 @@ impl PortPool {
             free &= u64::MAX << (p % 64);
             if let Some(par) = parity {
                 // Keep only ports of the wanted parity: bit i is port w*64+i.
-                free &= if par == 0 {
-                    0x5555_5555_5555_5555
-                } else {
-                    0xaaaa_aaaa_aaaa_aaaa
-                };
+                free &= if par == 0 { 0x5555_5555_5555_5555 } else { 0xaaaa_aaaa_aaaa_aaaa };
             }
             if free != 0 {
                 let port = (w as u32) * 64 + free.trailing_zeros();
@@ -182,13 +162,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn policy() -> PortPolicy {
-        PortPolicy {
-            range: 1024..=65535,
-            low_range: 1..=1023,
-            keep_class: true,
-            keep_parity: true,
-            preserve: true,
-        }
+        PortPolicy { range: 1024..=65535, low_range: 1..=1023, keep_class: true, keep_parity: true, preserve: true }
     }
 
     fn rng() -> rand::rngs::StdRng {
@@ -219,15 +193,8 @@ mod tests {
     fn random_without_preservation_stays_in_range() {
         let mut pool = PortPool::default();
         let mut r = rng();
-        let pol = PortPolicy {
-            range: 5000..=5009,
-            preserve: false,
-            keep_parity: false,
-            ..policy()
-        };
-        let mut got: Vec<u16> = (0..10)
-            .map(|_| pool.allocate(40000, &pol, &mut r).unwrap())
-            .collect();
+        let pol = PortPolicy { range: 5000..=5009, preserve: false, keep_parity: false, ..policy() };
+        let mut got: Vec<u16> = (0..10).map(|_| pool.allocate(40000, &pol, &mut r).unwrap()).collect();
         got.sort();
         assert_eq!(got, (5000..=5009).collect::<Vec<_>>());
         assert_eq!(pool.allocate(40000, &pol, &mut r), None, "exhausted");
@@ -239,18 +206,10 @@ mod tests {
     fn parity_can_exhaust_one_half() {
         let mut pool = PortPool::default();
         let mut r = rng();
-        let pol = PortPolicy {
-            range: 6000..=6003,
-            preserve: false,
-            ..policy()
-        };
+        let pol = PortPolicy { range: 6000..=6003, preserve: false, ..policy() };
         assert!(pool.allocate(40001, &pol, &mut r).is_some());
         assert!(pool.allocate(40001, &pol, &mut r).is_some());
-        assert_eq!(
-            pool.allocate(40001, &pol, &mut r),
-            None,
-            "odd ports 6001 and 6003 are gone"
-        );
+        assert_eq!(pool.allocate(40001, &pol, &mut r), None, "odd ports 6001 and 6003 are gone");
         assert!(pool.allocate(40002, &pol, &mut r).is_some());
     }
 
@@ -259,13 +218,8 @@ mod tests {
         // Not preserved, 200 allocations: they should not be sequential (RFC 6056).
         let mut pool = PortPool::default();
         let mut r = rng();
-        let pol = PortPolicy {
-            preserve: false,
-            ..policy()
-        };
-        let ports: Vec<u16> = (0..200)
-            .map(|_| pool.allocate(40000, &pol, &mut r).unwrap())
-            .collect();
+        let pol = PortPolicy { preserve: false, ..policy() };
+        let ports: Vec<u16> = (0..200).map(|_| pool.allocate(40000, &pol, &mut r).unwrap()).collect();
         let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
         assert!(sequential < 10, "{sequential} sequential pairs");
     }

@@ -111,10 +111,7 @@ mod tests {
     }
 
     fn tcp_packet(payload: &[u8]) -> Vec<u8> {
-        let b = PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
-            .tcp(40000, 80, 1000, 64000)
-            .ack(5)
-            .psh();
+        let b = PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64).tcp(40000, 80, 1000, 64000).ack(5).psh();
         let mut v = Vec::new();
         b.write(&mut v, payload).unwrap();
         v
@@ -178,15 +175,7 @@ mod tests {
         // The reverse rewrite restores the packet exactly.
         let ad = Delta::ZERO.addr([203, 0, 113, 5], [10, 0, 1, 10]);
         let pd = Delta::ZERO.word(61001, 40000);
-        apply(
-            &mut v,
-            L4Kind::Tcp,
-            Side::Source,
-            [10, 0, 1, 10],
-            ad,
-            Some((40000, pd)),
-            L4Checksum::Full,
-        );
+        apply(&mut v, L4Kind::Tcp, Side::Source, [10, 0, 1, 10], ad, Some((40000, pd)), L4Checksum::Full);
         assert_eq!(v, orig);
     }
 
@@ -196,20 +185,10 @@ mod tests {
     fn partial_checksum_follows_addresses_only() {
         let mut v = tcp_packet(b"0123456789");
         let tcp_len = (v.len() - 20) as u16;
-        let partial = checksum::fold(checksum::pseudo_header_sum(
-            [10, 0, 1, 10],
-            [198, 51, 100, 10],
-            6,
-            tcp_len,
-        ));
+        let partial = checksum::fold(checksum::pseudo_header_sum([10, 0, 1, 10], [198, 51, 100, 10], 6, tcp_len));
         v[36..38].copy_from_slice(&partial.to_be_bytes());
         snat(&mut v, L4Kind::Tcp, L4Checksum::Partial);
-        let want = checksum::fold(checksum::pseudo_header_sum(
-            [203, 0, 113, 5],
-            [198, 51, 100, 10],
-            6,
-            tcp_len,
-        ));
+        let want = checksum::fold(checksum::pseudo_header_sum([203, 0, 113, 5], [198, 51, 100, 10], 6, tcp_len));
         assert_eq!(u16::from_be_bytes([v[36], v[37]]), want);
         // Completing the checksum as the offload would gives a valid segment.
         v[36..38].copy_from_slice(&[0, 0]);
@@ -220,22 +199,13 @@ mod tests {
 
     #[test]
     fn icmp_identifier_is_mapped() {
-        let b = PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
-            .icmpv4_echo_request(0x1234, 1);
+        let b = PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64).icmpv4_echo_request(0x1234, 1);
         let mut v = Vec::new();
         b.write(&mut v, b"ping").unwrap();
         let ext = [203, 0, 113, 5];
         let ad = Delta::ZERO.addr([10, 0, 1, 10], ext);
         let pd = Delta::ZERO.word(0x1234, 0x4321);
-        apply(
-            &mut v,
-            L4Kind::IcmpQuery,
-            Side::Source,
-            ext,
-            ad,
-            Some((0x4321, pd)),
-            L4Checksum::Full,
-        );
+        apply(&mut v, L4Kind::IcmpQuery, Side::Source, ext, ad, Some((0x4321, pd)), L4Checksum::Full);
         assert!(Ipv4Packet::new_checked(&v[..]).unwrap().verify_checksum());
         let icmp = Icmpv4Packet::new_checked(&v[20..]).unwrap();
         assert_eq!(icmp.ident(), 0x4321);

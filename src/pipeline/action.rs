@@ -13,6 +13,10 @@ pub enum Action {
     Reply { egress: IfId, cause: DropReason },
     /// Drop the packet; it was counted under this reason.
     Drop(DropReason),
+    /// The pipeline kept a copy (a fragment waiting for its first fragment):
+    /// it comes back through the pipeline's pending queue, or is counted as
+    /// `fragment_timeout`. Nothing to send now.
+    Held,
 }
 
 macro_rules! drop_reasons {
@@ -93,8 +97,14 @@ drop_reasons! {
     IcmpBadChecksum => "icmp_bad_checksum",
     /// An ICMP error whose quoted packet is malformed or has a wrong checksum.
     IcmpErrorMalformed => "icmp_error_malformed",
-    /// A fragment the gateway cannot place in a flow.
+    /// A fragment the gateway cannot handle (an offloaded frame to fragment, a fragmented ICMP error).
     Fragment => "fragment",
+    /// A fragment that arrived before its first fragment, with no room to wait.
+    FragmentRefused => "fragment_refused",
+    /// A fragment whose first fragment never came.
+    FragmentTimeout => "fragment_timeout",
+    /// A packet the gateway produced (a fragment, a delayed answer) found its queue full.
+    OutputOverflow => "output_overflow",
     /// Too big for the egress MTU with DF set (ICMP 3/4 sent).
     FragNeeded => "frag_needed",
     /// The egress device refused the packet (I/O layer).
@@ -116,11 +126,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in DropReason::ALL {
             assert!(seen.insert(r.label()), "duplicate {}", r.label());
-            assert!(
-                r.label()
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
-            );
+            assert!(r.label().chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
         }
         assert_eq!(DropReason::COUNT, seen.len());
     }

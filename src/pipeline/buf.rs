@@ -47,10 +47,7 @@ pub struct PacketBuf {
 
 impl std::fmt::Debug for PacketBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PacketBuf")
-            .field("len", &self.len)
-            .field("offload", &self.offload)
-            .finish()
+        f.debug_struct("PacketBuf").field("len", &self.len).field("offload", &self.offload).finish()
     }
 }
 
@@ -60,11 +57,7 @@ pub const MAX_PACKET: usize = 65535;
 impl PacketBuf {
     /// A buffer that can hold `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> PacketBuf {
-        PacketBuf {
-            data: vec![0; capacity].into_boxed_slice(),
-            len: 0,
-            offload: Offload::default(),
-        }
+        PacketBuf { data: vec![0; capacity].into_boxed_slice(), len: 0, offload: Offload::default() }
     }
 
     /// A buffer holding a copy of `bytes` (tests and tools), with room to grow.

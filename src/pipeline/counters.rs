@@ -168,8 +168,7 @@ pub struct Totals {
 impl Totals {
     /// Adds up the counters of `workers`; `names` are the interface names.
     pub fn sum<'a>(names: &[String], workers: impl IntoIterator<Item = &'a Counters>) -> Totals {
-        let mut ifs: Vec<(String, u64, u64, u64, u64)> =
-            names.iter().map(|n| (n.clone(), 0, 0, 0, 0)).collect();
+        let mut ifs: Vec<(String, u64, u64, u64, u64)> = names.iter().map(|n| (n.clone(), 0, 0, 0, 0)).collect();
         let mut drops = vec![0u64; DropReason::COUNT];
         let mut nat: Vec<(String, u64)> = Vec::new();
         let mut generated: Vec<(String, u64)> = Vec::new();
@@ -213,17 +212,11 @@ impl Totals {
 
     /// The count of a drop reason (0 if never seen).
     pub fn drop_count(&self, label: &str) -> u64 {
-        self.drops
-            .iter()
-            .find(|(l, _)| l == label)
-            .map_or(0, |(_, n)| *n)
+        self.drops.iter().find(|(l, _)| l == label).map_or(0, |(_, n)| *n)
     }
 
     /// The value of a NAT counter.
     pub fn nat_count(&self, name: &str) -> u64 {
-        self.nat
-            .iter()
-            .find(|(l, _)| l == name)
-            .map_or(0, |(_, n)| *n)
+        self.nat.iter().find(|(l, _)| l == name).map_or(0, |(_, n)| *n)
     }
 }

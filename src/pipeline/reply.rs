@@ -16,15 +16,7 @@ const ICMP_AT: usize = ipv4::HEADER_LEN;
 const QUOTE_AT: usize = ipv4::HEADER_LEN + icmpv4::HEADER_LEN;
 
 /// Writes a fresh 20-byte IPv4 header at the start of `b`.
-fn ip_header(
-    b: &mut [u8],
-    total: usize,
-    ident: u16,
-    proto: u8,
-    tos: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-) {
+fn ip_header(b: &mut [u8], total: usize, ident: u16, proto: u8, tos: u8, src: [u8; 4], dst: [u8; 4]) {
     let mut ip = Ipv4Packet::new_unchecked(&mut b[..ipv4::HEADER_LEN]);
     ip.set_version_and_header_len(ipv4::HEADER_LEN);
     ip.set_tos(tos);
@@ -100,11 +92,7 @@ pub fn tcp_reset(pkt: &mut PacketBuf, ident: u16) {
     let (seq, ack, out_flags) = if f & flags::ACK != 0 {
         (seg.ack_number(), 0, flags::RST)
     } else {
-        (
-            0,
-            seg.seq_number().wrapping_add(seg_len),
-            flags::RST | flags::ACK,
-        )
+        (0, seg.seq_number().wrapping_add(seg_len), flags::RST | flags::ACK)
     };
     let total = ipv4::HEADER_LEN + tcp::HEADER_LEN;
     ip_header(b, total, ident, protocol::TCP, 0, dst, src);
@@ -150,10 +138,7 @@ impl RateLimiter {
 
     /// Takes a token if one is left at `now`.
     pub fn allow(&mut self, now: Timestamp) -> bool {
-        let elapsed_us = now
-            .since(self.last)
-            .as_micros()
-            .min(u128::from(u64::MAX / 4)) as u64;
+        let elapsed_us = now.since(self.last).as_micros().min(u128::from(u64::MAX / 4)) as u64;
         self.last = self.last.max(now);
         let cap = self.burst * 1_000_000;
         self.micro_tokens = (self.micro_tokens + elapsed_us.saturating_mul(self.per_sec)).min(cap);
@@ -196,50 +181,31 @@ mod tests {
         assert_eq!(msg.data(), &orig[..548]);
         // An independent parser agrees.
         let s = etherparse::SlicedPacket::from_ip(p.bytes()).unwrap();
-        assert!(matches!(
-            s.transport,
-            Some(etherparse::TransportSlice::Icmpv4(_))
-        ));
+        assert!(matches!(s.transport, Some(etherparse::TransportSlice::Icmpv4(_))));
     }
 
     #[test]
     fn small_packets_grow_into_their_error() {
         let mut v = Vec::new();
-        PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 1)
-            .udp(1, 2)
-            .write(&mut v, &[])
-            .unwrap();
+        PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 1).udp(1, 2).write(&mut v, &[]).unwrap();
         let mut p = PacketBuf::from_slice(&v);
         icmp_error(&mut p, [10, 0, 1, 1], 3, 1, 0, 1);
         assert_eq!(p.len(), 28 + 28);
-        assert!(
-            Icmpv4Packet::new_checked(&p.bytes()[20..])
-                .unwrap()
-                .verify_checksum()
-        );
+        assert!(Icmpv4Packet::new_checked(&p.bytes()[20..]).unwrap().verify_checksum());
     }
 
     #[test]
     fn echo_reply_swaps_and_checks() {
         let mut v = Vec::new();
-        PacketBuilder::ipv4([10, 0, 1, 10], [10, 0, 1, 1], 64)
-            .icmpv4_echo_request(5, 6)
-            .write(&mut v, b"abc")
-            .unwrap();
+        PacketBuilder::ipv4([10, 0, 1, 10], [10, 0, 1, 1], 64).icmpv4_echo_request(5, 6).write(&mut v, b"abc").unwrap();
         let mut p = PacketBuf::from_slice(&v);
         echo_reply(&mut p, 1);
         let ip = Ipv4Packet::new_checked(p.bytes()).unwrap();
         assert!(ip.verify_checksum());
-        assert_eq!(
-            (ip.src_bytes(), ip.dst_bytes()),
-            ([10, 0, 1, 1], [10, 0, 1, 10])
-        );
+        assert_eq!((ip.src_bytes(), ip.dst_bytes()), ([10, 0, 1, 1], [10, 0, 1, 10]));
         let m = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(m.verify_checksum());
-        assert_eq!(
-            (m.msg_type(), m.ident(), m.seq_number(), m.data()),
-            (0, 5, 6, &b"abc"[..])
-        );
+        assert_eq!((m.msg_type(), m.ident(), m.seq_number(), m.data()), (0, 5, 6, &b"abc"[..]));
     }
 
     #[test]
@@ -253,22 +219,12 @@ mod tests {
         let mut p = PacketBuf::from_slice(&v);
         tcp_reset(&mut p, 1);
         let s = etherparse::SlicedPacket::from_ip(p.bytes()).unwrap();
-        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else {
-            panic!()
-        };
+        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else { panic!() };
         assert!(t.rst() && !t.ack());
-        assert_eq!(
-            (t.source_port(), t.destination_port(), t.sequence_number()),
-            (80, 40000, 777)
-        );
-        let etherparse::NetSlice::Ipv4(ip) = s.net.unwrap() else {
-            panic!()
-        };
+        assert_eq!((t.source_port(), t.destination_port(), t.sequence_number()), (80, 40000, 777));
+        let etherparse::NetSlice::Ipv4(ip) = s.net.unwrap() else { panic!() };
         let h = ip.header().to_header();
-        assert_eq!(
-            t.checksum(),
-            t.to_header().calc_checksum_ipv4(&h, &[]).unwrap()
-        );
+        assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h, &[]).unwrap());
     }
 
     #[test]
@@ -282,9 +238,7 @@ mod tests {
         let mut p = PacketBuf::from_slice(&v);
         tcp_reset(&mut p, 1);
         let s = etherparse::SlicedPacket::from_ip(p.bytes()).unwrap();
-        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else {
-            panic!()
-        };
+        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else { panic!() };
         assert!(t.rst() && t.ack());
         assert_eq!(t.acknowledgment_number(), 1001);
     }

@@ -122,8 +122,10 @@ pub struct TopologyParts {
     pub nat_gateways: Vec<NatGatewayInfo>,
     /// The internet side's gateway address, if the VPC has an internet side.
     pub internet_gateway_ip: Option<Ipv4Addr>,
-    /// Link MTU of every interface.
+    /// Link MTU of every interface without its own.
     pub mtu: u16,
+    /// Per interface, in interface order (hosts, then the internet): its MTU, or 0.
+    pub interface_mtus: Vec<u16>,
 }
 
 impl Topology {
@@ -138,23 +140,18 @@ impl Topology {
                 Some(e) => Delta::ZERO.addr(h.ip.octets(), e.octets()),
                 None => Delta::ZERO,
             };
+            let own = parts.interface_mtus.get(i).copied().filter(|m| *m > 0);
             interfaces.push(Interface {
                 name: h.name.clone(),
                 kind: IfKind::Host(i as HostId),
-                mtu,
+                mtu: own.unwrap_or(mtu),
             });
         }
         let internet = parts.internet_gateway_ip.map(|gateway_ip| {
             let interface = interfaces.len() as IfId;
-            interfaces.push(Interface {
-                name: "internet".into(),
-                kind: IfKind::Internet,
-                mtu,
-            });
-            InternetSide {
-                interface,
-                gateway_ip,
-            }
+            let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
+            interfaces.push(Interface { name: "internet".into(), kind: IfKind::Internet, mtu: own.unwrap_or(mtu) });
+            InternetSide { interface, gateway_ip }
         });
         let mut host_by_ip = HashMap::with_hasher(ahash::RandomState::new());
         let mut public = HashMap::with_hasher(ahash::RandomState::new());

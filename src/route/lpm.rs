@@ -45,12 +45,8 @@ impl Lpm {
         let mut routes: Vec<(Prefix, u32)> = routes.into_iter().collect();
         // Shortest first; a stable sort keeps "last wins" among duplicates.
         routes.sort_by_key(|(p, _)| p.prefix_len());
-        let mut lpm = Lpm {
-            l1: vec![0; 1 << 16].into_boxed_slice(),
-            l2: Vec::new(),
-            l3: Vec::new(),
-            prefixes: routes.len(),
-        };
+        let mut lpm =
+            Lpm { l1: vec![0; 1 << 16].into_boxed_slice(), l2: Vec::new(), l3: Vec::new(), prefixes: routes.len() };
         for (p, nh) in routes {
             lpm.paint(p, leaf(Some(nh)));
         }
@@ -111,20 +107,11 @@ impl Lpm {
         if e & 1 == 0 {
             return decode(e);
         }
-        let e = self
-            .l2
-            .get((e >> 1) as usize * CHUNK + ((addr >> 8) & 0xff) as usize)
-            .copied()
-            .unwrap_or(0);
+        let e = self.l2.get((e >> 1) as usize * CHUNK + ((addr >> 8) & 0xff) as usize).copied().unwrap_or(0);
         if e & 1 == 0 {
             return decode(e);
         }
-        decode(
-            self.l3
-                .get((e >> 1) as usize * CHUNK + (addr & 0xff) as usize)
-                .copied()
-                .unwrap_or(0),
-        )
+        decode(self.l3.get((e >> 1) as usize * CHUNK + (addr & 0xff) as usize).copied().unwrap_or(0))
     }
 
     /// Number of prefixes compiled in.
@@ -202,10 +189,7 @@ mod tests {
     fn arb_prefix() -> impl Strategy<Value = Prefix> {
         // Cluster addresses so prefixes nest and collide often.
         (0u32..4, any::<u32>(), 0u8..=32).prop_map(|(hi, lo, len)| {
-            Prefix::new(
-                std::net::Ipv4Addr::from((hi << 30) | (lo & 0x00ff_ffff) | ((lo & 3) << 24)),
-                len,
-            )
+            Prefix::new(std::net::Ipv4Addr::from((hi << 30) | (lo & 0x00ff_ffff) | ((lo & 3) << 24)), len)
         })
     }
 

@@ -32,10 +32,7 @@ impl Prefix {
     /// A prefix from an address and a length; host bits are cleared.
     pub fn new(addr: Ipv4Addr, len: u8) -> Prefix {
         let len = len.min(32);
-        Prefix {
-            addr: u32::from(addr) & mask(len),
-            len,
-        }
+        Prefix { addr: u32::from(addr) & mask(len), len }
     }
 
     /// A /32 for one address.
@@ -95,11 +92,7 @@ impl Prefix {
 
     /// Number of addresses (saturating at u32::MAX for /0).
     pub fn size(&self) -> u32 {
-        if self.len == 0 {
-            u32::MAX
-        } else {
-            1u32 << (32 - self.len)
-        }
+        if self.len == 0 { u32::MAX } else { 1u32 << (32 - self.len) }
     }
 
     /// Parses strictly: host bits must be zero, as AWS requires of CIDR blocks.
@@ -107,20 +100,14 @@ impl Prefix {
         let (a, l) = parse_parts(s)?;
         let p = Prefix::new(a, l);
         if u32::from(a) != p.addr {
-            return Err(PrefixError::NotCanonical {
-                input: s.to_string(),
-                canonical: p,
-            });
+            return Err(PrefixError::NotCanonical { input: s.to_string(), canonical: p });
         }
         Ok(p)
     }
 }
 
 fn parse_parts(s: &str) -> Result<(Ipv4Addr, u8), PrefixError> {
-    let (a, l) = s
-        .trim()
-        .split_once('/')
-        .ok_or_else(|| PrefixError::Syntax(s.to_string()))?;
+    let (a, l) = s.trim().split_once('/').ok_or_else(|| PrefixError::Syntax(s.to_string()))?;
     let a: Ipv4Addr = a.parse().map_err(|_| PrefixError::Syntax(s.to_string()))?;
     let l: u8 = l.parse().map_err(|_| PrefixError::Syntax(s.to_string()))?;
     if l > 32 {
@@ -131,11 +118,7 @@ fn parse_parts(s: &str) -> Result<(Ipv4Addr, u8), PrefixError> {
 
 /// Netmask of a prefix length.
 pub fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    }
+    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) }
 }
 
 impl FromStr for Prefix {
@@ -171,10 +154,7 @@ mod tests {
     #[test]
     fn canonical_is_strict() {
         let e = Prefix::parse_canonical("10.0.1.5/24").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "`10.0.1.5/24` has host bits set; did you mean 10.0.1.0/24?"
-        );
+        assert_eq!(e.to_string(), "`10.0.1.5/24` has host bits set; did you mean 10.0.1.0/24?");
         assert!(Prefix::parse_canonical("10.0.0.0/33").is_err());
         assert!(Prefix::parse_canonical("10.0.0/8").is_err());
         assert!(Prefix::parse_canonical("nonsense").is_err());

@@ -68,35 +68,21 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds a table; among routes with the same destination the last wins.
     pub fn new(name: &str, routes: Vec<Route>) -> RouteTable {
-        let lpm = Lpm::build(
-            routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.destination, i as u32)),
-        );
-        RouteTable {
-            name: name.to_string(),
-            routes,
-            lpm,
-        }
+        let lpm = Lpm::build(routes.iter().enumerate().map(|(i, r)| (r.destination, i as u32)));
+        RouteTable { name: name.to_string(), routes, lpm }
     }
 
     /// The most specific route for `dst`.
     #[inline]
     pub fn lookup(&self, dst: u32) -> Option<&Route> {
-        self.lpm
-            .lookup(dst)
-            .and_then(|i| self.routes.get(i as usize))
+        self.lpm.lookup(dst).and_then(|i| self.routes.get(i as usize))
     }
 
     /// The routes, most specific first (as `natgw routes` prints them).
     pub fn routes_sorted(&self) -> Vec<&Route> {
         let mut v: Vec<&Route> = self.routes.iter().collect();
         v.sort_by(|a, b| {
-            b.destination
-                .prefix_len()
-                .cmp(&a.destination.prefix_len())
-                .then(a.destination.cmp(&b.destination))
+            b.destination.prefix_len().cmp(&a.destination.prefix_len()).then(a.destination.cmp(&b.destination))
         });
         v
     }
@@ -129,12 +115,7 @@ mod tests {
     use super::*;
 
     fn route(d: &str, t: Target, name: &str) -> Route {
-        Route {
-            destination: d.parse().unwrap(),
-            target: t,
-            target_name: name.into(),
-            state: RouteState::Active,
-        }
+        Route { destination: d.parse().unwrap(), target: t, target_name: name.into(), state: RouteState::Active }
     }
 
     #[test]
@@ -148,19 +129,9 @@ mod tests {
         let t = RouteTable::new("private", r);
         let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
         assert_eq!(t.lookup(ip("10.0.2.5")).unwrap().effective(), Target::Local);
-        assert_eq!(
-            t.lookup(ip("10.0.1.5")).unwrap().effective(),
-            Target::Host(3)
-        );
-        assert_eq!(
-            t.lookup(ip("8.8.8.8")).unwrap().effective(),
-            Target::Blackhole
-        );
-        let sorted: Vec<String> = t
-            .routes_sorted()
-            .iter()
-            .map(|r| r.destination.to_string())
-            .collect();
+        assert_eq!(t.lookup(ip("10.0.1.5")).unwrap().effective(), Target::Host(3));
+        assert_eq!(t.lookup(ip("8.8.8.8")).unwrap().effective(), Target::Blackhole);
+        let sorted: Vec<String> = t.routes_sorted().iter().map(|r| r.destination.to_string()).collect();
         assert_eq!(sorted, ["10.0.1.0/24", "10.0.0.0/16", "0.0.0.0/0"]);
     }
 }

@@ -37,6 +37,20 @@ pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) 
     sum(&src) + sum(&dst) + u64::from(protocol) + u64::from(l4_len)
 }
 
+/// Completes a checksum left to offload: the 16-bit field at
+/// `start + offset` holds the pseudo-header sum, and the checksum covers
+/// everything from `start` to the end. Returns false if the offsets do not
+/// fit the packet. (For the rare packet the gateway must fragment itself.)
+pub fn complete_partial(packet: &mut [u8], start: usize, offset: usize) -> bool {
+    let at = start + offset;
+    if at + 2 > packet.len() || start > packet.len() {
+        return false;
+    }
+    let c = !fold(sum(&packet[start..]));
+    packet[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// A precomputed checksum adjustment: the ones' complement sum of `!old + new` over
 /// every 16-bit word that a rewrite changes (RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`).
 ///
@@ -58,14 +72,8 @@ impl Delta {
     /// Adds the change of a 32-bit field (an IPv4 address) from `old` to `new`.
     #[must_use]
     pub fn addr(self, old: [u8; 4], new: [u8; 4]) -> Delta {
-        self.word(
-            u16::from_be_bytes([old[0], old[1]]),
-            u16::from_be_bytes([new[0], new[1]]),
-        )
-        .word(
-            u16::from_be_bytes([old[2], old[3]]),
-            u16::from_be_bytes([new[2], new[3]]),
-        )
+        self.word(u16::from_be_bytes([old[0], old[1]]), u16::from_be_bytes([new[0], new[1]]))
+            .word(u16::from_be_bytes([old[2], old[3]]), u16::from_be_bytes([new[2], new[3]]))
     }
 
     /// The delta of the inverse rewrite (new back to old).
@@ -127,6 +135,27 @@ mod tests {
     #[test]
     fn odd_length_pads_with_zero() {
         assert_eq!(sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn completing_a_partial_checksum() {
+        // A UDP datagram 10.0.0.1:1 -> 10.0.0.2:2 with payload "hi": the field
+        // first holds the folded pseudo-header sum, as offload leaves it.
+        let mut d = [0u8, 1, 0, 2, 0, 10, 0, 0, b'h', b'i'];
+        let partial = fold(pseudo_header_sum([10, 0, 0, 1], [10, 0, 0, 2], 17, 10));
+        d[6..8].copy_from_slice(&partial.to_be_bytes());
+        assert!(complete_partial(&mut d, 0, 6));
+        let full = fold(
+            pseudo_header_sum([10, 0, 0, 1], [10, 0, 0, 2], 17, 10)
+                + sum(&{
+                    let mut z = d;
+                    z[6] = 0;
+                    z[7] = 0;
+                    z
+                }),
+        );
+        assert_eq!(u16::from_be_bytes([d[6], d[7]]), !full);
+        assert!(!complete_partial(&mut d, 0, 9));
     }
 
     #[test]

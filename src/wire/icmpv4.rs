@@ -32,20 +32,13 @@ pub mod unreachable {
 pub fn is_error(kind: u8) -> bool {
     matches!(
         kind,
-        kind::DEST_UNREACHABLE
-            | kind::SOURCE_QUENCH
-            | kind::REDIRECT
-            | kind::TIME_EXCEEDED
-            | kind::PARAM_PROBLEM
+        kind::DEST_UNREACHABLE | kind::SOURCE_QUENCH | kind::REDIRECT | kind::TIME_EXCEEDED | kind::PARAM_PROBLEM
     )
 }
 
 /// True for query messages whose identifier names a session (RFC 5508 §3).
 pub fn is_query(kind: u8) -> bool {
-    matches!(
-        kind,
-        kind::ECHO_REQUEST | kind::ECHO_REPLY | kind::TIMESTAMP | kind::TIMESTAMP_REPLY
-    )
+    matches!(kind, kind::ECHO_REQUEST | kind::ECHO_REPLY | kind::TIMESTAMP | kind::TIMESTAMP_REPLY)
 }
 
 /// A view of an ICMPv4 message.
@@ -161,10 +154,7 @@ mod tests {
         let mut p = Icmpv4Packet::new_checked(&mut b[..]).unwrap();
         p.fill_checksum();
         assert!(p.verify_checksum());
-        assert_eq!(
-            (p.msg_type(), p.code(), p.ident(), p.seq_number()),
-            (8, 0, 0x1234, 7)
-        );
+        assert_eq!((p.msg_type(), p.code(), p.ident(), p.seq_number()), (8, 0, 0x1234, 7));
         assert_eq!(p.data(), b"hi");
         let (h, _) = etherparse::Icmpv4Header::from_slice(&b).unwrap();
         assert_eq!(h.checksum, h.icmp_type.calc_checksum(b"hi"));

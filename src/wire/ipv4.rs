@@ -274,8 +274,8 @@ mod tests {
 
     /// An ICMP echo request 10.0.1.10 -> 198.51.100.10, as Linux ping sends it.
     pub const ECHO: [u8; 28] = [
-        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 1, 10, 198,
-        51, 100, 10, // ip
+        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 1, 10, 198, 51, 100,
+        10, // ip
         0x08, 0x00, 0xf7, 0xfe, 0x00, 0x01, 0x00, 0x00, // icmp echo id 1 seq 0
     ];
 
@@ -309,40 +309,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert_eq!(
-            Ipv4Packet::new_checked(&ECHO[..19]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&ECHO[..19]).unwrap_err(), WireError::Truncated);
         let mut b = ECHO;
         b[0] = 0x65;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadVersion
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::BadVersion);
         let mut b = ECHO;
         b[0] = 0x44;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadHeaderLen
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::BadHeaderLen);
         let mut b = ECHO;
         b[0] = 0x4f; // 60-byte header in a 28-byte buffer
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadHeaderLen
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::BadHeaderLen);
         let mut b = ECHO;
         b[3] = 29;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadTotalLen
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::BadTotalLen);
         let mut b = ECHO;
         b[3] = 19;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadTotalLen
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::BadTotalLen);
     }
 
     #[test]

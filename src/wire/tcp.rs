@@ -226,22 +226,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_offsets() {
-        assert_eq!(
-            TcpPacket::new_checked(&SYN[..19]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(TcpPacket::new_checked(&SYN[..19]).unwrap_err(), WireError::Truncated);
         let mut b = SYN;
         b[12] = 0x40;
-        assert_eq!(
-            TcpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::BadHeaderLen
-        );
+        assert_eq!(TcpPacket::new_checked(&b[..]).unwrap_err(), WireError::BadHeaderLen);
         let mut b = SYN;
         b[12] = 0xf0;
-        assert_eq!(
-            TcpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::BadHeaderLen
-        );
+        assert_eq!(TcpPacket::new_checked(&b[..]).unwrap_err(), WireError::BadHeaderLen);
     }
 
     #[test]

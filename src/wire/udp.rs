@@ -83,13 +83,7 @@ mod tests {
     fn parses_header() {
         let b = [0x9c, 0x40, 0x00, 0x35, 0x00, 0x0c, 0xab, 0xcd, 1, 2, 3, 4];
         let p = UdpPacket::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            (p.src_port(), p.dst_port(), p.len(), p.checksum()),
-            (40000, 53, 12, 0xabcd)
-        );
-        assert_eq!(
-            UdpPacket::new_checked(&b[..7]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.checksum()), (40000, 53, 12, 0xabcd));
+        assert_eq!(UdpPacket::new_checked(&b[..7]).unwrap_err(), WireError::Truncated);
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::clock::Clock;
 use crate::io::{Read, TunQueue};
-use crate::pipeline::{Action, Counters, DropReason, Gateway, PacketBuf, Pipeline};
+use crate::pipeline::{Action, Counters, DropReason, Gateway, PacketBuf, Pending, Pipeline};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::io;
@@ -21,6 +21,8 @@ pub const BATCH: usize = 64;
 /// Buffer size: the largest IPv4 packet (a 64 KiB GSO frame).
 const BUF: usize = 65536;
 const STOP: u64 = u64::MAX;
+/// Longest sleep without traffic (timers: delayed ICMP answers, fragment timeouts).
+const TICK_MS: u16 = 500;
 
 /// The running workers.
 pub struct Workers {
@@ -31,16 +33,9 @@ pub struct Workers {
 
 impl Workers {
     /// Starts one worker per queue index. `queues[d][i]` is queue `i` of device `d`.
-    pub fn start(
-        gw: &Arc<Gateway>,
-        queues: Vec<Vec<TunQueue>>,
-        clock: Clock,
-    ) -> io::Result<Workers> {
+    pub fn start(gw: &Arc<Gateway>, queues: Vec<Vec<TunQueue>>, clock: Clock) -> io::Result<Workers> {
         let n = queues.iter().map(Vec::len).min().unwrap_or(0);
-        let stop = Arc::new(EventFd::from_value_and_flags(
-            0,
-            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
-        )?);
+        let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
         // Transpose: worker i gets queue i of every device, in device order.
         let mut per_worker: Vec<Vec<TunQueue>> = (0..n).map(|_| Vec::new()).collect();
         for dev in queues {
@@ -54,20 +49,14 @@ impl Workers {
             let pipe = gw.pipeline();
             counters.push(pipe.counters().clone());
             let stop = stop.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("natgw-worker-{i}"))
-                .spawn(move || {
-                    if let Err(e) = run(pipe, &qs, &stop, clock) {
-                        tracing::error!(worker = i, error = %e, "worker stopped");
-                    }
-                })?;
+            let h = std::thread::Builder::new().name(format!("natgw-worker-{i}")).spawn(move || {
+                if let Err(e) = run(pipe, &qs, &stop, clock) {
+                    tracing::error!(worker = i, error = %e, "worker stopped");
+                }
+            })?;
             handles.push(h);
         }
-        Ok(Workers {
-            handles,
-            counters,
-            stop,
-        })
+        Ok(Workers { handles, counters, stop })
     }
 
     /// Counters of every worker.
@@ -102,7 +91,8 @@ fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) ->
     let mut events = [EpollEvent::empty(); 16];
     let counters = pipe.counters().clone();
     loop {
-        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+        // Wake at least every TICK_MS so timers run without traffic.
+        let n = match epoll.wait(&mut events, EpollTimeout::from(TICK_MS)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -110,14 +100,14 @@ fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) ->
         counters.io.wakeups.inc();
         let now = clock.now();
         pipe.refresh();
+        pipe.poll(now);
+        drain(&mut pipe, queues, &mut buf, now);
         for ev in &events[..n] {
             let d = ev.data();
             if d == STOP {
                 return Ok(());
             }
-            let Some(q) = queues.get(d as usize) else {
-                continue;
-            };
+            let Some(q) = queues.get(d as usize) else { continue };
             let mut taken = 0;
             while taken < BATCH {
                 match q.read(&mut buf) {
@@ -129,19 +119,43 @@ fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) ->
                         break;
                     }
                 }
-                match pipe.process(now, d as u16, &mut buf) {
-                    Action::Forward(e) | Action::Reply { egress: e, .. } => {
-                        let e = usize::from(e);
-                        match queues.get(e).map(|out| out.write(&buf)) {
-                            Some(Ok(())) => counters.tx(e, buf.len()),
-                            _ => counters.count_drop(DropReason::TxError),
-                        }
-                    }
-                    Action::Drop(_) => {}
-                }
+                let a = pipe.process(now, d as u16, &mut buf);
+                act(&pipe, queues, &buf, a);
+                drain(&mut pipe, queues, &mut buf, now);
             }
             if taken == BATCH {
                 counters.io.full_batches.inc();
+            }
+        }
+    }
+}
+
+/// Carries out a verdict.
+#[inline]
+fn act(pipe: &Pipeline, queues: &[TunQueue], buf: &PacketBuf, a: Action) {
+    match a {
+        Action::Forward(e) | Action::Reply { egress: e, .. } => send(pipe, queues, buf, e),
+        Action::Drop(_) | Action::Held => {}
+    }
+}
+
+#[inline]
+fn send(pipe: &Pipeline, queues: &[TunQueue], buf: &PacketBuf, e: u16) {
+    let e = usize::from(e);
+    match queues.get(e).map(|out| out.write(buf)) {
+        Some(Ok(())) => pipe.counters().tx(e, buf.len()),
+        _ => pipe.counters().count_drop(DropReason::TxError),
+    }
+}
+
+/// Sends or re-runs what the pipeline produced besides its verdicts.
+fn drain(pipe: &mut Pipeline, queues: &[TunQueue], buf: &mut PacketBuf, now: crate::clock::Timestamp) {
+    while let Some(p) = pipe.next_pending(buf) {
+        match p {
+            Pending::Send(e) => send(pipe, queues, buf, e),
+            Pending::Reprocess(ingress) => {
+                let a = pipe.process(now, ingress, buf);
+                act(pipe, queues, buf, a);
             }
         }
     }

@@ -25,26 +25,19 @@ pub struct Lab {
 impl Lab {
     /// The default lab, with a fixed port seed so runs are repeatable.
     pub fn new() -> Lab {
-        Lab::from_toml(
-            &config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 42"),
-        )
+        Lab::from_toml(&config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 42"))
     }
 
     pub fn from_toml(src: &str) -> Lab {
         let vpc = config::parse("test.toml", src).expect("config");
         let gw = vpc.build();
         let pipe = gw.pipeline();
-        Lab {
-            gw,
-            pipe,
-            now: Timestamp::from_secs(1000),
-        }
+        Lab { gw, pipe, now: Timestamp::from_secs(1000) }
     }
 
     /// The default lab with edits to its TOML.
     pub fn with(edits: &[(&str, &str)]) -> Lab {
-        let mut s =
-            config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 42");
+        let mut s = config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 42");
         for (a, b) in edits {
             assert!(s.contains(a), "fixture text `{a}` not in the lab");
             s = s.replacen(a, b, 1);
@@ -53,12 +46,7 @@ impl Lab {
     }
 
     pub fn ifc(&self, name: &str) -> u16 {
-        self.gw
-            .topology()
-            .interfaces
-            .iter()
-            .position(|i| i.name == name)
-            .expect("interface") as u16
+        self.gw.topology().interfaces.iter().position(|i| i.name == name).expect("interface") as u16
     }
 
     /// Sends `bytes` in on interface `from`; returns the action and the bytes after.
@@ -90,40 +78,23 @@ impl Lab {
     }
 
     pub fn totals(&self) -> Totals {
-        Totals::sum(
-            &self.gw.topology().interface_names(),
-            [&**self.pipe.counters()],
-        )
+        Totals::sum(&self.gw.topology().interface_names(), [&**self.pipe.counters()])
     }
 }
 
 pub fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, payload)
-        .unwrap();
+    PacketBuilder::ipv4(src, dst, 64).udp(sport, dport).write(&mut v, payload).unwrap();
     v
 }
 
 pub fn udp_ttl(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src, dst, ttl)
-        .udp(sport, dport)
-        .write(&mut v, b"probe")
-        .unwrap();
+    PacketBuilder::ipv4(src, dst, ttl).udp(sport, dport).write(&mut v, b"probe").unwrap();
     v
 }
 
-pub fn tcp(
-    src: [u8; 4],
-    sport: u16,
-    dst: [u8; 4],
-    dport: u16,
-    flags: &str,
-    seq: u32,
-    ack: u32,
-) -> Vec<u8> {
+pub fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: &str, seq: u32, ack: u32) -> Vec<u8> {
     let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, seq, 64240);
     for f in flags.chars() {
         b = match f {
@@ -136,26 +107,19 @@ pub fn tcp(
         };
     }
     let mut v = Vec::new();
-    b.write(&mut v, if flags.contains('P') { b"data" } else { b"" })
-        .unwrap();
+    b.write(&mut v, if flags.contains('P') { b"data" } else { b"" }).unwrap();
     v
 }
 
 pub fn echo(src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src, dst, 64)
-        .icmpv4_echo_request(id, seq)
-        .write(&mut v, b"abcdefgh")
-        .unwrap();
+    PacketBuilder::ipv4(src, dst, 64).icmpv4_echo_request(id, seq).write(&mut v, b"abcdefgh").unwrap();
     v
 }
 
 pub fn echo_reply(src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src, dst, 64)
-        .icmpv4_echo_reply(id, seq)
-        .write(&mut v, b"abcdefgh")
-        .unwrap();
+    PacketBuilder::ipv4(src, dst, 64).icmpv4_echo_reply(id, seq).write(&mut v, b"abcdefgh").unwrap();
     v
 }
 
@@ -163,10 +127,7 @@ pub fn echo_reply(src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) -> Vec<u8> {
 pub fn icmp_error(from: [u8; 4], to: [u8; 4], t: Icmpv4Type, quoted: &[u8]) -> Vec<u8> {
     let ihl = usize::from(quoted[0] & 0x0f) * 4;
     let mut v = Vec::new();
-    PacketBuilder::ipv4(from, to, 64)
-        .icmpv4(t)
-        .write(&mut v, &quoted[..(ihl + 8).min(quoted.len())])
-        .unwrap();
+    PacketBuilder::ipv4(from, to, 64).icmpv4(t).write(&mut v, &quoted[..(ihl + 8).min(quoted.len())]).unwrap();
     v
 }
 
@@ -186,59 +147,38 @@ pub struct Seen {
 
 pub fn seen(b: &[u8]) -> Seen {
     let s = SlicedPacket::from_ip(b).expect("parse");
-    let etherparse::NetSlice::Ipv4(ip) = s.net.expect("net") else {
-        panic!("not ipv4")
-    };
+    let etherparse::NetSlice::Ipv4(ip) = s.net.expect("net") else { panic!("not ipv4") };
     let h = ip.header();
     let (sport, dport) = match s.transport {
         Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
         Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
         Some(TransportSlice::Icmpv4(i)) => match i.icmp_type() {
-            Icmpv4Type::EchoRequest(IcmpEchoHeader { id, .. })
-            | Icmpv4Type::EchoReply(IcmpEchoHeader { id, .. }) => (id, id),
+            Icmpv4Type::EchoRequest(IcmpEchoHeader { id, .. }) | Icmpv4Type::EchoReply(IcmpEchoHeader { id, .. }) => {
+                (id, id)
+            }
             _ => (0, 0),
         },
         _ => (0, 0),
     };
-    Seen {
-        src: h.source_addr(),
-        dst: h.destination_addr(),
-        sport,
-        dport,
-        ttl: h.ttl(),
-    }
+    Seen { src: h.source_addr(), dst: h.destination_addr(), sport, dport, ttl: h.ttl() }
 }
 
 /// Every checksum in the packet is right, recomputed by etherparse.
 pub fn assert_checksums(b: &[u8]) {
     let s = SlicedPacket::from_ip(b).expect("parse");
-    let etherparse::NetSlice::Ipv4(ip) = s.net.expect("net") else {
-        panic!("not ipv4")
-    };
+    let etherparse::NetSlice::Ipv4(ip) = s.net.expect("net") else { panic!("not ipv4") };
     let h = ip.header().to_header();
-    assert_eq!(
-        h.header_checksum,
-        h.calc_header_checksum(),
-        "IPv4 header checksum"
-    );
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
     match s.transport {
         Some(TransportSlice::Udp(u)) if u.checksum() != 0 => {
             let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
             assert_eq!(u.checksum(), want, "UDP checksum");
         }
         Some(TransportSlice::Tcp(t)) => {
-            assert_eq!(
-                t.checksum(),
-                t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap(),
-                "TCP checksum"
-            );
+            assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap(), "TCP checksum");
         }
         Some(TransportSlice::Icmpv4(i)) => {
-            assert_eq!(
-                i.checksum(),
-                i.icmp_type().calc_checksum(i.payload()),
-                "ICMP checksum"
-            );
+            assert_eq!(i.checksum(), i.icmp_type().calc_checksum(i.payload()), "ICMP checksum");
         }
         _ => {}
     }

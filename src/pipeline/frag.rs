@@ -1,0 +1,242 @@
+//! IP fragments through the NAT, by virtual reassembly (RFC 4787 REQ-14).
+//!
+//! Only the first fragment carries the ports. The gateway remembers them per
+//! datagram (source, destination, protocol, identification), so the later
+//! fragments are translated with the same session as the first, without
+//! reassembling the payload. Fragments that arrive before their first one
+//! wait in a fixed pool of buffers until it comes, or until they time out.
+//!
+//! Everything is bounded: the number of datagrams remembered, the buffers for
+//! waiting fragments (preallocated once), the share of them one source may
+//! hold (so a flood of bogus fragments from one place cannot starve others),
+//! and the time anything is kept.
+
+use crate::clock::Timestamp;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A datagram, as its fragments name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    pub ident: u16,
+}
+
+/// The transport fields of a datagram's first fragment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstFields {
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags, or the ICMP type.
+    pub extra: u8,
+}
+
+/// Limits.
+#[derive(Clone, Copy, Debug)]
+pub struct FragLimits {
+    /// Datagrams remembered at once.
+    pub datagrams: usize,
+    /// Buffers for fragments waiting for their first fragment.
+    pub buffers: usize,
+    /// Largest fragment that can wait.
+    pub buffer_size: usize,
+    /// Waiting buffers one source address may hold.
+    pub per_source: usize,
+    /// How long a datagram is remembered, and a fragment may wait.
+    pub timeout: Duration,
+}
+
+impl Default for FragLimits {
+    fn default() -> FragLimits {
+        FragLimits { datagrams: 4096, buffers: 256, buffer_size: 2048, per_source: 32, timeout: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    first: Option<FirstFields>,
+    expires: Timestamp,
+    /// Indexes into the buffer pool of fragments waiting for `first`.
+    waiting: Vec<usize>,
+}
+
+/// What to do with a later fragment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Later {
+    /// The first fragment was seen: translate with these fields.
+    Known(FirstFields),
+    /// Kept until the first fragment arrives.
+    Held,
+    /// Could not be kept (no room, this source holds its share, too big).
+    Refused,
+}
+
+/// The fragment table.
+#[derive(Debug)]
+pub struct FragTable {
+    limits: FragLimits,
+    entries: HashMap<FragKey, Entry, ahash::RandomState>,
+    pool: Vec<Box<[u8]>>,
+    pool_len: Vec<usize>,
+    pool_ingress: Vec<u16>,
+    pool_owner: Vec<u32>,
+    free: Vec<usize>,
+    held_by_source: HashMap<u32, usize, ahash::RandomState>,
+    /// Fragments dropped because they waited too long, not yet collected by
+    /// [`FragTable::take_timed_out`].
+    timed_out: u64,
+}
+
+impl FragTable {
+    pub fn new(limits: FragLimits) -> FragTable {
+        FragTable {
+            entries: HashMap::with_capacity_and_hasher(limits.datagrams.min(1024), ahash::RandomState::new()),
+            pool: (0..limits.buffers).map(|_| vec![0u8; limits.buffer_size].into_boxed_slice()).collect(),
+            pool_len: vec![0; limits.buffers],
+            pool_ingress: vec![0; limits.buffers],
+            pool_owner: vec![0; limits.buffers],
+            free: (0..limits.buffers).rev().collect(),
+            held_by_source: HashMap::with_hasher(ahash::RandomState::new()),
+            timed_out: 0,
+            limits,
+        }
+    }
+
+    /// Records the first fragment's fields; hands every fragment that was
+    /// waiting for it to `release(ingress, bytes)`, to run through the
+    /// pipeline again, and frees its buffer.
+    pub fn first(&mut self, key: FragKey, fields: FirstFields, now: Timestamp, mut release: impl FnMut(u16, &[u8])) {
+        self.expire(now);
+        let expires = now.plus(self.limits.timeout);
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.limits.datagrams {
+            // Full of datagrams: later fragments of this one will be refused.
+            return;
+        }
+        let e = self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: Vec::new() });
+        e.first = Some(fields);
+        e.expires = expires;
+        let waiting = std::mem::take(&mut e.waiting);
+        for i in waiting {
+            release(self.pool_ingress[i], &self.pool[i][..self.pool_len[i]]);
+            self.release_buffer(i);
+        }
+    }
+
+    /// Looks up a later fragment; holds it (a copy of `bytes`) if its first
+    /// fragment has not been seen.
+    pub fn later(&mut self, key: FragKey, ingress: u16, bytes: &[u8], now: Timestamp) -> Later {
+        self.expire(now);
+        if let Some(first) = self.entries.get(&key).and_then(|e| e.first) {
+            return Later::Known(first);
+        }
+        if bytes.len() > self.limits.buffer_size
+            || self.held_by_source.get(&key.src).copied().unwrap_or(0) >= self.limits.per_source
+        {
+            return Later::Refused;
+        }
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.limits.datagrams {
+            return Later::Refused;
+        }
+        let Some(i) = self.free.pop() else { return Later::Refused };
+        self.pool[i][..bytes.len()].copy_from_slice(bytes);
+        self.pool_len[i] = bytes.len();
+        self.pool_ingress[i] = ingress;
+        self.pool_owner[i] = key.src;
+        *self.held_by_source.entry(key.src).or_default() += 1;
+        let expires = now.plus(self.limits.timeout);
+        self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: Vec::new() }).waiting.push(i);
+        Later::Held
+    }
+
+    fn release_buffer(&mut self, i: usize) {
+        let owner = self.pool_owner[i];
+        if let Some(n) = self.held_by_source.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.held_by_source.remove(&owner);
+            }
+        }
+        self.free.push(i);
+    }
+
+    /// Forgets datagrams past their time; their waiting fragments are dropped.
+    pub fn expire(&mut self, now: Timestamp) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let dead: Vec<FragKey> = self.entries.iter().filter(|(_, e)| e.expires <= now).map(|(k, _)| *k).collect();
+        for k in dead {
+            if let Some(e) = self.entries.remove(&k) {
+                self.timed_out += e.waiting.len() as u64;
+                for i in e.waiting {
+                    self.release_buffer(i);
+                }
+            }
+        }
+    }
+
+    /// Fragments that timed out since the last call (for the caller's counters).
+    pub fn take_timed_out(&mut self) -> u64 {
+        std::mem::take(&mut self.timed_out)
+    }
+
+    /// Fragments waiting now.
+    pub fn held(&self) -> usize {
+        self.limits.buffers - self.free.len()
+    }
+
+    pub fn datagrams(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: u32, ident: u16) -> FragKey {
+        FragKey { src, dst: 2, proto: 17, ident }
+    }
+
+    const F: FirstFields = FirstFields { sport: 1000, dport: 53, extra: 0 };
+
+    #[test]
+    fn in_order_and_out_of_order() {
+        let mut t = FragTable::new(FragLimits::default());
+        let now = Timestamp::from_secs(1);
+        let mut got: Vec<(u16, Vec<u8>)> = Vec::new();
+        t.first(key(1, 7), F, now, |i, b| got.push((i, b.to_vec())));
+        assert!(got.is_empty());
+        assert_eq!(t.later(key(1, 7), 0, b"x", now), Later::Known(F));
+        // Out of order: the later one waits, and comes back with the first.
+        assert_eq!(t.later(key(1, 8), 3, b"late", now), Later::Held);
+        assert_eq!(t.held(), 1);
+        t.first(key(1, 8), F, now, |i, b| got.push((i, b.to_vec())));
+        assert_eq!(got, vec![(3, b"late".to_vec())]);
+        assert_eq!(t.held(), 0);
+    }
+
+    #[test]
+    fn waiting_fragments_time_out() {
+        let mut t = FragTable::new(FragLimits::default());
+        assert_eq!(t.later(key(1, 9), 0, b"x", Timestamp::from_secs(1)), Later::Held);
+        t.expire(Timestamp::from_secs(7));
+        assert_eq!((t.held(), t.datagrams(), t.take_timed_out()), (0, 0, 1));
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_buffer() {
+        let limits = FragLimits { buffers: 8, per_source: 4, ..FragLimits::default() };
+        let mut t = FragTable::new(limits);
+        let now = Timestamp::from_secs(1);
+        for i in 0..10 {
+            let r = t.later(key(66, i), 0, b"bogus", now);
+            assert_eq!(r, if i < 4 { Later::Held } else { Later::Refused });
+        }
+        // Another source still finds room.
+        assert_eq!(t.later(key(5, 1), 0, b"ok", now), Later::Held);
+        assert_eq!(t.later(key(6, 1), 0, &[0u8; 3000], now), Later::Refused, "too big to wait");
+    }
+}

@@ -1,0 +1,243 @@
+//! Steps 3 to 6 of the pipeline: where a packet came from, its TTL, and the
+//! routing loop through subnets, NAT gateways and the internet gateway.
+
+use super::topology::{IfKind, PublicOwner, SubnetId, Topology};
+use super::{Action, DropReason, IfId, Meta, PacketBuf, Pipeline};
+use crate::acl::{AclDirection, RuleAction};
+use crate::clock::Timestamp;
+use crate::nat::rewrite::Side;
+use crate::route::Target;
+use crate::wire::Ipv4Packet;
+use crate::wire::icmpv4;
+
+/// Routing steps one packet may take (host -> NAT -> internet gateway ->
+/// hairpin back -> NAT -> host is six).
+const MAX_STEPS: usize = 8;
+
+/// Where a packet is being routed from.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum At {
+    /// The VPC router of a subnet.
+    Subnet(SubnetId),
+    /// The internet gateway, from the internet side.
+    Internet,
+}
+
+impl Pipeline {
+    /// Steps 3 and 4: where the packet came from, and its TTL.
+    pub(super) fn walk(&self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf, m: &mut Meta) -> Action {
+        let topo = &*self.topo;
+        let Some(ifc) = topo.interfaces.get(usize::from(ingress)) else {
+            return self.drop(DropReason::NoRoute);
+        };
+        match ifc.kind {
+            IfKind::Host(h) => {
+                let host = &topo.hosts[usize::from(h)];
+                if host.source_dest_check && m.src != u32::from(host.ip) {
+                    return self.drop(DropReason::SourceCheck);
+                }
+                let subnet = &topo.subnets[usize::from(host.subnet)];
+                if topo.is_own(m.dst) {
+                    return self.to_gateway(ingress, pkt, m);
+                }
+                // Inside one subnet the VPC is a switch: no hop, no ACL.
+                if subnet.cidr.contains_u32(m.dst) {
+                    return match topo.host_by_ip(m.dst) {
+                        Some(peer) => self.forward(now, topo.hosts[usize::from(peer)].interface, ingress, pkt, m),
+                        None => self.unreachable(
+                            now,
+                            ingress,
+                            pkt,
+                            m,
+                            DropReason::HostUnreachable,
+                            icmpv4::unreachable::HOST,
+                        ),
+                    };
+                }
+                if m.ttl <= 1 {
+                    return self.time_exceeded(now, ingress, pkt, m);
+                }
+                Ipv4Packet::new_unchecked(pkt.bytes_mut()).decrement_ttl();
+                self.route(now, topo, At::Subnet(host.subnet), ingress, pkt, m)
+            }
+            IfKind::Internet => {
+                if topo.is_own(m.dst) {
+                    return self.to_gateway(ingress, pkt, m);
+                }
+                if m.ttl <= 1 {
+                    return self.time_exceeded(now, ingress, pkt, m);
+                }
+                Ipv4Packet::new_unchecked(pkt.bytes_mut()).decrement_ttl();
+                self.route(now, topo, At::Internet, ingress, pkt, m)
+            }
+        }
+    }
+
+    /// Steps 5 and 6, the routing loop: each step is a route lookup in a
+    /// subnet's table, or the internet gateway's view of a public address.
+    fn route(
+        &self,
+        now: Timestamp,
+        topo: &Topology,
+        mut at: At,
+        ingress: IfId,
+        pkt: &mut PacketBuf,
+        m: &mut Meta,
+    ) -> Action {
+        // Each NAT direction applies at most once per packet; a hairpinned
+        // packet gets both (out through one mapping, in through another).
+        let (mut snat_done, mut dnat_done) = (false, false);
+        let mut translated = false;
+        for _ in 0..MAX_STEPS {
+            match at {
+                At::Subnet(s) => {
+                    let subnet = &topo.subnets[usize::from(s)];
+                    let Some(route) = topo.route_tables[subnet.route_table].lookup(m.dst) else {
+                        if translated {
+                            return self.drop(DropReason::NoRoute);
+                        }
+                        return self.unreachable(now, ingress, pkt, m, DropReason::NoRoute, icmpv4::unreachable::NET);
+                    };
+                    match route.effective() {
+                        Target::Local => {
+                            let Some(h) = topo.host_by_ip(m.dst) else {
+                                if translated {
+                                    return self.drop(DropReason::HostUnreachable);
+                                }
+                                return self.unreachable(
+                                    now,
+                                    ingress,
+                                    pkt,
+                                    m,
+                                    DropReason::HostUnreachable,
+                                    icmpv4::unreachable::HOST,
+                                );
+                            };
+                            let host = &topo.hosts[usize::from(h)];
+                            if host.subnet != s && !self.cross(topo, s, host.subnet, m) {
+                                return self.drop(DropReason::AclDeny);
+                            }
+                            return self.forward(now, host.interface, ingress, pkt, m);
+                        }
+                        Target::Host(h) => {
+                            let Some(host) = topo.hosts.get(usize::from(h)) else {
+                                return self.drop(DropReason::Blackhole);
+                            };
+                            if host.subnet != s && !self.cross(topo, s, host.subnet, m) {
+                                return self.drop(DropReason::AclDeny);
+                            }
+                            return self.forward(now, host.interface, ingress, pkt, m);
+                        }
+                        Target::Blackhole => return self.drop(DropReason::Blackhole),
+                        Target::InternetGateway => {
+                            let Some(internet) = topo.internet.as_ref() else {
+                                return self.drop(DropReason::NoRoute);
+                            };
+                            if !self.acl(topo, s, AclDirection::Outbound, m) {
+                                return self.drop(DropReason::AclDeny);
+                            }
+                            // The internet gateway's 1:1 NAT: a host with an Elastic IP
+                            // leaves as that address; a NAT gateway's traffic already
+                            // carries its public address; anything else cannot leave.
+                            if let Some(h) = topo.host_by_ip(m.src) {
+                                let host = &topo.hosts[usize::from(h)];
+                                let Some(eip) = host.elastic_ip else {
+                                    return self.drop(DropReason::NoPublicIp);
+                                };
+                                self.static_nat(pkt, m, Side::Source, eip.octets(), host.eip_delta);
+                                translated = true;
+                            } else if topo.public_owner(m.src).is_none() {
+                                return self.drop(DropReason::NoPublicIp);
+                            }
+                            // To one of our own public addresses: back in through the
+                            // internet gateway (hairpinning, RFC 4787 REQ-9).
+                            if topo.public_owner(m.dst).is_some() {
+                                at = At::Internet;
+                                continue;
+                            }
+                            return self.forward(now, internet.interface, ingress, pkt, m);
+                        }
+                        Target::NatGateway(n) => {
+                            if snat_done {
+                                return self.drop(DropReason::RoutingLoop);
+                            }
+                            let Some(info) = topo.nat_gateways.get(usize::from(n)) else {
+                                return self.drop(DropReason::Blackhole);
+                            };
+                            // The NAT gateway is a host of its own subnet: the packet
+                            // crosses into that subnet first.
+                            if info.subnet != s && !self.cross(topo, s, info.subnet, m) {
+                                return self.drop(DropReason::AclDeny);
+                            }
+                            if let Err(a) = self.nat_out(now, topo, n, ingress, pkt, m) {
+                                return a;
+                            }
+                            snat_done = true;
+                            translated = true;
+                            at = At::Subnet(info.subnet);
+                        }
+                    }
+                }
+                At::Internet => match topo.public_owner(m.dst) {
+                    Some(PublicOwner::Host(h)) => {
+                        let host = &topo.hosts[usize::from(h)];
+                        if !self.acl(topo, host.subnet, AclDirection::Inbound, m) {
+                            return self.drop(DropReason::AclDeny);
+                        }
+                        self.static_nat(pkt, m, Side::Destination, host.ip.octets(), host.eip_delta.reversed());
+                        return self.forward(now, host.interface, ingress, pkt, m);
+                    }
+                    Some(PublicOwner::Nat(n)) => {
+                        if dnat_done {
+                            return self.drop(DropReason::RoutingLoop);
+                        }
+                        let Some(info) = topo.nat_gateways.get(usize::from(n)) else {
+                            return self.drop(DropReason::NoRoute);
+                        };
+                        if !self.acl(topo, info.subnet, AclDirection::Inbound, m) {
+                            return self.drop(DropReason::AclDeny);
+                        }
+                        if let Err(a) = self.nat_in(n, ingress, pkt, m, now) {
+                            return a;
+                        }
+                        dnat_done = true;
+                        translated = true;
+                        at = At::Subnet(info.subnet);
+                    }
+                    None => return self.drop(DropReason::NoRoute),
+                },
+            }
+        }
+        self.drop(DropReason::RoutingLoop)
+    }
+
+    /// A packet addressed to one of the gateway's own addresses: it answers
+    /// pings; everything else is dropped.
+    fn to_gateway(&self, ingress: IfId, pkt: &mut PacketBuf, m: &Meta) -> Action {
+        if let super::L4::Icmp { kind: icmpv4::kind::ECHO_REQUEST, .. } = m.l4
+            && !m.is_fragment
+        {
+            super::reply::echo_reply(pkt, self.next_ident());
+            self.counters.generated.icmp_echo_reply.inc();
+            self.counters.count_drop(DropReason::ToGateway);
+            return Action::Reply { egress: ingress, cause: DropReason::ToGateway };
+        }
+        self.drop(DropReason::ToGateway)
+    }
+
+    /// Evaluates subnet `s`'s network ACL for a packet crossing its boundary.
+    #[inline]
+    fn acl(&self, topo: &Topology, s: SubnetId, dir: AclDirection, m: &Meta) -> bool {
+        let Some(acl) = topo.subnets.get(usize::from(s)).and_then(|sub| topo.acls.get(sub.acl)) else {
+            return true;
+        };
+        acl.is_allow_all() || acl.evaluate(dir, &m.acl_packet()).action == RuleAction::Allow
+    }
+
+    /// A packet leaving subnet `from` for subnet `to`: the outbound ACL of one
+    /// and the inbound ACL of the other.
+    #[inline]
+    fn cross(&self, topo: &Topology, from: SubnetId, to: SubnetId, m: &Meta) -> bool {
+        self.acl(topo, from, AclDirection::Outbound, m) && self.acl(topo, to, AclDirection::Inbound, m)
+    }
+}
