@@ -341,10 +341,10 @@ impl Pipeline {
             self.head[..self.head_len].copy_from_slice(&pkt.bytes()[..self.head_len]);
         }
         let this: &Pipeline = self;
-        if m.is_fragment {
-            if let Some(a) = this.fragment(now, ingress, pkt, &mut m) {
-                return a;
-            }
+        if m.is_fragment
+            && let Some(a) = this.fragment(now, ingress, pkt, &mut m)
+        {
+            return a;
         }
         this.walk(now, ingress, pkt, &mut m)
     }
