@@ -158,6 +158,9 @@ struct NatOptions {
     max_ports_per_host: Option<u32>,
     on_exhaustion: Option<ExhaustionReply>,
     unsolicited_syn: Option<crate::nat::UnsolicitedSyn>,
+    port_overlapping: Option<Spanned<bool>>,
+    port_block: Option<Spanned<u16>>,
+    log_mappings: Option<bool>,
     #[serde(default)]
     timeouts: TimeoutOverrides,
     seed: Option<u64>,
@@ -911,6 +914,39 @@ fn nat_config(cx: &Ctx<'_>, o: &NatOptions, public_ips: Vec<Ipv4Addr>) -> Result
             "use a filtering behaviour at least as strict as the mapping (e.g. mapping address-dependent with filtering address-dependent or address-and-port-dependent)",
         ));
     }
+    let overlapping = o.port_overlapping.as_ref().is_some_and(|b| *b.get_ref());
+    if overlapping && mapping != Mapping::AddressAndPortDependent {
+        let span = o.port_overlapping.as_ref().map_or(0..0, |b| b.span());
+        return Err(cx.err(
+            span,
+            "port overlapping needs address-and-port-dependent mapping: with endpoint-independent mapping one external port stands for one internal endpoint towards every destination",
+            "set mapping = \"address-and-port-dependent\" (and filtering = \"address-and-port-dependent\"), or remove port_overlapping",
+        ));
+    }
+    if let Some(b) = &o.port_block {
+        let size = *b.get_ref();
+        if overlapping {
+            return Err(cx.err(
+                b.span(),
+                "port blocks and port overlapping exclude each other",
+                "keep one of port_block and port_overlapping",
+            ));
+        }
+        if !(1..=4096).contains(&size) {
+            return Err(cx.err(
+                b.span(),
+                format!("port block size {size} is out of range"),
+                "use a size from 1 to 4096, e.g. 64",
+            ));
+        }
+        if u32::from(size) > u32::from(*range.end()) - u32::from(*range.start()) + 1 {
+            return Err(cx.err(
+                b.span(),
+                format!("a block of {size} ports does not fit the port range"),
+                "use a smaller block or a wider port_range",
+            ));
+        }
+    }
     let defaults = NatConfig::default();
     Ok(NatConfig {
         public_ips,
@@ -932,6 +968,9 @@ fn nat_config(cx: &Ctx<'_>, o: &NatOptions, public_ips: Vec<Ipv4Addr>) -> Result
         inbound_refresh: true,
         seed: o.seed,
         unsolicited_syn: o.unsolicited_syn.unwrap_or_default(),
+        port_overlapping: overlapping,
+        port_block: o.port_block.as_ref().map(|b| *b.get_ref()),
+        log_mappings: o.log_mappings.unwrap_or(false),
     })
 }
 

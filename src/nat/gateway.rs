@@ -5,15 +5,15 @@
 //! creates or destroys state (a new mapping, a port, a session; expiry) takes
 //! the gateway's slow-path lock, re-checks the table under it, and is bounded.
 
-use super::ports::{HoldDown, PortPolicy, PortPool};
+use super::ports::{HoldDown, PortBlock, PortPolicy, PortPool};
 use crate::conntrack::tcp::{Segment, TcpState, Verdict};
 use crate::conntrack::{Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts};
 use crate::wire::icmpv4;
 use crate::wire::ipv4::protocol;
 use crate::wire::tcp::flags;
 use parking_lot::Mutex;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -73,6 +73,7 @@ pub enum UnsolicitedSyn {
     Drop,
     /// Stay silent for 6 s; then, unless an outbound SYN for the same
     /// connection was translated meanwhile, answer ICMP port unreachable (3/3).
+    #[serde(rename = "icmp-after-6s")]
     IcmpAfter6s,
 }
 
@@ -101,6 +102,34 @@ const MAX_DEFERRED_SYNS: usize = 1024;
 /// RFC 5382 REQ-4: at least 6 s of silence (whole seconds, so 7 by the clock).
 const SYN_SILENCE_SECS: u32 = 7;
 
+/// A record of the abuse-tracing log (RFC 6888 §4 REQ-12 to 14): protocol,
+/// internal and external endpoints, time. Never the destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatEvent {
+    /// Seconds since the gateway started.
+    pub at: u32,
+    pub kind: NatEventKind,
+    pub proto: u8,
+    pub internal: String,
+    /// The external endpoint, or for blocks `address:first-last`.
+    pub external: String,
+}
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatEventKind {
+    MappingCreated,
+    MappingDeleted,
+    BlockAllocated,
+    BlockReleased,
+}
+
+/// Events kept for `natgw events` (older ones are dropped).
+const MAX_EVENTS: usize = 4096;
+/// Candidate ports tried when ports overlap (each costs a table lookup).
+const OVERLAP_ATTEMPTS: u32 = 4096;
+
 /// The behaviour of one NAT gateway.
 #[derive(Clone, Debug)]
 pub struct NatConfig {
@@ -122,6 +151,16 @@ pub struct NatConfig {
     /// Seed for port randomisation; None takes one from the OS (tests pass one).
     pub seed: Option<u64>,
     pub unsolicited_syn: UnsolicitedSyn,
+    /// Reuse an external port for different destinations (RFC 7857 §3); only
+    /// with address-and-port-dependent mapping, where the 5-tuple tells
+    /// sessions apart. This is how the AWS NAT gateway reaches 55,000
+    /// connections per destination per address.
+    pub port_overlapping: bool,
+    /// Give each internal address blocks of this many ports, logged once per
+    /// block (RFC 6888 REQ-14).
+    pub port_block: Option<u16>,
+    /// Log every mapping created and deleted (without destinations).
+    pub log_mappings: bool,
 }
 
 impl Default for NatConfig {
@@ -145,6 +184,9 @@ impl Default for NatConfig {
             inbound_refresh: true,
             seed: None,
             unsolicited_syn: UnsolicitedSyn::default(),
+            port_overlapping: false,
+            port_block: None,
+            log_mappings: false,
         }
     }
 }
@@ -225,6 +267,10 @@ struct Slow {
     hold: HoldDown,
     wheel: Wheel,
     rng: StdRng,
+    /// With overlapping ports: reply keys recently freed, and when they may be reused.
+    recent: HashMap<FlowKey, u32>,
+    /// With port blocks: each internal address's blocks, per protocol.
+    blocks: HashMap<(u32, u8), Vec<PortBlock>>,
 }
 
 /// The reaper looks at a session at least this often, so a session whose timer
@@ -241,6 +287,7 @@ pub struct NatGateway {
     sessions: AtomicUsize,
     pub stats: NatStats,
     deferred: Mutex<std::collections::VecDeque<DeferredSyn>>,
+    events: Mutex<std::collections::VecDeque<NatEvent>>,
     /// Second of the earliest deferred answer (u32::MAX: none), read without the lock.
     next_deferred: std::sync::atomic::AtomicU32,
 }
@@ -272,7 +319,10 @@ impl NatGateway {
                 hold: HoldDown::default(),
                 wheel: Wheel::default(),
                 rng,
+                recent: HashMap::new(),
+                blocks: HashMap::new(),
             }),
+            events: Mutex::new(std::collections::VecDeque::new()),
             sessions: AtomicUsize::new(0),
             stats: NatStats::default(),
             deferred: Mutex::new(std::collections::VecDeque::new()),
@@ -394,7 +444,7 @@ impl NatGateway {
         let mk = self.mapping_key(key);
         let external = match slow.mappings.get(&mk) {
             Some(m) => m.external,
-            None => self.new_mapping(&mut slow, mk, now_secs)?,
+            None => self.new_mapping(&mut slow, mk, key.dst_endpoint(), now_secs)?,
         };
         // The reply key must be free: with EIM it is (one external endpoint per
         // internal endpoint), but a stale session might hold it.
@@ -411,22 +461,137 @@ impl NatGateway {
         Ok(out)
     }
 
-    /// Allocates a port and records a new mapping.
-    fn new_mapping(&self, slow: &mut Slow, mk: MappingKey, _now_secs: u32) -> Result<Endpoint, NatError> {
+    /// Allocates a port and records a new mapping. `remote` is the first
+    /// destination (used only when ports overlap).
+    fn new_mapping(
+        &self,
+        slow: &mut Slow,
+        mk: MappingKey,
+        remote: Endpoint,
+        now_secs: u32,
+    ) -> Result<Endpoint, NatError> {
         let used = slow.subscribers.get(&mk.internal.addr).copied().unwrap_or(0);
         if used >= self.config.max_ports_per_subscriber {
             return Err(NatError::SubscriberLimit);
         }
         let ext_ip = self.public_ip_for(mk.internal.addr).ok_or(NatError::PortsExhausted)?;
-        let Slow { pools, rng, .. } = slow;
-        let pool = pools.entry((ext_ip, mk.internal.proto)).or_default();
-        let port = pool.allocate(mk.internal.port, &self.config.ports, rng).ok_or(NatError::PortsExhausted)?;
-        let external = Endpoint { proto: mk.internal.proto, addr: ext_ip, port };
+        let proto = mk.internal.proto;
+        let port = if self.config.port_overlapping {
+            self.overlapping_port(slow, mk, remote, ext_ip, now_secs)?
+        } else if let Some(size) = self.config.port_block {
+            self.block_port(slow, mk, ext_ip, size, now_secs)?
+        } else {
+            let Slow { pools, rng, .. } = slow;
+            let pool = pools.entry((ext_ip, proto)).or_default();
+            pool.allocate(mk.internal.port, &self.config.ports, rng).ok_or(NatError::PortsExhausted)?
+        };
+        let external = Endpoint { proto, addr: ext_ip, port };
         slow.mappings.insert(mk, MappingEntry { external, sessions: 0, remotes: Vec::new() });
-        slow.by_external.insert(external, mk);
+        if !self.config.port_overlapping {
+            slow.by_external.insert(external, mk);
+        }
         *slow.subscribers.entry(mk.internal.addr).or_default() += 1;
         self.stats.mappings_created.fetch_add(1, Relaxed);
+        if self.config.log_mappings {
+            self.event(now_secs, NatEventKind::MappingCreated, proto, mk.internal.to_string(), external.to_string());
+        }
         Ok(external)
+    }
+
+    /// A port for a mapping whose external port may be shared with mappings
+    /// to other destinations: free for this destination's 5-tuple, and not
+    /// freed for it in the last hold-down period.
+    fn overlapping_port(
+        &self,
+        slow: &mut Slow,
+        mk: MappingKey,
+        remote: Endpoint,
+        ext_ip: u32,
+        now_secs: u32,
+    ) -> Result<u16, NatError> {
+        let policy = &self.config.ports;
+        let internal = mk.internal.port;
+        let range = if policy.keep_class && internal < 1024 { policy.low_range.clone() } else { policy.range.clone() };
+        let (lo, hi) = (u32::from(*range.start()), u32::from(*range.end()));
+        if lo > hi {
+            return Err(NatError::PortsExhausted);
+        }
+        let free = |slow: &Slow, p: u16| {
+            let probe =
+                FlowKey { src: remote.addr, dst: ext_ip, sport: remote.port, dport: p, proto: mk.internal.proto };
+            let reply = if mk.internal.proto == protocol::ICMP { FlowKey { sport: p, ..probe } } else { probe };
+            self.table.get(&reply).is_none_or(|r| r.session.is_expired(now_secs, &self.config.timeouts))
+                && slow.recent.get(&reply).is_none_or(|&t| t <= now_secs)
+        };
+        if policy.preserve && range.contains(&internal) && free(slow, internal) {
+            return Ok(internal);
+        }
+        let span = hi - lo + 1;
+        let start = slow.rng.random_range(0..span);
+        for i in 0..span.min(OVERLAP_ATTEMPTS) {
+            let p = (lo + (start + i) % span) as u16;
+            if policy.keep_parity && p % 2 != internal % 2 {
+                continue;
+            }
+            if free(slow, p) {
+                return Ok(p);
+            }
+        }
+        Err(NatError::PortsExhausted)
+    }
+
+    /// A port from the internal address's port blocks, taking a new block
+    /// (logged once) when its blocks are full.
+    fn block_port(
+        &self,
+        slow: &mut Slow,
+        mk: MappingKey,
+        ext_ip: u32,
+        size: u16,
+        now_secs: u32,
+    ) -> Result<u16, NatError> {
+        let key = (mk.internal.addr, mk.internal.proto);
+        let Slow { blocks, rng, pools, .. } = slow;
+        let mine = blocks.entry(key).or_default();
+        for b in mine.iter_mut() {
+            if let Some(p) = b.allocate(mk.internal.port, &self.config.ports, rng) {
+                return Ok(p);
+            }
+        }
+        if (mine.len() as u32 + 1) * u32::from(size) > self.config.max_ports_per_subscriber.max(u32::from(size)) {
+            return Err(NatError::SubscriberLimit);
+        }
+        let policy = &self.config.ports;
+        let range =
+            if policy.keep_class && mk.internal.port < 1024 { policy.low_range.clone() } else { policy.range.clone() };
+        let pool = pools.entry((ext_ip, mk.internal.proto)).or_default();
+        let first = pool.take_block(size, range, rng).ok_or(NatError::PortsExhausted)?;
+        let mut b = PortBlock::new(first, size);
+        let port = b.allocate(mk.internal.port, policy, rng).ok_or(NatError::PortsExhausted)?;
+        mine.push(b);
+        let last = u32::from(first) + u32::from(size) - 1;
+        self.event(
+            now_secs,
+            NatEventKind::BlockAllocated,
+            mk.internal.proto,
+            Ipv4Addr::from(mk.internal.addr).to_string(),
+            format!("{}:{first}-{last}", Ipv4Addr::from(ext_ip)),
+        );
+        Ok(port)
+    }
+
+    fn event(&self, at: u32, kind: NatEventKind, proto: u8, internal: String, external: String) {
+        tracing::info!(target: "natgw::nat::log", nat = %self.name, ?kind, proto, %internal, %external, at, "mapping");
+        let mut e = self.events.lock();
+        if e.len() >= MAX_EVENTS {
+            e.pop_front();
+        }
+        e.push_back(NatEvent { at, kind, proto, internal, external });
+    }
+
+    /// The recent abuse-tracing records, oldest first.
+    pub fn events(&self) -> Vec<NatEvent> {
+        self.events.lock().iter().cloned().collect()
     }
 
     /// Puts a new session in the table, the mapping's count and the wheel, and
@@ -547,16 +712,56 @@ impl NatGateway {
         if m.sessions == 0 {
             let ext = m.external;
             slow.mappings.remove(&mk);
-            slow.by_external.remove(&ext);
+            if !self.config.port_overlapping {
+                slow.by_external.remove(&ext);
+            }
             if let Some(n) = slow.subscribers.get_mut(&mk.internal.addr) {
                 *n -= 1;
                 if *n == 0 {
                     slow.subscribers.remove(&mk.internal.addr);
                 }
             }
-            slow.hold.hold(now_secs.saturating_add(self.config.hold_down_secs), ext.addr, ext.proto, ext.port);
+            let until = now_secs.saturating_add(self.config.hold_down_secs);
+            if self.config.port_overlapping {
+                // The port stays taken for this destination only.
+                slow.recent.insert(s.reply, until);
+            } else if self.config.port_block.is_some() {
+                self.release_block_port(slow, mk, ext, until, now_secs);
+            } else {
+                slow.hold.hold(until, ext.addr, ext.proto, ext.port);
+            }
             self.stats.mappings_freed.fetch_add(1, Relaxed);
+            if self.config.log_mappings {
+                self.event(now_secs, NatEventKind::MappingDeleted, ext.proto, mk.internal.to_string(), ext.to_string());
+            }
         }
+    }
+
+    /// A port goes back to its block; an empty block goes back to the pool,
+    /// through the hold-down.
+    fn release_block_port(&self, slow: &mut Slow, mk: MappingKey, ext: Endpoint, until: u32, now_secs: u32) {
+        let key = (mk.internal.addr, mk.internal.proto);
+        let Some(mine) = slow.blocks.get_mut(&key) else { return };
+        let Some(i) = mine.iter().position(|b| b.contains(ext.port)) else { return };
+        mine[i].release(ext.port);
+        if mine[i].in_use > 0 {
+            return;
+        }
+        let b = mine.swap_remove(i);
+        if mine.is_empty() {
+            slow.blocks.remove(&key);
+        }
+        for p in b.first..=b.first + (b.size - 1) {
+            slow.hold.hold(until, ext.addr, ext.proto, p);
+        }
+        let last = u32::from(b.first) + u32::from(b.size) - 1;
+        self.event(
+            now_secs,
+            NatEventKind::BlockReleased,
+            ext.proto,
+            Ipv4Addr::from(mk.internal.addr).to_string(),
+            format!("{}:{}-{last}", Ipv4Addr::from(ext.addr), b.first),
+        );
     }
 
     /// Reaps expired sessions and ends port hold-downs, at most `budget` of each.
@@ -598,6 +803,9 @@ impl NatGateway {
                 }
             }
         }
+        if slow.recent.len() > 4 * budget.max(1) || looked < budget {
+            slow.recent.retain(|_, t| *t > now_secs);
+        }
         report.more = looked >= budget || slow.hold.has_due(now_secs);
         report
     }
@@ -625,9 +833,18 @@ impl NatGateway {
     }
 
     /// Ports in use (including held down) per public address and protocol.
+    /// With overlapping ports, a port counts once per destination it serves.
     pub fn ports_in_use(&self) -> Vec<(Ipv4Addr, u8, u32)> {
         let slow = self.slow.lock();
-        let mut v: Vec<_> = slow.pools.iter().map(|(&(a, p), pool)| (Ipv4Addr::from(a), p, pool.in_use())).collect();
+        let mut v: Vec<_> = if self.config.port_overlapping {
+            let mut c: HashMap<(u32, u8), u32> = HashMap::new();
+            for m in slow.mappings.values() {
+                *c.entry((m.external.addr, m.external.proto)).or_default() += 1;
+            }
+            c.into_iter().map(|((a, p), n)| (Ipv4Addr::from(a), p, n)).collect()
+        } else {
+            slow.pools.iter().map(|(&(a, p), pool)| (Ipv4Addr::from(a), p, pool.in_use())).collect()
+        };
         v.sort();
         v
     }

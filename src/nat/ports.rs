@@ -115,6 +115,94 @@ impl PortPool {
     }
 }
 
+impl PortPool {
+    /// Takes a free block of `size` ports aligned to `size` inside `range`,
+    /// searching from a random block. Returns the first port.
+    pub fn take_block(&mut self, size: u16, range: RangeInclusive<u16>, rng: &mut impl rand::Rng) -> Option<u16> {
+        let size = u32::from(size.max(1));
+        let lo = u32::from(*range.start()).div_ceil(size) * size;
+        let hi = u32::from(*range.end());
+        if lo + size - 1 > hi {
+            return None;
+        }
+        let blocks = (hi + 1 - lo) / size;
+        let start = rng.random_range(0..blocks);
+        for i in 0..blocks {
+            let b = lo + ((start + i) % blocks) * size;
+            if (b..b + size).all(|p| !self.is_used(p as u16)) {
+                for p in b..b + size {
+                    self.take(p as u16);
+                }
+                return Some(b as u16);
+            }
+        }
+        None
+    }
+}
+
+/// A block of ports given to one internal address (RFC 6888 REQ-14: one log
+/// record per block instead of one per mapping).
+#[derive(Clone, Debug)]
+pub struct PortBlock {
+    pub first: u16,
+    pub size: u16,
+    used: Vec<u64>,
+    pub in_use: u16,
+}
+
+impl PortBlock {
+    pub fn new(first: u16, size: u16) -> PortBlock {
+        PortBlock { first, size, used: vec![0; usize::from(size).div_ceil(64)], in_use: 0 }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        port >= self.first && u32::from(port) < u32::from(self.first) + u32::from(self.size)
+    }
+
+    fn bit(&self, port: u16) -> (usize, u64) {
+        let i = usize::from(port - self.first);
+        (i / 64, 1u64 << (i % 64))
+    }
+
+    /// A free port of the block: the internal port if it is in the block and
+    /// preservation is asked for, else from a random offset; parity kept if asked.
+    pub fn allocate(&mut self, internal: u16, policy: &PortPolicy, rng: &mut impl rand::Rng) -> Option<u16> {
+        if policy.preserve && self.contains(internal) {
+            let (w, b) = self.bit(internal);
+            if self.used[w] & b == 0 {
+                self.used[w] |= b;
+                self.in_use += 1;
+                return Some(internal);
+            }
+        }
+        let start = rng.random_range(0..self.size);
+        for i in 0..self.size {
+            let p = self.first + (start + i) % self.size;
+            if policy.keep_parity && p % 2 != internal % 2 {
+                continue;
+            }
+            let (w, b) = self.bit(p);
+            if self.used[w] & b == 0 {
+                self.used[w] |= b;
+                self.in_use += 1;
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Gives a port back to the block (it stays reserved to the same address).
+    pub fn release(&mut self, port: u16) {
+        if self.contains(port) {
+            let (w, b) = self.bit(port);
+            if self.used[w] & b != 0 {
+                self.used[w] &= !b;
+                self.in_use -= 1;
+            }
+        }
+    }
+}
+
 /// Freed ports waiting out their hold-down, oldest first.
 #[derive(Debug, Default)]
 pub struct HoldDown {
@@ -222,6 +310,37 @@ mod tests {
         let ports: Vec<u16> = (0..200).map(|_| pool.allocate(40000, &pol, &mut r).unwrap()).collect();
         let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
         assert!(sequential < 10, "{sequential} sequential pairs");
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_exclusive() {
+        let mut pool = PortPool::default();
+        let mut r = rng();
+        let a = pool.take_block(64, 1024..=65535, &mut r).unwrap();
+        assert_eq!(a % 64, 0);
+        assert!(a >= 1024);
+        assert!(pool.is_used(a) && pool.is_used(a + 63));
+        let b = pool.take_block(64, 1024..=65535, &mut r).unwrap();
+        assert_ne!(a, b);
+        // A range of exactly two blocks runs out after two.
+        let mut small = PortPool::default();
+        assert!(small.take_block(4, 8..=15, &mut r).is_some());
+        assert!(small.take_block(4, 8..=15, &mut r).is_some());
+        assert!(small.take_block(4, 8..=15, &mut r).is_none());
+    }
+
+    #[test]
+    fn ports_inside_a_block() {
+        let mut r = rng();
+        let mut blk = PortBlock::new(6400, 8);
+        let pol = PortPolicy { preserve: false, keep_parity: false, ..policy() };
+        let mut got: Vec<u16> = (0..8).map(|_| blk.allocate(40000, &pol, &mut r).unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (6400..6408).collect::<Vec<_>>());
+        assert_eq!(blk.allocate(40000, &pol, &mut r), None);
+        blk.release(6403);
+        assert_eq!(blk.allocate(40000, &pol, &mut r), Some(6403));
+        assert_eq!(blk.in_use, 8);
     }
 
     #[test]

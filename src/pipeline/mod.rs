@@ -217,6 +217,17 @@ impl Meta {
         }
     }
 
+    /// Follows a port (or ICMP identifier) rewrite at one end.
+    fn set_port(&mut self, side: crate::nat::Side, port: u16) {
+        use crate::nat::Side;
+        match (&mut self.l4, side) {
+            (L4::Tcp { sport, .. } | L4::Udp { sport, .. }, Side::Source) => *sport = port,
+            (L4::Tcp { dport, .. } | L4::Udp { dport, .. }, Side::Destination) => *dport = port,
+            (L4::Icmp { ident, .. }, _) => *ident = port,
+            _ => {}
+        }
+    }
+
     fn frag_key(&self) -> FragKey {
         FragKey { src: self.src, dst: self.dst, proto: self.proto, ident: self.ident }
     }

@@ -112,6 +112,7 @@ impl Pipeline {
                     csum,
                 );
                 m.src = u32::from_be_bytes(rw.addr);
+                m.set_port(Side::Source, rw.port);
                 c.nat.packets_out_to_destination.inc();
                 c.nat.bytes_out_to_destination.add(pkt.len() as u64);
                 Ok(())
@@ -229,6 +230,7 @@ impl Pipeline {
                     csum,
                 );
                 m.dst = u32::from_be_bytes(rw.addr);
+                m.set_port(Side::Destination, rw.port);
                 c.nat.packets_out_to_source.inc();
                 c.nat.bytes_out_to_source.add(pkt.len() as u64);
                 Ok(())

@@ -5,7 +5,7 @@
 use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
 use natgw::Timestamp;
 use natgw::control::config;
-use natgw::pipeline::{Action, Gateway, PacketBuf, Pipeline, Totals};
+use natgw::pipeline::{Action, Gateway, PacketBuf, Pending, Pipeline, Totals};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -64,6 +64,29 @@ impl Lab {
         assert_eq!(a, Action::Forward(want), "expected forward {from} -> {to}");
         assert_checksums(&out);
         out
+    }
+
+    /// Everything the pipeline queued besides its verdicts (fragments,
+    /// released fragments, timer answers); re-runs `Reprocess` items and
+    /// returns what they became, like a worker would.
+    pub fn pending(&mut self) -> Vec<(Pending, Action, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = PacketBuf::with_capacity(65536);
+        while let Some(p) = self.pipe.next_pending(&mut buf) {
+            match p {
+                Pending::Send(e) => out.push((p, Action::Forward(e), buf.bytes().to_vec())),
+                Pending::Reprocess(i) => {
+                    let a = self.pipe.process(self.now, i, &mut buf);
+                    out.push((p, a, buf.bytes().to_vec()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs the pipeline's timers at the current time.
+    pub fn poll(&mut self) {
+        self.pipe.poll(self.now);
     }
 
     pub fn advance(&mut self, secs: u64) {
@@ -182,6 +205,70 @@ pub fn assert_checksums(b: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// Splits an IPv4 packet into fragments carrying at most `chunk` payload bytes each.
+pub fn fragments(packet: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    let payload = &packet[ihl..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let n = chunk.min(payload.len() - off);
+        let mut f = packet[..ihl].to_vec();
+        f.extend_from_slice(&payload[off..off + n]);
+        let total = (ihl + n) as u16;
+        f[2..4].copy_from_slice(&total.to_be_bytes());
+        let mf = if off + n < payload.len() { 0x2000 } else { 0 };
+        f[6..8].copy_from_slice(&(mf | (off / 8) as u16).to_be_bytes());
+        f[10] = 0;
+        f[11] = 0;
+        let c = natgw::wire::checksum::checksum(&f[..ihl]);
+        f[10..12].copy_from_slice(&c.to_be_bytes());
+        out.push(f);
+        off += n;
+    }
+    out
+}
+
+/// Reassembles fragments (any order) into one packet, for checking.
+pub fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
+    let mut parts: Vec<(usize, &[u8], bool)> = frags
+        .iter()
+        .map(|f| {
+            let ihl = usize::from(f[0] & 0x0f) * 4;
+            let w = u16::from_be_bytes([f[6], f[7]]);
+            (usize::from(w & 0x1fff) * 8, &f[ihl..], w & 0x2000 != 0)
+        })
+        .collect();
+    parts.sort_by_key(|p| p.0);
+    let first = frags.iter().find(|f| u16::from_be_bytes([f[6], f[7]]) & 0x1fff == 0).expect("first fragment");
+    let ihl = usize::from(first[0] & 0x0f) * 4;
+    let mut v = first[..ihl].to_vec();
+    for (off, data, _) in &parts {
+        assert_eq!(v.len() - ihl, *off, "a gap in the fragments");
+        v.extend_from_slice(data);
+    }
+    assert!(!parts.last().unwrap().2, "the last fragment has MF set");
+    let total = v.len() as u16;
+    v[2..4].copy_from_slice(&total.to_be_bytes());
+    v[6] &= 0x40; // keep DF only
+    v[7] = 0;
+    v[10] = 0;
+    v[11] = 0;
+    let c = natgw::wire::checksum::checksum(&v[..ihl]);
+    v[10..12].copy_from_slice(&c.to_be_bytes());
+    v
+}
+
+pub fn udp_no_df(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = udp(src, sport, dst, dport, payload);
+    v[6] &= !0x40;
+    v[10] = 0;
+    v[11] = 0;
+    let c = natgw::wire::checksum::checksum(&v[..20]);
+    v[10..12].copy_from_slice(&c.to_be_bytes());
+    v
 }
 
 pub fn addr(a: [u8; 4]) -> Ipv4Addr {
