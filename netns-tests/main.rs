@@ -3,6 +3,7 @@
 //!
 //! Every test builds its own lab with `natgw lab up --name t-...`, and a
 //! guard takes it down again, also when the test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod harness;
 use harness::*;

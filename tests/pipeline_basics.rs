@@ -1,5 +1,6 @@
 //! The pipeline on the default lab, in simulated time: routing, NAT, the
 //! internet gateway, ICMP, expiry, and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! Hostile input: random bytes and mutated packets never panic the pipeline,
 //! and every packet not forwarded is counted under a drop reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 use common::*;

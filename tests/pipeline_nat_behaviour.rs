@@ -1,5 +1,6 @@
 //! NAT behaviour to the standards (RFC 4787, 5382, 5508, 6888, 7857), in
 //! simulated time. docs/COMPLIANCE.md points at these tests by name.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 use common::*;
