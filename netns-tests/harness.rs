@@ -18,7 +18,20 @@ pub fn require_root() -> bool {
         nix_is_root(),
         "namespace tests need root (run `sudo scripts/test`), or set NATGW_SKIP_NETNS=1 to skip them explicitly"
     );
-    for tool in ["ip", "ping", "curl", "iperf3", "traceroute", "tcpdump", "socat", "python3", "ss"] {
+    for tool in [
+        "ip",
+        "ping",
+        "curl",
+        "iperf3",
+        "traceroute",
+        "tcpdump",
+        "socat",
+        "python3",
+        "ss",
+        "nft",
+        "turnserver",
+        "turnutils_natdiscovery",
+    ] {
         assert!(
             Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -155,6 +168,51 @@ impl Drop for TestLab {
             eprintln!("lab down: {}", text(&o));
         }
     }
+}
+
+/// The default lab with text replacements, written to a file for `--config`.
+pub fn lab_config(name: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/default-lab.toml")).unwrap();
+    for (a, b) in edits {
+        assert!(text.contains(a), "`{a}` not in the default lab");
+        text = text.replacen(a, b, 1);
+    }
+    std::fs::create_dir_all("/run/natgw").unwrap();
+    let path = format!("/run/natgw/test-{name}.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts a STUN server with RFC 5780 support on both of web's addresses
+/// and runs the discovery client in `host`; returns its verdict lines.
+pub fn rfc5780(lab: &TestLab, host: &str, flags: &[&str]) -> String {
+    let server = lab.spawn(
+        "web",
+        &[
+            "turnserver",
+            "-L",
+            "198.51.100.10",
+            "-L",
+            "198.51.100.11",
+            "-z",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "-n",
+            "--log-file",
+            "stdout",
+        ],
+    );
+    lab.wait_listen("web", "-lun", 3478);
+    let mut args = vec!["turnutils_natdiscovery"];
+    args.extend_from_slice(flags);
+    args.push("198.51.100.10");
+    let (_, out) = lab.exec(host, &args);
+    finish(server);
+    out.lines()
+        .filter(|l| l.starts_with("NAT ") || l.contains("hairpinning") || l.starts_with("No ALG"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Reads what a child wrote so far after killing it.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod harness;
+mod nat_behaviour;
 use harness::*;
 
 use std::time::{Duration, Instant};

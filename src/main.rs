@@ -76,6 +76,10 @@ enum LabCmd {
         workers: usize,
         #[arg(long)]
         no_offload: bool,
+        /// Build the same VPC from the Linux kernel instead (a router namespace,
+        /// veth pairs, nftables masquerade): the reference to compare with.
+        #[arg(long)]
+        kernel: bool,
     },
     /// Stop the gateway and remove the namespaces.
     Down {
@@ -189,7 +193,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             d.shutdown();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lab(LabCmd::Up { name, config, workers, no_offload }) => {
+        Cmd::Lab(LabCmd::Up { name, config, workers, no_offload, kernel }) => {
             let cfg = read_config(config.as_deref())?;
             let opts = lab::UpOptions {
                 name: name.clone(),
@@ -197,17 +201,22 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 workers,
                 offload: no_offload.then_some(false),
                 exe: exe()?,
+                kernel,
             };
             let (state, vpc) = lab::up(&opts).map_err(|e| e.to_string())?;
             for w in &vpc.warnings {
                 eprintln!("natgw: warning: {w}");
             }
             let flag = if name == "default" { String::new() } else { format!(" --name {name}") };
-            println!(
-                "lab `{name}` is up: gateway pid {}, namespaces {}",
-                state.gateway_pid.unwrap_or(0),
-                state.namespaces.join(", ")
-            );
+            match state.gateway_pid {
+                Some(pid) => {
+                    println!("lab `{name}` is up: gateway pid {pid}, namespaces {}", state.namespaces.join(", "))
+                }
+                None => println!(
+                    "lab `{name}` is up, forwarded by the Linux kernel (nftables masquerade): namespaces {}",
+                    state.namespaces.join(", ")
+                ),
+            }
             for (h, ns) in &state.hosts {
                 println!("  {h:<10} natgw lab exec{flag} {h} -- <command>      (ip netns exec {ns} <command>)");
             }

@@ -156,6 +156,41 @@ fn c4_per_subscriber_port_limit() {
 }
 
 #[test]
+fn c5_per_subscriber_session_limit() {
+    let mut lab = Lab::with(&[nat_option("max_sessions_per_host = 3")]);
+    // One mapping (same internal port), three destinations: three sessions.
+    for d in [WEB, WEB2, [198, 51, 100, 12]] {
+        lab.pass("app", "internet", &udp(APP, 41000, d, 53, b"x"));
+    }
+    let (a, _) = lab.send("app", &udp(APP, 41000, [198, 51, 100, 13], 53, b"x"));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatSubscriberLimit, .. }), "{a:?}");
+    lab.advance(351);
+    lab.expire();
+    lab.pass("app", "internet", &udp(APP, 41000, [198, 51, 100, 13], 53, b"x"));
+}
+
+#[test]
+fn u6_outbound_packets_refresh_the_mapping() {
+    let mut lab = Lab::new();
+    let ext = seen(&lab.pass("app", "internet", &udp(APP, 41000, WEB, 53, b"x"))).sport;
+    for _ in 0..5 {
+        lab.advance(300);
+        lab.pass("app", "internet", &udp(APP, 41000, WEB, 53, b"keepalive"));
+    }
+    // 1500 s later, still the same mapping, and replies still come in.
+    lab.advance(300);
+    lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, ext, b"late reply"));
+}
+
+#[test]
+fn t7_no_port_overloading_for_tcp() {
+    let mut lab = with_app2(&[]);
+    let a = seen(&lab.pass("app", "internet", &tcp(APP, 40000, WEB, 80, "S", 1, 0))).sport;
+    let b = seen(&lab.pass("app2", "internet", &tcp(APP2, 40000, WEB, 80, "S", 1, 0))).sport;
+    assert_ne!(a, b);
+}
+
+#[test]
 fn c8_freed_ports_are_held_down_for_120_seconds() {
     let mut lab = Lab::with(&[nat_option("port_range = \"20000-20001\"\nport_parity = false")]);
     let a = seen(&lab.pass("app", "internet", &udp(APP, 41000, WEB, 9, b"x"))).sport;

@@ -18,10 +18,23 @@ use std::time::{Duration, Instant};
 /// Where lab state lives (tmpfs: gone after a reboot, as the namespaces are).
 pub const STATE_ROOT: &str = "/run/natgw/labs";
 
+/// Who forwards in a lab.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LabKind {
+    /// natgw, over TUN devices.
+    #[default]
+    Natgw,
+    /// The Linux kernel: a router namespace, veth pairs, nftables (the reference).
+    Kernel,
+}
+
 /// What `lab up` recorded about a lab.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LabState {
     pub name: String,
+    #[serde(default)]
+    pub kind: LabKind,
     /// Prefix of every namespace and TUN device of this lab.
     pub prefix: String,
     /// The process that built the lab (alive while it is being built).
@@ -86,9 +99,16 @@ impl LabState {
         std::fs::rename(&tmp, dir.join("state.json")).map_err(io_err("saving lab state"))
     }
 
-    /// True while the builder or the gateway of this lab is alive.
+    /// True while the builder or the gateway of this lab is alive (for a
+    /// kernel lab, which has no process: while its namespaces exist).
     pub fn alive(&self) -> bool {
-        netns::alive(self.owner_pid as i32) || self.gateway_pid.is_some_and(|p| netns::alive(p as i32))
+        if netns::alive(self.owner_pid as i32) {
+            return true;
+        }
+        match self.kind {
+            LabKind::Natgw => self.gateway_pid.is_some_and(|p| netns::alive(p as i32)),
+            LabKind::Kernel => self.gateway_pid.is_none() && self.namespaces.iter().all(|n| netns::exists(n)),
+        }
     }
 
     /// The namespace of a host (or `internet`, or the internet namespace's own name).
@@ -164,6 +184,8 @@ pub struct UpOptions {
     pub offload: Option<bool>,
     /// The natgw binary to start the gateway with.
     pub exe: PathBuf,
+    /// Build the kernel reference instead of starting natgw.
+    pub kernel: bool,
 }
 
 fn is_root() -> bool {
@@ -197,11 +219,15 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
     std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, &o.config.1).map_err(io_err(format!("writing {}", cfg.display())))?;
-    let namespaces: Vec<String> = vpc.namespaces().iter().map(|n| namespace_name(Some(&prefix), n)).collect();
+    let mut namespaces: Vec<String> = vpc.namespaces().iter().map(|n| namespace_name(Some(&prefix), n)).collect();
+    if o.kernel {
+        namespaces.push(super::kernel_lab::router_namespace(&prefix));
+    }
     let hosts =
         vpc.attachments.iter().map(|a| (a.interface.clone(), namespace_name(Some(&prefix), &a.namespace))).collect();
     let mut state = LabState {
         name: o.name.clone(),
+        kind: if o.kernel { LabKind::Kernel } else { LabKind::Natgw },
         prefix: prefix.clone(),
         owner_pid: std::process::id(),
         gateway_pid: None,
@@ -227,6 +253,12 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
     for ns in &state.namespaces {
         netns::add(ns)?;
         netns::write_etc(ns, &names).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
+    }
+    if o.kernel {
+        let rules = super::kernel_lab::build(vpc, &state.prefix)?;
+        std::fs::write(LabState::dir(&state.name).join("nftables.conf"), rules)
+            .map_err(io_err("writing nftables.conf"))?;
+        return Ok(());
     }
     let log = std::fs::File::create(&state.log).map_err(io_err(format!("creating {}", state.log.display())))?;
     let log2 = log.try_clone().map_err(io_err("log file"))?;

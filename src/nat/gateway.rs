@@ -145,6 +145,8 @@ pub struct NatConfig {
     pub max_sessions: usize,
     /// External ports one internal address may hold (RFC 6888 REQ-4).
     pub max_ports_per_subscriber: u32,
+    /// Sessions one internal address may have at once (RFC 6888 REQ-5).
+    pub max_sessions_per_subscriber: u32,
     pub exhaustion_reply: ExhaustionReply,
     /// Inbound packets refresh the timer too (RFC 4787 REQ-6 makes this a MAY).
     pub inbound_refresh: bool,
@@ -180,6 +182,7 @@ impl Default for NatConfig {
             hold_down_secs: 120,
             max_sessions: 1 << 20,
             max_ports_per_subscriber: 65536,
+            max_sessions_per_subscriber: u32::MAX,
             exhaustion_reply: ExhaustionReply::default(),
             inbound_refresh: true,
             seed: None,
@@ -264,6 +267,8 @@ struct Slow {
     mappings: HashMap<MappingKey, MappingEntry>,
     by_external: HashMap<Endpoint, MappingKey>,
     subscribers: HashMap<u32, u32>,
+    /// Sessions per internal address (RFC 6888 REQ-5).
+    subscriber_sessions: HashMap<u32, u32>,
     hold: HoldDown,
     wheel: Wheel,
     rng: StdRng,
@@ -316,6 +321,7 @@ impl NatGateway {
                 mappings: HashMap::new(),
                 by_external: HashMap::new(),
                 subscribers: HashMap::new(),
+                subscriber_sessions: HashMap::new(),
                 hold: HoldDown::default(),
                 wheel: Wheel::default(),
                 rng,
@@ -440,6 +446,9 @@ impl NatGateway {
         }
         if self.sessions.load(Relaxed) >= self.config.max_sessions {
             return Err(NatError::TableFull);
+        }
+        if slow.subscriber_sessions.get(&key.src).copied().unwrap_or(0) >= self.config.max_sessions_per_subscriber {
+            return Err(NatError::SubscriberLimit);
         }
         let mk = self.mapping_key(key);
         let external = match slow.mappings.get(&mk) {
@@ -624,6 +633,7 @@ impl NatGateway {
         session.account(dir, len);
         self.table.insert(&session);
         self.sessions.fetch_add(1, Relaxed);
+        *slow.subscriber_sessions.entry(session.orig.src).or_default() += 1;
         let first_look = now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
         let rewrite = session.rewrite(dir);
         slow.wheel.schedule(first_look, session);
@@ -698,6 +708,12 @@ impl NatGateway {
     fn release(&self, slow: &mut Slow, s: &Arc<Session>, now_secs: u32) {
         self.table.remove(s);
         self.sessions.fetch_sub(1, Relaxed);
+        if let Some(n) = slow.subscriber_sessions.get_mut(&s.orig.src) {
+            *n -= 1;
+            if *n == 0 {
+                slow.subscriber_sessions.remove(&s.orig.src);
+            }
+        }
         let mk = self.mapping_key(&s.orig);
         let Some(m) = slow.mappings.get_mut(&mk) else {
             return;
