@@ -26,6 +26,8 @@ enum Cmd {
     Conntrack(Target),
     /// Print the counters of a running gateway: traffic, NAT metrics, drops by reason.
     Stats(Target),
+    /// Print the NAT's abuse-tracing log (port blocks; mappings with log_mappings).
+    Events(Target),
     /// Print route tables as the AWS console does.
     Routes {
         #[command(flatten)]
@@ -274,6 +276,17 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                     println!("{}", serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?);
                 } else {
                     print!("{}", render::stats(&s));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            other => Err(format!("unexpected answer: {other:?}")),
+        },
+        Cmd::Events(t) => match ask(&t, &Request::Events)? {
+            Reply::Events { nat } => {
+                if t.json {
+                    println!("{}", serde_json::to_string_pretty(&nat).map_err(|e| e.to_string())?);
+                } else {
+                    print!("{}", render::events(&nat));
                 }
                 Ok(ExitCode::SUCCESS)
             }

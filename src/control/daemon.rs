@@ -254,6 +254,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 .collect(),
         },
         Request::Routes => Reply::Routes { tables: route_views(&s.vpc) },
+        Request::Events => Reply::Events { nat: s.gw.nats().iter().map(|n| (n.name.clone(), n.events())).collect() },
         Request::Shutdown => {
             s.stop.store(true, Ordering::Relaxed);
             Reply::Ok

@@ -150,3 +150,27 @@ pub fn routes(tables: &[RouteTableView]) -> String {
     }
     out
 }
+
+/// `natgw events`: the abuse-tracing log, one record a line.
+pub fn events(nats: &[(String, Vec<crate::nat::gateway::NatEvent>)]) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for (name, evs) in nats {
+        for e in evs {
+            n += 1;
+            let _ = writeln!(
+                out,
+                "{:>8}s {name} {:<16} {:<4} internal {:<21} external {}",
+                e.at,
+                format!("{:?}", e.kind),
+                proto_name(e.proto),
+                e.internal,
+                e.external
+            );
+        }
+    }
+    if n == 0 {
+        out.push_str("no events (set port_block, or log_mappings = true, in the NAT gateway's options)\n");
+    }
+    out
+}

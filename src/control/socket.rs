@@ -19,6 +19,7 @@ pub enum Request {
     Stats,
     Conntrack,
     Routes,
+    Events,
     Shutdown,
 }
 
@@ -70,6 +71,7 @@ pub enum Reply {
     Stats(Stats),
     Conntrack { nat: Vec<NatSessions> },
     Routes { tables: Vec<RouteTableView> },
+    Events { nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)> },
     Ok,
     Error { message: String },
 }
