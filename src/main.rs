@@ -36,6 +36,19 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Change a running gateway's route tables (swapped in without stopping traffic).
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Delete a NAT gateway of a running gateway: routes to it become blackholes.
+    #[command(name = "nat-gateway", subcommand)]
+    NatGateway(NatGatewayCmd),
+    /// Print the VPC file that the minimal form's flags stand for.
+    Config {
+        #[command(flatten)]
+        minimal: Minimal,
+        #[arg(long, hide = true)]
+        config: Option<PathBuf>,
+    },
     /// Check a VPC config file and print what it describes.
     Check {
         /// The file (default: the embedded default lab).
@@ -43,11 +56,37 @@ enum Cmd {
     },
 }
 
+/// The minimal form: one private namespace, one public namespace, one public address.
+#[derive(Args, Clone)]
+struct Minimal {
+    /// The private host: NAMESPACE:ADDRESS/LEN (e.g. app:10.0.1.10/24).
+    #[arg(long, requires_all = ["public", "public_ip"], conflicts_with = "config")]
+    private: Option<String>,
+    /// The public side: NAMESPACE:ADDRESS/LEN (e.g. web:198.51.100.10/24).
+    #[arg(long, requires = "private")]
+    public: Option<String>,
+    /// The NAT gateway's public address (e.g. 203.0.113.5).
+    #[arg(long, requires = "private")]
+    public_ip: Option<String>,
+}
+
+impl Minimal {
+    /// The VPC file the flags stand for, if they were given.
+    fn config(&self) -> Result<Option<(String, String)>, String> {
+        match (&self.private, &self.public, &self.public_ip) {
+            (Some(a), Some(b), Some(c)) => Ok(Some(("(command line)".into(), config::minimal(a, b, c)?))),
+            _ => Ok(None),
+        }
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
-    /// The VPC config file (TOML).
-    #[arg(long)]
-    config: PathBuf,
+    /// The VPC config file (TOML); or the minimal form's three flags.
+    #[arg(long, required_unless_present = "private")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    minimal: Minimal,
     /// Prefix added to every namespace name in the config (`PREFIX-name`).
     #[arg(long)]
     netns_prefix: Option<String>,
@@ -74,6 +113,8 @@ enum LabCmd {
         /// A VPC config (default: the embedded default lab).
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        minimal: Minimal,
         #[arg(long, default_value_t = 0)]
         workers: usize,
         #[arg(long)]
@@ -107,6 +148,37 @@ enum LabCmd {
     List,
 }
 
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// Add a route: DESTINATION (a CIDR) -> TARGET (igw, a NAT gateway, a host, blackhole).
+    Add {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        table: String,
+        destination: String,
+        via: String,
+    },
+    /// Delete the route to DESTINATION.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        table: String,
+        destination: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NatGatewayCmd {
+    /// Delete the NAT gateway NAME.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        name: String,
+    },
+}
+
 #[derive(Args)]
 struct Target {
     /// The lab whose gateway to ask.
@@ -130,9 +202,11 @@ impl Target {
 }
 
 fn main() -> ExitCode {
+    natgw::io::default_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NATGW_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match real_main(Cli::parse()) {
         Ok(code) => code,
@@ -175,7 +249,10 @@ fn exe() -> Result<PathBuf, String> {
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Run(a) => {
-            let vpc = load(Some(&a.config))?;
+            let vpc = match a.minimal.config()? {
+                Some((label, text)) => config::parse(&label, &text).map_err(|e| e.to_string())?,
+                None => load(a.config.as_deref())?,
+            };
             let offload = if a.offload {
                 Some(true)
             } else if a.no_offload {
@@ -195,8 +272,11 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             d.shutdown();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lab(LabCmd::Up { name, config, workers, no_offload, kernel }) => {
-            let cfg = read_config(config.as_deref())?;
+        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, kernel }) => {
+            let cfg = match minimal.config()? {
+                Some(c) => c,
+                None => read_config(config.as_deref())?,
+            };
             let opts = lab::UpOptions {
                 name: name.clone(),
                 config: cfg,
@@ -303,8 +383,35 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             print!("{}", render::routes(&tables));
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Route(RouteCmd::Add { target, table, destination, via }) => {
+            ask(
+                &target,
+                &Request::RouteAdd { table: table.clone(), destination: destination.clone(), target: via.clone() },
+            )?;
+            println!("route table {table}: {destination} -> {via} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Route(RouteCmd::Delete { target, table, destination }) => {
+            ask(&target, &Request::RouteDelete { table: table.clone(), destination: destination.clone() })?;
+            println!("route table {table}: route to {destination} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::NatGateway(NatGatewayCmd::Delete { target, name }) => {
+            ask(&target, &Request::NatGatewayDelete { name: name.clone() })?;
+            println!("NAT gateway {name} deleted; routes to it are blackholes now (natgw routes)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { minimal, .. } => match minimal.config()? {
+            Some((_, text)) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err("give --private NS:ADDR/LEN --public NS:ADDR/LEN --public-ip ADDR".into()),
+        },
         Cmd::Check { file } => {
+            let t = std::time::Instant::now();
             let v = load(file.as_deref())?;
+            let took = t.elapsed();
             println!(
                 "{}: VPC {} ({}), {} subnets, {} hosts, {} NAT gateways, {} route tables, {} network ACLs: OK",
                 file.as_ref().map_or("default lab".to_string(), |p| p.display().to_string()),
@@ -316,7 +423,18 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 v.parts.route_tables.len(),
                 v.parts.acls.len() - 1,
             );
-            print!("{}", render::routes(&daemon::route_views(&v)));
+            let big: Vec<String> = v
+                .parts
+                .route_tables
+                .iter()
+                .filter(|t| t.len() > 20)
+                .map(|t| format!("{}: {} routes, LPM {:.1} MiB", t.name, t.len(), t.lpm_bytes() as f64 / 1048576.0))
+                .collect();
+            if big.is_empty() {
+                print!("{}", render::routes(&daemon::route_views(&v)));
+            } else {
+                println!("loaded and compiled in {:.0} ms; {}", took.as_secs_f64() * 1e3, big.join("; "));
+            }
             Ok(if v.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
     }

@@ -187,6 +187,17 @@ struct RouteTableSection {
     main: bool,
     #[serde(default)]
     routes: Vec<RouteSection>,
+    /// Routes read from files: one CIDR a line (gzip if the name ends in .gz),
+    /// all to one target. For a full internet table.
+    #[serde(default)]
+    route_files: Vec<RouteFileSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFileSection {
+    path: S,
+    target: S,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +276,8 @@ pub struct Vpc {
     pub gateway: GatewaySettings,
     /// The main route table, if the file has one.
     pub main_table: Option<usize>,
+    /// The internet gateway's name (a route target).
+    pub igw_name: String,
     /// Things that load but are probably mistakes (stateless ACLs without the
     /// ephemeral range, ...).
     pub warnings: Vec<String>,
@@ -277,7 +290,37 @@ struct Ctx<'a> {
     src: &'a str,
 }
 
+/// Reads a route file: one CIDR a line, `#` comments, gzip if it ends in `.gz`.
+fn read_route_file(path: &std::path::Path) -> Result<Vec<Prefix>, String> {
+    use std::io::{BufRead, BufReader, Read};
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let r: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    let mut v = Vec::new();
+    for (i, line) in BufReader::new(r).lines().enumerate() {
+        let line = line.map_err(|e| e.to_string())?;
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        v.push(t.parse::<Prefix>().map_err(|e| format!("line {}: {e}", i + 1))?);
+    }
+    Ok(v)
+}
+
 impl Ctx<'_> {
+    /// A path from the file, relative to the file's directory.
+    fn relative(&self, p: &str) -> std::path::PathBuf {
+        let p = std::path::Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        std::path::Path::new(self.file).parent().map_or_else(|| p.to_path_buf(), |d| d.join(p))
+    }
+
     fn err(&self, span: Range<usize>, message: impl Into<String>, fix: impl Into<String>) -> ConfigError {
         let (line, column) = line_col(self.src, span.start);
         ConfigError { file: self.file.to_string(), line, column, message: message.into(), fix: fix.into() }
@@ -651,6 +694,38 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         nats.push((n.name.get_ref().clone(), config));
     }
 
+    // Route targets by name: the internet gateway, NAT gateways, hosts, blackhole.
+    let resolve_target = |t: &S| -> Result<Target, ConfigError> {
+        let name = t.get_ref().as_str();
+        if name == "local" {
+            Err(cx.err(t.span(), "the local route is added automatically", "remove this route"))
+        } else if name == "blackhole" {
+            Ok(Target::Blackhole)
+        } else if name == igw_name || name == "igw" {
+            if f.internet.is_none() {
+                return Err(cx.err(
+                    t.span(),
+                    "a route to the internet gateway, but there is no [internet] section",
+                    "add an [internet] section or remove the route",
+                ));
+            }
+            Ok(Target::InternetGateway)
+        } else if let Some(&i) = nat_index.get(name) {
+            Ok(Target::NatGateway(i as u16))
+        } else if let Some(&i) = host_index.get(name) {
+            Ok(Target::Host(i as u16))
+        } else {
+            let mut known: Vec<String> = vec![igw_name.clone(), "blackhole".into()];
+            known.extend(nat_index.keys().cloned());
+            known.extend(host_index.keys().cloned());
+            known.sort();
+            Err(cx.err(
+                t.span(),
+                format!("route target `{name}` does not exist"),
+                format!("use one of: {}", known.join(", ")),
+            ))
+        }
+    };
     // Routes: the local route first (AWS adds it to every table), then the file's.
     let mut route_tables = Vec::new();
     for t in &f.route_tables {
@@ -674,35 +749,32 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 ));
             }
             let name = r.target.get_ref().as_str();
-            let target = if name == "local" {
-                return Err(cx.err(r.target.span(), "the local route is added automatically", "remove this route"));
-            } else if name == "blackhole" {
-                Target::Blackhole
-            } else if name == igw_name || name == "igw" {
-                if f.internet.is_none() {
-                    return Err(cx.err(
-                        r.target.span(),
-                        "a route to the internet gateway, but there is no [internet] section",
-                        "add an [internet] section or remove the route",
-                    ));
-                }
-                Target::InternetGateway
-            } else if let Some(&i) = nat_index.get(name) {
-                Target::NatGateway(i as u16)
-            } else if let Some(&i) = host_index.get(name) {
-                Target::Host(i as u16)
-            } else {
-                let mut known: Vec<String> = vec![igw_name.clone(), "blackhole".into()];
-                known.extend(nat_index.keys().cloned());
-                known.extend(host_index.keys().cloned());
-                known.sort();
-                return Err(cx.err(
-                    r.target.span(),
-                    format!("route target `{name}` does not exist"),
-                    format!("use one of: {}", known.join(", ")),
-                ));
-            };
+            let target = resolve_target(&r.target)?;
             routes.push(Route { destination, target, target_name: name.to_string(), state: RouteState::Active });
+        }
+        for rf in &t.route_files {
+            let target = resolve_target(&rf.target)?;
+            let path = cx.relative(rf.path.get_ref());
+            let loaded = read_route_file(&path).map_err(|e| {
+                cx.err(
+                    rf.path.span(),
+                    format!("{}: {e}", path.display()),
+                    "give a readable file of CIDR blocks, one a line (.gz allowed)",
+                )
+            })?;
+            for destination in loaded {
+                // The file's routes never override the table's own (they come first).
+                if seen.contains_key(&destination) {
+                    continue;
+                }
+                seen.insert(destination, rf.path.span());
+                routes.push(Route {
+                    destination,
+                    target,
+                    target_name: rf.target.get_ref().clone(),
+                    state: RouteState::Active,
+                });
+            }
         }
         route_tables.push(RouteTable::new(t.name.get_ref(), routes));
     }
@@ -798,6 +870,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         attachments,
         gateway,
         main_table,
+        igw_name,
         warnings,
     })
 }
@@ -1006,6 +1079,192 @@ impl Vpc {
     }
 }
 
+/// The minimal form: one private namespace, one public namespace, one public
+/// address, from three command-line values. Returns the equivalent VPC file,
+/// so the user can start from it. `private` and `public` are `NS:ADDR/LEN`.
+pub fn minimal(private: &str, public: &str, public_ip: &str) -> Result<String, String> {
+    let split = |s: &str, what: &str| -> Result<(String, Ipv4Addr, u8), String> {
+        let (ns, cidr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("--{what} `{s}`: write NAMESPACE:ADDRESS/LEN, e.g. app:10.0.1.10/24"))?;
+        let (a, l) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("--{what} `{s}`: the address needs a prefix length, e.g. 10.0.1.10/24"))?;
+        let a: Ipv4Addr = a.parse().map_err(|_| format!("--{what} `{s}`: `{a}` is not an IPv4 address"))?;
+        let l: u8 = l.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("--{what} `{s}`: bad prefix length"))?;
+        if ns.is_empty() || !name_ok(ns) {
+            return Err(format!("--{what} `{s}`: bad namespace name"));
+        }
+        Ok((ns.to_string(), a, l))
+    };
+    let (pns, pip, plen) = split(private, "private")?;
+    let (ons, oip, olen) = split(public, "public")?;
+    let eip: Ipv4Addr = public_ip.parse().map_err(|_| format!("--public-ip `{public_ip}` is not an IPv4 address"))?;
+    if !(16..=28).contains(&plen) {
+        return Err(format!(
+            "--private: a /{plen} network; the private side must be /17 to /28 (a VPC is at most /16 and needs room for the NAT gateway)"
+        ));
+    }
+    if plen == 16 {
+        return Err("--private: use at most a /17, so the NAT gateway's subnet fits in the /16 VPC".into());
+    }
+    let private_net = Prefix::new(pip, plen);
+    let vpc = Prefix::new(pip, 16);
+    // The NAT gateway's public subnet: the last /28 of the VPC that is not the private network.
+    let public_net = [vpc.size() / 16 - 1, 0]
+        .into_iter()
+        .map(|k| Prefix::new(vpc.nth(k * 16), 28))
+        .find(|p| !p.overlaps(&private_net))
+        .ok_or("no room for the NAT gateway's subnet")?;
+    let outside = Prefix::new(oip, olen);
+    let gw = if oip == outside.nth(1) { Ipv4Addr::from(u32::from(outside.last()) - 1) } else { outside.nth(1) };
+    Ok(format!(
+        r#"# Generated by natgw from --private {private} --public {public} --public-ip {public_ip}
+[vpc]
+name = "minimal"
+cidr = "{vpc}"
+
+[internet]
+gateway = "{gw}"
+addresses = ["{oip}/{olen}"]
+namespace = "{ons}"
+
+[[subnets]]
+name = "private"
+cidr = "{private_net}"
+route_table = "private"
+
+[[subnets]]
+name = "public"
+cidr = "{public_net}"
+route_table = "public"
+
+[[hosts]]
+name = "{pns}"
+subnet = "private"
+ip = "{pip}"
+namespace = "{pns}"
+
+[[nat_gateways]]
+name = "nat"
+subnet = "public"
+private_ip = "{nat_ip}"
+elastic_ips = ["{eip}"]
+
+[[route_tables]]
+name = "public"
+routes = [ {{ destination = "0.0.0.0/0", target = "igw" }} ]
+
+[[route_tables]]
+name = "private"
+main = true
+routes = [ {{ destination = "0.0.0.0/0", target = "nat" }} ]
+"#,
+        nat_ip = public_net.nth(4),
+    ))
+}
+
+/// Why a change to a running VPC was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no route table named `{0}`")]
+    NoTable(String),
+    #[error("{0}")]
+    BadDestination(String),
+    #[error("route target `{0}` does not exist")]
+    NoTarget(String),
+    #[error("route table `{table}` already has a route to {destination}")]
+    Exists { table: String, destination: String },
+    #[error("route table `{table}` has no route to {destination}")]
+    NoRoute { table: String, destination: String },
+    #[error("the local route cannot be changed")]
+    Local,
+    #[error("no NAT gateway named `{0}`")]
+    NoNatGateway(String),
+}
+
+impl Vpc {
+    fn table_index(&self, table: &str) -> Result<usize, ChangeError> {
+        self.parts
+            .route_tables
+            .iter()
+            .position(|t| t.name == table)
+            .ok_or_else(|| ChangeError::NoTable(table.to_string()))
+    }
+
+    fn target_named(&self, name: &str) -> Result<Target, ChangeError> {
+        if name == "blackhole" {
+            return Ok(Target::Blackhole);
+        }
+        if name == self.igw_name || name == "igw" {
+            return Ok(Target::InternetGateway);
+        }
+        if let Some(i) = self.parts.nat_gateways.iter().position(|n| n.name == name && !n.public_ips.is_empty()) {
+            return Ok(Target::NatGateway(i as u16));
+        }
+        if let Some(i) = self.parts.hosts.iter().position(|h| h.name == name) {
+            return Ok(Target::Host(i as u16));
+        }
+        Err(ChangeError::NoTarget(name.to_string()))
+    }
+
+    fn rebuild_table(&mut self, i: usize, routes: Vec<Route>) {
+        let name = self.parts.route_tables[i].name.clone();
+        self.parts.route_tables[i] = RouteTable::new(&name, routes);
+    }
+
+    /// CreateRoute: adds `destination -> target` to a table.
+    pub fn add_route(&mut self, table: &str, destination: &str, target: &str) -> Result<(), ChangeError> {
+        let i = self.table_index(table)?;
+        let d = Prefix::parse_canonical(destination).map_err(|e| ChangeError::BadDestination(e.to_string()))?;
+        let t = self.target_named(target)?;
+        let mut routes = self.parts.route_tables[i].routes().to_vec();
+        if routes.iter().any(|r| r.destination == d) {
+            return Err(ChangeError::Exists { table: table.to_string(), destination: d.to_string() });
+        }
+        routes.push(Route { destination: d, target: t, target_name: target.to_string(), state: RouteState::Active });
+        self.rebuild_table(i, routes);
+        Ok(())
+    }
+
+    /// DeleteRoute.
+    pub fn delete_route(&mut self, table: &str, destination: &str) -> Result<(), ChangeError> {
+        let i = self.table_index(table)?;
+        let d = Prefix::parse_canonical(destination).map_err(|e| ChangeError::BadDestination(e.to_string()))?;
+        let mut routes = self.parts.route_tables[i].routes().to_vec();
+        let Some(at) = routes.iter().position(|r| r.destination == d) else {
+            return Err(ChangeError::NoRoute { table: table.to_string(), destination: d.to_string() });
+        };
+        if routes[at].target == Target::Local {
+            return Err(ChangeError::Local);
+        }
+        routes.remove(at);
+        self.rebuild_table(i, routes);
+        Ok(())
+    }
+
+    /// DeleteNatGateway: its Elastic IPs go, and routes to it become blackholes.
+    pub fn delete_nat_gateway(&mut self, name: &str) -> Result<(), ChangeError> {
+        let n = self.parts.nat_gateways.iter().position(|g| g.name == name && !g.public_ips.is_empty());
+        let n = n.ok_or_else(|| ChangeError::NoNatGateway(name.to_string()))?;
+        self.parts.nat_gateways[n].public_ips.clear();
+        for i in 0..self.parts.route_tables.len() {
+            let mut routes = self.parts.route_tables[i].routes().to_vec();
+            let mut changed = false;
+            for r in &mut routes {
+                if r.target == Target::NatGateway(n as u16) {
+                    r.state = RouteState::Blackhole;
+                    changed = true;
+                }
+            }
+            if changed {
+                self.rebuild_table(i, routes);
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,6 +1339,65 @@ outbound = [ { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0
         let bad = extra.replace("protocol = \"all\", cidr", "protocol = \"all\", ports = \"80\", cidr");
         let e = parse("x.toml", &format!("{DEFAULT_LAB}{bad}")).unwrap_err();
         assert!(e.message.contains("TCP and UDP"), "{e}");
+    }
+
+    #[test]
+    fn route_changes_and_deleted_targets() {
+        let mut v = parse("lab.toml", DEFAULT_LAB).unwrap();
+        v.add_route("private", "192.0.2.0/24", "blackhole").unwrap();
+        assert_eq!(
+            v.add_route("private", "192.0.2.0/24", "igw").unwrap_err(),
+            ChangeError::Exists { table: "private".into(), destination: "192.0.2.0/24".into() }
+        );
+        assert!(matches!(v.add_route("private", "192.0.2.1/24", "igw"), Err(ChangeError::BadDestination(_))));
+        assert_eq!(v.add_route("nope", "192.0.3.0/24", "igw").unwrap_err(), ChangeError::NoTable("nope".into()));
+        assert_eq!(v.add_route("private", "192.0.3.0/24", "nat-9").unwrap_err(), ChangeError::NoTarget("nat-9".into()));
+        assert_eq!(v.delete_route("private", "10.0.0.0/16").unwrap_err(), ChangeError::Local);
+        v.delete_route("private", "192.0.2.0/24").unwrap();
+        v.delete_nat_gateway("nat-1").unwrap();
+        let t = &v.parts.route_tables[v.table_index("private").unwrap()];
+        let r = t.lookup(u32::from(Ipv4Addr::new(8, 8, 8, 8))).unwrap();
+        assert_eq!((r.state, r.effective()), (RouteState::Blackhole, Target::Blackhole));
+        assert_eq!(v.delete_nat_gateway("nat-1").unwrap_err(), ChangeError::NoNatGateway("nat-1".into()));
+    }
+
+    #[test]
+    fn the_minimal_form_makes_a_valid_vpc() {
+        let text = minimal("app:10.0.1.10/24", "web:198.51.100.10/24", "203.0.113.5").unwrap();
+        let v = parse("minimal", &text).unwrap();
+        assert_eq!(v.parts.hosts[0].ip, Ipv4Addr::new(10, 0, 1, 10));
+        assert_eq!(v.nats[0].1.public_ips, vec![Ipv4Addr::new(203, 0, 113, 5)]);
+        assert_eq!(v.attachments.iter().map(|a| a.namespace.as_str()).collect::<Vec<_>>(), ["app", "web"]);
+        assert!(minimal("app:10.0.1.10", "web:198.51.100.10/24", "203.0.113.5").unwrap_err().contains("prefix length"));
+        assert!(minimal("app:10.0.0.10/16", "web:198.51.100.10/24", "203.0.113.5").unwrap_err().contains("/17"));
+        assert!(minimal("app:10.0.1.10/24", "web:198.51.100.10/24", "nope").unwrap_err().contains("--public-ip"));
+    }
+
+    #[test]
+    fn a_full_table_loads_from_a_route_file() {
+        let Some(data) = shared_table() else { return };
+        let src = DEFAULT_LAB.replace(
+            "  { destination = \"0.0.0.0/0\", target = \"igw\" },\n]",
+            &format!("  {{ destination = \"0.0.0.0/0\", target = \"igw\" }},\n]\nroute_files = [ {{ path = \"{}\", target = \"igw\" }} ]", data.display()),
+        );
+        let v = parse("lab.toml", &src).unwrap();
+        let t = &v.parts.route_tables[v.table_index("public").unwrap()];
+        assert!(t.len() > 1_000_000, "{}", t.len());
+        let a = Ipv4Addr::new(1, 0, 128, 1);
+        let r = t.lookup(u32::from(a)).unwrap();
+        // The file has 1.0.128.0/17, /18 and more specifics: the longest wins.
+        assert!(r.destination.contains(a) && r.destination.prefix_len() >= 18, "{}", r.destination);
+        assert_eq!(r.target, Target::InternetGateway);
+    }
+
+    /// The 1M-prefix table of ../shared/data, if this checkout sits beside it.
+    fn shared_table() -> Option<std::path::PathBuf> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ris-ipv4-20260511.txt.gz");
+        if p.exists() {
+            return Some(p);
+        }
+        eprintln!("SKIPPED: {} is not beside this checkout", p.display());
+        None
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub struct Daemon {
 
 struct Shared {
     gw: Arc<Gateway>,
-    vpc: Vpc,
+    /// The VPC as configured and changed since; the topology is compiled from it.
+    vpc: parking_lot::Mutex<Vpc>,
     counters: Vec<Arc<crate::pipeline::Counters>>,
     clock: Clock,
     offload: OffloadLevel,
@@ -123,7 +124,7 @@ impl Daemon {
             .map_err(|source| StartError::Socket { path: opts.socket.display().to_string(), source })?;
         let shared = Arc::new(Shared {
             gw: gw.clone(),
-            vpc,
+            vpc: parking_lot::Mutex::new(vpc),
             counters: workers.counters().to_vec(),
             clock,
             offload: level,
@@ -186,6 +187,7 @@ impl Daemon {
 /// Ends sessions as they time out, and port hold-downs, with bounded work per pass.
 fn reaper(s: &Shared) {
     while !s.stop.load(Ordering::Relaxed) {
+        s.gw.collect_garbage();
         let now = s.clock.now().secs();
         for nat in s.gw.nats() {
             // Bounded passes: yield between them so the slow path gets the lock.
@@ -253,12 +255,30 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 .map(|n| NatSessions { name: n.name.clone(), sessions: n.sessions(now.secs()) })
                 .collect(),
         },
-        Request::Routes => Reply::Routes { tables: route_views(&s.vpc) },
+        Request::Routes => Reply::Routes { tables: route_views(&s.vpc.lock()) },
+        Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
+        Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
+        Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
         Request::Events => Reply::Events { nat: s.gw.nats().iter().map(|n| (n.name.clone(), n.events())).collect() },
         Request::Shutdown => {
             s.stop.store(true, Ordering::Relaxed);
             Reply::Ok
         }
+    }
+}
+
+/// Applies a change to the VPC and swaps in the topology compiled from it:
+/// workers keep forwarding with the old one until their next wake-up.
+fn change(s: &Shared, f: impl FnOnce(&mut Vpc) -> Result<(), super::config::ChangeError>) -> Reply {
+    let t = std::time::Instant::now();
+    let mut vpc = s.vpc.lock();
+    match f(&mut vpc) {
+        Ok(()) => {
+            s.gw.set_topology(crate::pipeline::Topology::new(vpc.parts.clone()));
+            tracing::info!(took_ms = t.elapsed().as_millis() as u64, "topology swapped");
+            Reply::Ok
+        }
+        Err(e) => Reply::Error { message: e.to_string() },
     }
 }
 

@@ -217,8 +217,16 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
     let prefix = format!("ngw{}", std::process::id());
     let dir = LabState::dir(&o.name);
     std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, &o.config.1).map_err(io_err(format!("writing {}", cfg.display())))?;
+    // A config from a file is used in place (its relative `route_files` paths
+    // stay valid); the embedded one is written out for the gateway to read.
+    let cfg = match std::fs::canonicalize(&o.config.0) {
+        Ok(p) if p.is_file() => p,
+        _ => {
+            let cfg = dir.join("config.toml");
+            std::fs::write(&cfg, &o.config.1).map_err(io_err(format!("writing {}", cfg.display())))?;
+            cfg
+        }
+    };
     let mut namespaces: Vec<String> = vpc.namespaces().iter().map(|n| namespace_name(Some(&prefix), n)).collect();
     if o.kernel {
         namespaces.push(super::kernel_lab::router_namespace(&prefix));

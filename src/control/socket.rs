@@ -20,6 +20,21 @@ pub enum Request {
     Conntrack,
     Routes,
     Events,
+    /// CreateRoute.
+    RouteAdd {
+        table: String,
+        destination: String,
+        target: String,
+    },
+    /// DeleteRoute.
+    RouteDelete {
+        table: String,
+        destination: String,
+    },
+    /// DeleteNatGateway: routes to it become blackholes.
+    NatGatewayDelete {
+        name: String,
+    },
     Shutdown,
 }
 

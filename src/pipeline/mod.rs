@@ -80,6 +80,9 @@ impl Default for Settings {
 #[derive(Debug)]
 pub struct Gateway {
     topology: ArcSwap<Topology>,
+    /// Topologies replaced but maybe still held by a worker: freed by the
+    /// control plane ([`Gateway::collect_garbage`]), never on the packet path.
+    graveyard: Mutex<Vec<Arc<Topology>>>,
     nats: Vec<Arc<NatGateway>>,
     frags: Mutex<FragTable>,
     pub settings: Settings,
@@ -91,6 +94,7 @@ impl Gateway {
     pub fn new(topology: Topology, nats: Vec<Arc<NatGateway>>, settings: Settings) -> Arc<Gateway> {
         Arc::new(Gateway {
             topology: ArcSwap::from_pointee(topology),
+            graveyard: Mutex::new(Vec::new()),
             nats,
             frags: Mutex::new(FragTable::new(settings.frag)),
             settings,
@@ -102,9 +106,20 @@ impl Gateway {
         self.topology.load_full()
     }
 
-    /// Swaps in a new topology; workers pick it up at their next batch.
+    /// Swaps in a new topology; workers pick it up at their next wake-up.
+    /// The old one is kept until no worker holds it (see `collect_garbage`),
+    /// so a worker never frees a large table on the packet path.
     pub fn set_topology(&self, t: Topology) {
-        self.topology.store(Arc::new(t));
+        let old = self.topology.swap(Arc::new(t));
+        self.graveyard.lock().push(old);
+    }
+
+    /// Frees replaced topologies that no worker holds any more. The control
+    /// plane calls this now and then; returns how many are still held.
+    pub fn collect_garbage(&self) -> usize {
+        let mut g = self.graveyard.lock();
+        g.retain(|t| Arc::strong_count(t) > 1);
+        g.len()
     }
 
     pub fn nats(&self) -> &[Arc<NatGateway>] {

@@ -57,25 +57,31 @@ impl Route {
     }
 }
 
-/// A compiled route table.
+/// A compiled route table. Cloning is cheap (the routes and the compiled
+/// structure are shared), so a new topology can reuse unchanged tables.
 #[derive(Clone, Debug)]
 pub struct RouteTable {
     pub name: String,
-    routes: Vec<Route>,
-    lpm: Lpm,
+    routes: std::sync::Arc<[Route]>,
+    lpm: std::sync::Arc<Lpm>,
 }
 
 impl RouteTable {
     /// Builds a table; among routes with the same destination the last wins.
     pub fn new(name: &str, routes: Vec<Route>) -> RouteTable {
         let lpm = Lpm::build(routes.iter().enumerate().map(|(i, r)| (r.destination, i as u32)));
-        RouteTable { name: name.to_string(), routes, lpm }
+        RouteTable { name: name.to_string(), routes: routes.into(), lpm: std::sync::Arc::new(lpm) }
     }
 
     /// The most specific route for `dst`.
     #[inline]
     pub fn lookup(&self, dst: u32) -> Option<&Route> {
         self.lpm.lookup(dst).and_then(|i| self.routes.get(i as usize))
+    }
+
+    /// The routes, in the order given.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// The routes, most specific first (as `natgw routes` prints them).
