@@ -7,6 +7,7 @@
 
 mod harness;
 mod nat_behaviour;
+mod vpc;
 use harness::*;
 
 use std::time::{Duration, Instant};

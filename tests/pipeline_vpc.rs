@@ -1,0 +1,194 @@
+//! The VPC model in the pipeline: route tables (main, association, blackhole,
+//! middlebox), network ACLs, and topology swaps under traffic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+mod common;
+use common::*;
+use natgw::pipeline::{Action, DropReason, PacketBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const ACL_NO_PING: &str = r#"
+[[network_acls]]
+name = "no-ping"
+outbound = [
+  { rule = 100, action = "deny", protocol = "icmp", cidr = "0.0.0.0/0", icmp_type = 8 },
+  { rule = 200, action = "allow", protocol = "all", cidr = "0.0.0.0/0" },
+]
+inbound = [
+  { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" },
+]
+"#;
+
+const ACL_NO_EPHEMERAL: &str = r#"
+[[network_acls]]
+name = "ssh-only"
+outbound = [ { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" } ]
+inbound = [ { rule = 100, action = "allow", protocol = "tcp", cidr = "0.0.0.0/0", ports = "22" } ]
+"#;
+
+fn lab_with_acl(acl: &str, name: &str) -> Lab {
+    let src = natgw::control::config::DEFAULT_LAB
+        .replace("profile = \"aws\"", "profile = \"aws\"\nseed = 42")
+        .replace("route_table = \"private\"", &format!("route_table = \"private\"\nnetwork_acl = \"{name}\""));
+    Lab::from_toml(&format!("{src}{acl}"))
+}
+
+#[test]
+fn an_acl_can_deny_ping_and_allow_http() {
+    let mut lab = lab_with_acl(ACL_NO_PING, "no-ping");
+    let (a, _) = lab.send("app", &echo(APP, WEB, 1, 1));
+    assert_eq!(a, Action::Drop(DropReason::AclDeny));
+    let ext = seen(&lab.pass("app", "internet", &tcp(APP, 40000, WEB, 80, "S", 1, 0))).sport;
+    lab.pass("internet", "app", &tcp(WEB, 80, NAT_IP, ext, "SA", 9, 2));
+    assert_eq!(lab.totals().drop_count("acl_deny"), 1);
+}
+
+#[test]
+fn a_stateless_acl_without_the_ephemeral_range_loses_replies() {
+    let src = natgw::control::config::DEFAULT_LAB
+        .replace("route_table = \"private\"", "route_table = \"private\"\nnetwork_acl = \"ssh-only\"");
+    let vpc = natgw::control::config::parse("acl.toml", &format!("{src}{ACL_NO_EPHEMERAL}")).unwrap();
+    assert!(
+        vpc.warnings.iter().any(|w| w.contains("ephemeral")),
+        "natgw warns when it loads such a file: {:?}",
+        vpc.warnings
+    );
+    let mut lab = lab_with_acl(ACL_NO_EPHEMERAL, "ssh-only");
+    // The SYN leaves (outbound allows all) ...
+    let ext = seen(&lab.pass("app", "internet", &tcp(APP, 40000, WEB, 80, "S", 1, 0))).sport;
+    // ... but the SYN-ACK to app's ephemeral port is denied entering the subnet.
+    let (a, _) = lab.send("internet", &tcp(WEB, 80, NAT_IP, ext, "SA", 9, 2));
+    assert_eq!(a, Action::Drop(DropReason::AclDeny));
+    // SSH to app's port 22 from inside the VPC is allowed in.
+    lab.pass("bastion", "app", &tcp(BASTION, 50000, APP, 22, "S", 1, 0));
+}
+
+#[test]
+fn acls_act_at_subnet_boundaries_only() {
+    // Two hosts of the private subnet talk although its ACL denies everything.
+    let deny_all = "\n[[network_acls]]\nname = \"closed\"\n";
+    let src = natgw::control::config::DEFAULT_LAB
+        .replace("route_table = \"private\"", "route_table = \"private\"\nnetwork_acl = \"closed\"")
+        .replace(
+            "[[nat_gateways]]",
+            "[[hosts]]\nname = \"app2\"\nsubnet = \"private\"\nip = \"10.0.1.11\"\n\n[[nat_gateways]]",
+        );
+    let mut lab = Lab::from_toml(&format!("{src}{deny_all}"));
+    lab.pass("app", "app2", &tcp(APP, 1, [10, 0, 1, 11], 2, "S", 1, 0));
+    let (a, _) = lab.send("app", &tcp(APP, 1, BASTION, 2, "S", 1, 0));
+    assert_eq!(a, Action::Drop(DropReason::AclDeny), "a new custom ACL denies everything across the boundary");
+}
+
+#[test]
+fn a_blackhole_route_drops() {
+    let mut lab = Lab::with(&[(
+        "{ destination = \"0.0.0.0/0\", target = \"nat-1\" },",
+        "{ destination = \"0.0.0.0/0\", target = \"nat-1\" },\n  { destination = \"198.51.100.11/32\", target = \"blackhole\" },",
+    )]);
+    let (a, _) = lab.send("app", &udp(APP, 1, WEB2, 2, b"x"));
+    assert_eq!(a, Action::Drop(DropReason::Blackhole));
+    lab.pass("app", "internet", &udp(APP, 1, WEB, 2, b"x"));
+}
+
+#[test]
+fn subnets_without_an_association_use_the_main_table() {
+    let mut lab = Lab::with(&[("cidr = \"10.0.1.0/24\"\nroute_table = \"private\"", "cidr = \"10.0.1.0/24\"")]);
+    // The private table is the main one: app still goes out through nat-1.
+    assert_eq!(seen(&lab.pass("app", "internet", &udp(APP, 40000, WEB, 53, b"x"))).src, addr(NAT_IP));
+}
+
+#[test]
+fn a_more_specific_route_steers_traffic_through_a_middlebox() {
+    let fw = [10, 0, 2, 10];
+    let mut lab = Lab::with(&[
+        (
+            "[[hosts]]\nname = \"bastion\"",
+            "[[subnets]]\nname = \"inspection\"\ncidr = \"10.0.2.0/24\"\nroute_table = \"inspection\"\n\n[[hosts]]\nname = \"fw\"\nsubnet = \"inspection\"\nip = \"10.0.2.10\"\nsource_dest_check = false\n\n[[hosts]]\nname = \"bastion\"",
+        ),
+        (
+            "{ destination = \"0.0.0.0/0\", target = \"igw\" },\n]",
+            "{ destination = \"0.0.0.0/0\", target = \"igw\" },\n  { destination = \"10.0.1.0/24\", target = \"fw\" },\n]\n\n[[route_tables]]\nname = \"inspection\"\nroutes = []",
+        ),
+    ]);
+    // bastion -> app is sent to the firewall first ...
+    let at_fw = lab.pass("bastion", "fw", &tcp(BASTION, 50000, APP, 22, "S", 1, 0));
+    assert_eq!(seen(&at_fw).dst, addr(APP), "unchanged: the middlebox sees the real endpoints");
+    // ... which sends it on (with bastion's source address: source/dest check off).
+    let delivered = lab.pass("fw", "app", &at_fw);
+    assert_eq!(seen(&delivered).src, addr(BASTION));
+    // A host with the check on may not do that.
+    let (a, _) = lab.send("bastion", &tcp(fw, 1, APP, 22, "S", 1, 0));
+    assert_eq!(a, Action::Drop(DropReason::SourceCheck));
+}
+
+#[test]
+fn route_changes_are_swapped_in_while_traffic_flows() {
+    let lab = Lab::new();
+    let gw = lab.gw.clone();
+    drop(lab); // its pipeline would hold the first topology
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    // Two workers carry traffic the whole time.
+    for w in 0..2u16 {
+        let gw = gw.clone();
+        let stop = stop.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut pipe = gw.pipeline();
+            let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
+            let (mut forwarded, mut other) = (0u64, 0u64);
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                pipe.refresh();
+                let mut b = PacketBuf::from_slice(&udp(APP, 20000 + (i % 1000) as u16 + w * 1000, WEB, 53, b"q"));
+                match pipe.process(natgw::Timestamp::from_secs(1000), app, &mut b) {
+                    Action::Forward(_) => forwarded += 1,
+                    _ => other += 1,
+                }
+                i += 1;
+            }
+            (forwarded, other)
+        }));
+    }
+    let mut vpc = natgw::control::config::parse("lab.toml", natgw::control::config::DEFAULT_LAB).unwrap();
+    for k in 0..200u32 {
+        let d = format!("192.0.{}.0/24", k % 250);
+        vpc.add_route("private", &d, "blackhole").unwrap();
+        gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+        vpc.delete_route("private", &d).unwrap();
+        gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let (forwarded, other) = h.join().unwrap();
+        assert!(forwarded > 100, "{forwarded}");
+        assert_eq!(other, 0, "a packet was lost during a swap");
+    }
+    // Old topologies are freed by the control plane once no worker holds them.
+    assert_eq!(gw.collect_garbage(), 0);
+    // A new route takes effect at the next refresh.
+    vpc.add_route("private", "198.51.100.10/32", "blackhole").unwrap();
+    gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+    let mut pipe = gw.pipeline();
+    let mut b = PacketBuf::from_slice(&udp(APP, 1, WEB, 2, b"x"));
+    let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
+    assert_eq!(pipe.process(natgw::Timestamp::from_secs(1000), app, &mut b), Action::Drop(DropReason::Blackhole));
+}
+
+#[test]
+fn a_deleted_nat_gateway_leaves_blackhole_routes() {
+    let lab = Lab::new();
+    let mut vpc = natgw::control::config::parse("lab.toml", natgw::control::config::DEFAULT_LAB).unwrap();
+    vpc.delete_nat_gateway("nat-1").unwrap();
+    lab.gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+    let views = natgw::control::daemon::route_views(&vpc);
+    let private = views.iter().find(|t| t.name == "private").unwrap();
+    assert!(private.routes.iter().any(|(d, t, s)| d == "0.0.0.0/0" && t == "nat-1" && s == "blackhole"), "{private:?}");
+    let mut lab = lab;
+    lab.pipe.refresh();
+    let (a, _) = lab.send("app", &udp(APP, 1, WEB, 2, b"x"));
+    assert_eq!(a, Action::Drop(DropReason::Blackhole));
+    // Its public address no longer answers from the internet side either.
+    let (a, _) = lab.send("internet", &udp(WEB, 2, NAT_IP, 1, b"x"));
+    assert_eq!(a, Action::Drop(DropReason::NoRoute));
+}
