@@ -7,6 +7,7 @@
 
 mod harness;
 mod nat_behaviour;
+mod offload;
 mod vpc;
 use harness::*;
 

@@ -102,6 +102,12 @@ struct RunArgs {
     /// Do not use TUN offloads.
     #[arg(long)]
     no_offload: bool,
+    /// Benchmark ceiling: forward by destination only (no NAT, no ACL, no TTL).
+    #[arg(long)]
+    route_only: bool,
+    /// Microseconds a worker keeps polling after traffic before it sleeps (overrides the config).
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -121,8 +127,11 @@ enum LabCmd {
         no_offload: bool,
         /// Build the same VPC from the Linux kernel instead (a router namespace,
         /// veth pairs, nftables masquerade): the reference to compare with.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "route_only")]
         kernel: bool,
+        /// Run natgw in route-only mode (the benchmark's TUN ceiling: no NAT, no ACL).
+        #[arg(long)]
+        route_only: bool,
     },
     /// Stop the gateway and remove the namespaces.
     Down {
@@ -260,8 +269,14 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 None
             };
-            let opts =
-                daemon::Options { netns_prefix: a.netns_prefix, socket: a.socket.clone(), workers: a.workers, offload };
+            let opts = daemon::Options {
+                netns_prefix: a.netns_prefix,
+                socket: a.socket.clone(),
+                workers: a.workers,
+                offload,
+                route_only: a.route_only,
+                busy_poll_us: a.busy_poll_us,
+            };
             let d = Daemon::start(vpc, &opts).map_err(|e| e.to_string())?;
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, d.stop_flag()).map_err(|e| e.to_string())?;
@@ -272,7 +287,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             d.shutdown();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, kernel }) => {
+        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, kernel, route_only }) => {
             let cfg = match minimal.config()? {
                 Some(c) => c,
                 None => read_config(config.as_deref())?,
@@ -284,6 +299,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 offload: no_offload.then_some(false),
                 exe: exe()?,
                 kernel,
+                route_only,
             };
             let (state, vpc) = lab::up(&opts).map_err(|e| e.to_string())?;
             for w in &vpc.warnings {

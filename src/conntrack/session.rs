@@ -177,10 +177,17 @@ impl Session {
     }
 
     /// Counts a packet in `dir` and marks the session assured on the first reply.
+    ///
+    /// Each direction of a flow arrives on one TUN queue (the kernel picks the
+    /// queue by flow hash), so one worker counts it: a plain load and store, no
+    /// locked instruction. Should a flow move queues, a count may be lost,
+    /// never the session.
     #[inline]
     pub fn account(&self, dir: Dir, len: usize) {
-        self.packets[dir.index()].fetch_add(1, Relaxed);
-        self.bytes[dir.index()].fetch_add(len as u64, Relaxed);
+        let p = &self.packets[dir.index()];
+        p.store(p.load(Relaxed).wrapping_add(1), Relaxed);
+        let b = &self.bytes[dir.index()];
+        b.store(b.load(Relaxed).wrapping_add(len as u64), Relaxed);
         if dir == Dir::Reply && self.flags.load(Relaxed) & ASSURED == 0 {
             self.flags.fetch_or(ASSURED, Relaxed);
         }

@@ -81,6 +81,8 @@ struct GatewaySection {
     workers: Option<usize>,
     mtu: Option<u16>,
     mss_clamp: Option<bool>,
+    busy_poll_us: Option<u64>,
+    txqueuelen: Option<u32>,
     offload: Option<bool>,
     icmp_rate: Option<u32>,
     icmp_burst: Option<u32>,
@@ -262,6 +264,10 @@ pub struct GatewaySettings {
     pub icmp_rate: u32,
     pub icmp_burst: u32,
     pub mss_clamp: bool,
+    /// Microseconds a worker keeps polling after traffic before it sleeps.
+    pub busy_poll_us: u64,
+    /// Queue length of the TUN devices on the hosts' side.
+    pub txqueuelen: u32,
 }
 
 /// A validated, compiled VPC.
@@ -847,6 +853,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         icmp_rate: g.icmp_rate.unwrap_or(1000),
         icmp_burst: g.icmp_burst.unwrap_or(100),
         mss_clamp: g.mss_clamp.unwrap_or(true),
+        busy_poll_us: g.busy_poll_us.unwrap_or(0),
+        txqueuelen: g.txqueuelen.unwrap_or(500),
     };
     // Links without their own MTU take the gateway's; none below IPv4's 576.
     for a in &mut attachments {
@@ -1066,6 +1074,11 @@ impl Vpc {
     /// The gateway for this VPC: its topology and one NAT gateway state per
     /// NAT gateway.
     pub fn build(&self) -> std::sync::Arc<crate::pipeline::Gateway> {
+        self.build_with(false)
+    }
+
+    /// [`Vpc::build`], optionally in route-only mode (the benchmark's ceiling).
+    pub fn build_with(&self, route_only: bool) -> std::sync::Arc<crate::pipeline::Gateway> {
         let topo = crate::pipeline::Topology::new(self.parts.clone());
         let nats =
             self.nats.iter().map(|(n, c)| std::sync::Arc::new(crate::nat::NatGateway::new(n, c.clone()))).collect();
@@ -1073,6 +1086,7 @@ impl Vpc {
             icmp_rate: self.gateway.icmp_rate,
             icmp_burst: self.gateway.icmp_burst,
             mss_clamp: self.gateway.mss_clamp,
+            route_only,
             ..crate::pipeline::Settings::default()
         };
         crate::pipeline::Gateway::new(topo, nats, settings)

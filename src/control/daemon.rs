@@ -26,6 +26,10 @@ pub struct Options {
     pub workers: usize,
     /// Use TUN offloads; None takes the config's choice.
     pub offload: Option<bool>,
+    /// The benchmark's ceiling: forward by destination only (no NAT, no ACL).
+    pub route_only: bool,
+    /// Overrides the config's `busy_poll_us`.
+    pub busy_poll_us: Option<u64>,
 }
 
 /// Why a gateway did not start.
@@ -109,12 +113,15 @@ impl Daemon {
                     .map_err(|source| StartError::Tun { dev: dev.clone(), ns: ns.clone(), source })?;
             level = l;
             netns::configure_link(&ns, &dev, a.mtu, &a.addresses, a.gateway)?;
+            netns::set_txqueuelen(&ns, &dev, vpc.gateway.txqueuelen)?;
             tracing::info!(interface = %a.interface, namespace = %ns, device = %dev, queues = workers, ?l, "attached");
             queues.push(q);
         }
-        let gw = vpc.build();
+        let gw = vpc.build_with(opts.route_only);
         let clock = Clock::start();
-        let workers = Workers::start(&gw, queues, clock).map_err(StartError::Workers)?;
+        let busy = opts.busy_poll_us.unwrap_or(vpc.gateway.busy_poll_us);
+        let workers =
+            Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(StartError::Workers)?;
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(dir) = opts.socket.parent() {
             let _ = std::fs::create_dir_all(dir);

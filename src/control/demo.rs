@@ -128,7 +128,15 @@ pub fn run(config: (String, String), exe: &Path, offload: Option<bool>) -> Resul
     }
     let name = format!("demo-{}", std::process::id());
     println!("natgw lab demo: building the lab in namespaces with a run-unique prefix ...");
-    let opts = UpOptions { name: name.clone(), config, workers: 0, offload, exe: exe.to_path_buf(), kernel: false };
+    let opts = UpOptions {
+        name: name.clone(),
+        config,
+        workers: 0,
+        offload,
+        exe: exe.to_path_buf(),
+        kernel: false,
+        route_only: false,
+    };
     let (state, vpc) = lab::up(&opts)?;
     let mut demo = Demo { state, stop, failures: Vec::new() };
     let result = steps(&mut demo, &vpc);

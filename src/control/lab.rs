@@ -186,6 +186,8 @@ pub struct UpOptions {
     pub exe: PathBuf,
     /// Build the kernel reference instead of starting natgw.
     pub kernel: bool,
+    /// Start natgw in route-only mode.
+    pub route_only: bool,
 }
 
 fn is_root() -> bool {
@@ -286,6 +288,9 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
             cmd.arg("--no-offload");
         }
         None => {}
+    }
+    if o.route_only {
+        cmd.arg("--route-only");
     }
     // Its own process group: a Ctrl-C at the terminal reaches the demo, which
     // then stops the gateway in order, instead of killing it mid-way.

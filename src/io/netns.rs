@@ -148,6 +148,11 @@ pub fn configure_link(
     Ok(())
 }
 
+/// Sets the transmit queue length of a device in a namespace.
+pub fn set_txqueuelen(ns: &str, dev: &str, len: u32) -> Result<(), NetnsError> {
+    run(&["-n", ns, "link", "set", "dev", dev, "txqueuelen", &len.to_string()]).map(|_| ())
+}
+
 /// A command that runs `argv` inside namespace `ns`.
 pub fn command(ns: &str, argv: &[String]) -> Command {
     let mut c = Command::new("ip");

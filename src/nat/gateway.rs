@@ -261,21 +261,28 @@ impl Wheel {
     }
 }
 
+/// Maps of the slow path: keyed (inside hosts choose part of the keys), fast.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+fn map<K, V>(capacity: usize) -> Map<K, V> {
+    HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new())
+}
+
 #[derive(Debug)]
 struct Slow {
-    pools: HashMap<(u32, u8), PortPool>,
-    mappings: HashMap<MappingKey, MappingEntry>,
-    by_external: HashMap<Endpoint, MappingKey>,
-    subscribers: HashMap<u32, u32>,
+    pools: Map<(u32, u8), PortPool>,
+    mappings: Map<MappingKey, MappingEntry>,
+    by_external: Map<Endpoint, MappingKey>,
+    subscribers: Map<u32, u32>,
     /// Sessions per internal address (RFC 6888 REQ-5).
-    subscriber_sessions: HashMap<u32, u32>,
+    subscriber_sessions: Map<u32, u32>,
     hold: HoldDown,
     wheel: Wheel,
     rng: StdRng,
     /// With overlapping ports: reply keys recently freed, and when they may be reused.
-    recent: HashMap<FlowKey, u32>,
+    recent: Map<FlowKey, u32>,
     /// With port blocks: each internal address's blocks, per protocol.
-    blocks: HashMap<(u32, u8), Vec<PortBlock>>,
+    blocks: Map<(u32, u8), Vec<PortBlock>>,
 }
 
 /// The reaper looks at a session at least this often, so a session whose timer
@@ -317,16 +324,16 @@ impl NatGateway {
             name: name.to_string(),
             table: FlowTable::with_capacity(cap * 2),
             slow: Mutex::new(Slow {
-                pools: HashMap::new(),
-                mappings: HashMap::new(),
-                by_external: HashMap::new(),
-                subscribers: HashMap::new(),
-                subscriber_sessions: HashMap::new(),
+                pools: map(8),
+                mappings: map(cap),
+                by_external: map(cap),
+                subscribers: map(64),
+                subscriber_sessions: map(64),
                 hold: HoldDown::default(),
                 wheel: Wheel::default(),
                 rng,
-                recent: HashMap::new(),
-                blocks: HashMap::new(),
+                recent: map(0),
+                blocks: map(0),
             }),
             events: Mutex::new(std::collections::VecDeque::new()),
             sessions: AtomicUsize::new(0),

@@ -67,11 +67,15 @@ pub struct Settings {
     /// Lower the MSS of TCP SYNs to what the path's MTUs allow.
     pub mss_clamp: bool,
     pub frag: FragLimits,
+    /// The benchmark's ceiling: move packets between devices by destination
+    /// address only (a host's address, else the internet side). No NAT, no
+    /// ACL, no TTL: what any TUN forwarder must at least do.
+    pub route_only: bool,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { icmp_rate: 1000, icmp_burst: 100, mss_clamp: true, frag: FragLimits::default() }
+        Settings { icmp_rate: 1000, icmp_burst: 100, mss_clamp: true, frag: FragLimits::default(), route_only: false }
     }
 }
 
@@ -347,6 +351,9 @@ impl Pipeline {
     /// Afterwards, [`Pipeline::next_pending`] may have more packets to send.
     pub fn process(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Action {
         self.counters.rx(usize::from(ingress), pkt.len());
+        if self.gw.settings.route_only {
+            return self.route_only(pkt);
+        }
         let mut m = match parse(pkt.bytes()) {
             Ok(m) => m,
             Err(r) => return self.drop(r),
@@ -373,6 +380,23 @@ impl Pipeline {
             return a;
         }
         this.walk(now, ingress, pkt, &mut m)
+    }
+
+    /// Route-only mode: the destination picks the device, nothing else happens.
+    fn route_only(&self, pkt: &PacketBuf) -> Action {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt.bytes()) else {
+            return self.drop(DropReason::Truncated);
+        };
+        let t = &self.topo;
+        let dst = u32::from(ip.dst_addr());
+        let egress = match t.host_by_ip(dst) {
+            Some(h) => t.hosts[usize::from(h)].interface,
+            None => match &t.internet {
+                Some(i) => i.interface,
+                None => return self.drop(DropReason::NoRoute),
+            },
+        };
+        Action::Forward(egress)
     }
 
     /// Step 2: a fragment learns its ports from its datagram's first fragment.

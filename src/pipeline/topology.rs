@@ -94,6 +94,65 @@ pub enum PublicOwner {
     Nat(NatId),
 }
 
+/// What the gateway knows about one address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AddrInfo {
+    host: Option<HostId>,
+    public: Option<PublicOwner>,
+    own: bool,
+}
+
+/// Every address the walk asks about (hosts, public addresses, the gateway's
+/// own), in one open-addressing table with an unkeyed multiplicative hash: one
+/// short probe per question. Built by the control plane only, so no packet can
+/// add to it or steer its layout.
+#[derive(Clone, Debug)]
+struct AddrTable {
+    slots: Vec<(u32, AddrInfo)>,
+    shift: u32,
+}
+
+impl AddrTable {
+    fn build(entries: &HashMap<u32, AddrInfo>) -> AddrTable {
+        // At most half full; 0.0.0.0 (never a valid address here) marks a free slot.
+        let cap = (entries.len() * 2).next_power_of_two().max(16);
+        let shift = 32 - cap.trailing_zeros();
+        let mut t = AddrTable { slots: vec![(0, AddrInfo::default()); cap], shift };
+        for (&a, &info) in entries {
+            if a == 0 {
+                continue;
+            }
+            let mut i = t.home(a);
+            while t.slots[i].0 != 0 {
+                i = (i + 1) & (cap - 1);
+            }
+            t.slots[i] = (a, info);
+        }
+        t
+    }
+
+    #[inline]
+    fn home(&self, a: u32) -> usize {
+        (a.wrapping_mul(0x9e37_79b9) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, a: u32) -> Option<&AddrInfo> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(a);
+        loop {
+            let (k, ref info) = self.slots[i];
+            if k == a && a != 0 {
+                return Some(info);
+            }
+            if k == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
 /// The compiled VPC.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -105,9 +164,7 @@ pub struct Topology {
     pub acls: Vec<Acl>,
     pub nat_gateways: Vec<NatGatewayInfo>,
     pub internet: Option<InternetSide>,
-    host_by_ip: HashMap<u32, HostId, ahash::RandomState>,
-    public: HashMap<u32, PublicOwner, ahash::RandomState>,
-    own: HashMap<u32, (), ahash::RandomState>,
+    addrs: AddrTable,
 }
 
 /// The parts a topology is built from.
@@ -153,26 +210,24 @@ impl Topology {
             interfaces.push(Interface { name: "internet".into(), kind: IfKind::Internet, mtu: own.unwrap_or(mtu) });
             InternetSide { interface, gateway_ip }
         });
-        let mut host_by_ip = HashMap::with_hasher(ahash::RandomState::new());
-        let mut public = HashMap::with_hasher(ahash::RandomState::new());
-        let mut own = HashMap::with_hasher(ahash::RandomState::new());
+        let mut addrs: HashMap<u32, AddrInfo> = HashMap::new();
         for (i, h) in parts.hosts.iter().enumerate() {
-            host_by_ip.insert(u32::from(h.ip), i as HostId);
+            addrs.entry(u32::from(h.ip)).or_default().host = Some(i as HostId);
             if let Some(e) = h.elastic_ip {
-                public.insert(u32::from(e), PublicOwner::Host(i as HostId));
+                addrs.entry(u32::from(e)).or_default().public = Some(PublicOwner::Host(i as HostId));
             }
         }
         for (i, n) in parts.nat_gateways.iter().enumerate() {
-            own.insert(u32::from(n.private_ip), ());
+            addrs.entry(u32::from(n.private_ip)).or_default().own = true;
             for ip in &n.public_ips {
-                public.insert(u32::from(*ip), PublicOwner::Nat(i as NatId));
+                addrs.entry(u32::from(*ip)).or_default().public = Some(PublicOwner::Nat(i as NatId));
             }
         }
         for s in &parts.subnets {
-            own.insert(u32::from(s.router()), ());
+            addrs.entry(u32::from(s.router())).or_default().own = true;
         }
         if let Some(i) = &internet {
-            own.insert(u32::from(i.gateway_ip), ());
+            addrs.entry(u32::from(i.gateway_ip)).or_default().own = true;
         }
         Topology {
             vpc_cidrs: parts.vpc_cidrs,
@@ -183,29 +238,27 @@ impl Topology {
             acls: parts.acls,
             nat_gateways: parts.nat_gateways,
             internet,
-            host_by_ip,
-            public,
-            own,
+            addrs: AddrTable::build(&addrs),
         }
     }
 
     /// The host whose private address is `ip`.
     #[inline]
     pub fn host_by_ip(&self, ip: u32) -> Option<HostId> {
-        self.host_by_ip.get(&ip).copied()
+        self.addrs.get(ip).and_then(|i| i.host)
     }
 
     /// The owner of a public address.
     #[inline]
     pub fn public_owner(&self, ip: u32) -> Option<PublicOwner> {
-        self.public.get(&ip).copied()
+        self.addrs.get(ip).and_then(|i| i.public)
     }
 
     /// True for the gateway's own addresses (subnet routers, NAT gateways'
     /// private addresses, the internet-side address).
     #[inline]
     pub fn is_own(&self, ip: u32) -> bool {
-        self.own.contains_key(&ip)
+        self.addrs.get(ip).is_some_and(|i| i.own)
     }
 
     /// The interface of a host by name.
@@ -216,5 +269,28 @@ impl Topology {
     /// Interface names, in interface order.
     pub fn interface_names(&self) -> Vec<String> {
         self.interfaces.iter().map(|i| i.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_table_finds_every_entry_and_nothing_else() {
+        let mut m = HashMap::new();
+        for i in 1..=1000u32 {
+            m.insert(
+                i.wrapping_mul(2_654_435_761),
+                AddrInfo { host: Some(i as HostId), public: None, own: i % 2 == 0 },
+            );
+        }
+        let t = AddrTable::build(&m);
+        for (a, info) in &m {
+            assert_eq!(t.get(*a), Some(info));
+        }
+        for probe in [0u32, 1, 2, 3, 0xffff_ffff, 12345] {
+            assert_eq!(t.get(probe).is_some(), m.contains_key(&probe) && probe != 0);
+        }
     }
 }

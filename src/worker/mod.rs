@@ -32,8 +32,16 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts one worker per queue index. `queues[d][i]` is queue `i` of device `d`.
-    pub fn start(gw: &Arc<Gateway>, queues: Vec<Vec<TunQueue>>, clock: Clock) -> io::Result<Workers> {
+    /// Starts one worker per queue index. `queues[d][i]` is queue `i` of device
+    /// `d`. After traffic, a worker keeps polling (yielding the CPU between
+    /// polls) for `busy_poll` before it sleeps: no wake-up latency while
+    /// packets keep coming, at the price of a busy core meanwhile.
+    pub fn start(
+        gw: &Arc<Gateway>,
+        queues: Vec<Vec<TunQueue>>,
+        clock: Clock,
+        busy_poll: std::time::Duration,
+    ) -> io::Result<Workers> {
         let n = queues.iter().map(Vec::len).min().unwrap_or(0);
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
         // Transpose: worker i gets queue i of every device, in device order.
@@ -50,7 +58,7 @@ impl Workers {
             counters.push(pipe.counters().clone());
             let stop = stop.clone();
             let h = std::thread::Builder::new().name(format!("natgw-worker-{i}")).spawn(move || {
-                if let Err(e) = run(pipe, &qs, &stop, clock) {
+                if let Err(e) = run(pipe, &qs, &stop, clock, busy_poll) {
                     tracing::error!(worker = i, error = %e, "worker stopped");
                 }
             })?;
@@ -81,7 +89,13 @@ impl Workers {
     }
 }
 
-fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) -> io::Result<()> {
+fn run(
+    mut pipe: Pipeline,
+    queues: &[TunQueue],
+    stop: &EventFd,
+    clock: Clock,
+    busy_poll: std::time::Duration,
+) -> io::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     for (i, q) in queues.iter().enumerate() {
         epoll.add(q.fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
@@ -90,18 +104,38 @@ fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) ->
     let mut buf = PacketBuf::with_capacity(BUF);
     let mut events = [EpollEvent::empty(); 16];
     let counters = pipe.counters().clone();
+    let tick = std::time::Duration::from_millis(u64::from(TICK_MS));
+    let mut last_packet = clock.now();
+    let mut last_tick = last_packet;
     loop {
-        // Wake at least every TICK_MS so timers run without traffic.
-        let n = match epoll.wait(&mut events, EpollTimeout::from(TICK_MS)) {
+        let before = clock.now();
+        let spinning = !busy_poll.is_zero() && before.since(last_packet) < busy_poll;
+        // Sleep at most TICK_MS so timers run without traffic; while spinning, do not sleep.
+        let timeout = if spinning { EpollTimeout::ZERO } else { EpollTimeout::from(TICK_MS) };
+        let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         };
-        counters.io.wakeups.inc();
         let now = clock.now();
+        if n == 0 && spinning {
+            if now.since(last_tick) >= tick {
+                last_tick = now;
+                pipe.poll(now);
+                drain(&mut pipe, queues, &mut buf, now);
+            }
+            // Let the core run anything else that is ready (on a small machine,
+            // the very processes sending and receiving the traffic).
+            std::thread::yield_now();
+            continue;
+        }
+        counters.io.wakeups.inc();
         pipe.refresh();
-        pipe.poll(now);
-        drain(&mut pipe, queues, &mut buf, now);
+        if n == 0 || now.since(last_tick) >= tick {
+            last_tick = now;
+            pipe.poll(now);
+            drain(&mut pipe, queues, &mut buf, now);
+        }
         for ev in &events[..n] {
             let d = ev.data();
             if d == STOP {
@@ -122,6 +156,9 @@ fn run(mut pipe: Pipeline, queues: &[TunQueue], stop: &EventFd, clock: Clock) ->
                 let a = pipe.process(now, d as u16, &mut buf);
                 act(&pipe, queues, &buf, a);
                 drain(&mut pipe, queues, &mut buf, now);
+            }
+            if taken > 0 {
+                last_packet = now;
             }
             if taken == BATCH {
                 counters.io.full_batches.inc();

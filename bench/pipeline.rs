@@ -1,0 +1,246 @@
+//! The in-memory pipeline, measured with criterion:
+//! - an established TCP flow through NAT, 64-byte and 1500-byte packets;
+//! - a new flow (port allocation and session creation);
+//! - the network ACL with 20 and 100 rules (the packet matches the last one);
+//! - the flow table with 1M sessions against a plain `dashmap` baseline.
+//!
+//! Before the timed part it prints the memory of 1M sessions. `bench/micro`
+//! runs it and writes bench/results/micro.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use natgw::acl::{Acl, AclDirection, AclPacket, AclRule, RuleAction, RuleProtocol};
+use natgw::conntrack::FlowKey;
+use natgw::control::config;
+use natgw::nat::{NatConfig, NatGateway};
+use natgw::pipeline::{Action, PacketBuf, Pipeline};
+use natgw::{Gateway, Timestamp};
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const APP: [u8; 4] = [10, 0, 1, 10];
+const WEB: [u8; 4] = [198, 51, 100, 10];
+
+fn lab() -> (Arc<Gateway>, Pipeline, u16) {
+    let src = config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 1");
+    let gw = config::parse("bench.toml", &src).unwrap().build();
+    let pipe = gw.pipeline();
+    let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
+    (gw, pipe, app)
+}
+
+fn tcp(sport: u16, dst: [u8; 4], payload: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv4(APP, dst, 64)
+        .tcp(sport, 443, 1, 64240)
+        .ack(1)
+        .write(&mut v, &vec![0x5a; payload])
+        .unwrap();
+    v
+}
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    for (name, payload) in [("established_64B", 64 - 40), ("established_1500B", 1500 - 40)] {
+        let (_gw, mut pipe, app) = lab();
+        let now = Timestamp::from_secs(1000);
+        let mut syn = Vec::new();
+        etherparse::PacketBuilder::ipv4(APP, WEB, 64).tcp(40000, 443, 0, 64240).syn().write(&mut syn, &[]).unwrap();
+        let mut b = PacketBuf::from_slice(&syn);
+        assert!(matches!(pipe.process(now, app, &mut b), Action::Forward(_)));
+        let pkt = tcp(40000, WEB, payload);
+        g.throughput(Throughput::Elements(1));
+        // One reused buffer, as a worker has; refilling it is part of the
+        // loop, and measured alone below (`refill_*`) to be subtracted.
+        let mut buf = PacketBuf::with_capacity(65536);
+        g.bench_function(name, |bch| {
+            bch.iter(|| {
+                buf.buffer_mut()[..pkt.len()].copy_from_slice(&pkt);
+                buf.set_len(pkt.len());
+                black_box(pipe.process(now, app, &mut buf))
+            })
+        });
+        g.bench_function(format!("refill_{}", &name["established_".len()..]), |bch| {
+            bch.iter(|| {
+                buf.buffer_mut()[..pkt.len()].copy_from_slice(black_box(&pkt));
+                buf.set_len(pkt.len());
+                black_box(buf.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn new_flow(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    // Each new flow takes a port: a gateway has 64,512, so run in chunks,
+    // each on a fresh gateway, and time only the packets.
+    let packets: Vec<Vec<u8>> = (0..60_000u32).map(|i| tcp(1024 + (i % 60_000) as u16, WEB, 0)).collect();
+    g.bench_function("new_flow", |bch| {
+        bch.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let (_gw, mut pipe, app) = lab();
+                let n = left.min(packets.len() as u64) as usize;
+                let mut bufs: Vec<PacketBuf> = packets[..n]
+                    .iter()
+                    .map(|p| {
+                        let mut v = p.clone();
+                        v[33] = 0x02; // SYN only, so it may open a flow
+                        PacketBuf::from_slice(&v)
+                    })
+                    .collect();
+                let now = Timestamp::from_secs(1000);
+                let t = Instant::now();
+                for b in &mut bufs {
+                    black_box(pipe.process(now, app, b));
+                }
+                total += t.elapsed();
+                left -= n as u64;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn acl(c: &mut Criterion) {
+    let mut g = c.benchmark_group("acl");
+    g.throughput(Throughput::Elements(1));
+    for n in [20u16, 100] {
+        let mut rules: Vec<AclRule> = (1..n)
+            .map(|i| AclRule {
+                number: i,
+                action: RuleAction::Deny,
+                protocol: RuleProtocol::Number(6),
+                cidr: format!("192.0.2.{}/32", i % 250).parse().unwrap(),
+                ports: Some((1000 + i, 1000 + i)),
+                icmp_type: None,
+                icmp_code: None,
+            })
+            .collect();
+        rules.push(AclRule {
+            number: 32000,
+            action: RuleAction::Allow,
+            protocol: RuleProtocol::All,
+            cidr: "0.0.0.0/0".parse().unwrap(),
+            ports: None,
+            icmp_type: None,
+            icmp_code: None,
+        });
+        let a = Acl::new("bench", rules.clone(), rules);
+        let p = AclPacket {
+            proto: 6,
+            src: u32::from(Ipv4Addr::new(198, 51, 100, 10)),
+            dst: u32::from(Ipv4Addr::new(10, 0, 1, 10)),
+            dport: Some(40000),
+            icmp: None,
+        };
+        assert_eq!(a.evaluate(AclDirection::Inbound, &p).action, RuleAction::Allow);
+        g.bench_function(format!("{n}_rules"), |b| {
+            b.iter(|| black_box(a.evaluate(AclDirection::Inbound, black_box(&p))))
+        });
+    }
+    g.finish();
+}
+
+/// 1M sessions and the same keys in a plain dashmap, built once, on first use.
+struct Million {
+    nat: NatGateway,
+    keys: Vec<FlowKey>,
+    plain: dashmap::DashMap<FlowKey, u64>,
+}
+
+fn million() -> &'static Million {
+    static M: std::sync::OnceLock<Million> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        const FLOWS: usize = 1_000_000;
+        // 8 public addresses, 16,000 internal endpoints, 63 destinations each.
+        let before = rss_bytes();
+        let cfg = NatConfig {
+            public_ips: (1..=8).map(|i| Ipv4Addr::new(203, 0, 113, i)).collect(),
+            max_sessions: 2 * FLOWS,
+            seed: Some(1),
+            ..NatConfig::default()
+        };
+        let nat = NatGateway::new("bench", cfg);
+        let mut keys = Vec::with_capacity(FLOWS);
+        let t = Instant::now();
+        'fill: for host in 0..64u32 {
+            for port in 0..250u32 {
+                for d in 0..63u32 {
+                    if keys.len() == FLOWS {
+                        break 'fill;
+                    }
+                    let k = FlowKey::new(
+                        6,
+                        Ipv4Addr::from(0x0a00_0000 | (host << 8) | 10),
+                        1024 + port as u16,
+                        Ipv4Addr::from(0xc633_6400 + d),
+                        443,
+                    );
+                    nat.outbound(1000, &k, 0x02, 60).unwrap();
+                    keys.push(k);
+                }
+            }
+        }
+        let build = t.elapsed();
+        let bytes = rss_bytes().saturating_sub(before);
+        println!(
+            "FLOWS-SETUP sessions={} mappings={} build_ms={:.0} rss_bytes={} bytes_per_session={:.0}",
+            nat.session_count(),
+            nat.mapping_count(),
+            build.as_secs_f64() * 1e3,
+            bytes,
+            bytes as f64 / nat.session_count() as f64
+        );
+        assert_eq!(nat.session_count(), FLOWS);
+        // The plain baseline: dashmap with its default hasher, key -> u64.
+        let plain = dashmap::DashMap::with_capacity(2 * FLOWS);
+        for (i, k) in keys.iter().enumerate() {
+            plain.insert(*k, i as u64);
+        }
+        Million { nat, keys, plain }
+    })
+}
+
+fn flow_table(c: &mut Criterion) {
+    let mut g = c.benchmark_group("flow_table_1M");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("natgw_hit", |b| {
+        let m = million();
+        b.iter(|| {
+            i = (i + 7919) % m.keys.len();
+            black_box(m.nat.outbound(1000, black_box(&m.keys[i]), 0x10, 60).is_ok())
+        })
+    });
+    let mut j = 0usize;
+    g.bench_function("dashmap_get", |b| {
+        let m = million();
+        b.iter(|| {
+            j = (j + 7919) % m.keys.len();
+            black_box(m.plain.get(black_box(&m.keys[j])).map(|v| *v))
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = established, new_flow, acl, flow_table
+}
+criterion_main!(benches);

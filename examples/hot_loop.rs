@@ -1,0 +1,59 @@
+//! Runs one established TCP flow through the pipeline N times (default
+//! 100,000), or with `new` as second argument N new flows: a fixed workload
+//! for instruction-level profiling, e.g.
+//! `valgrind --tool=callgrind target/release/examples/hot_loop 100000 new`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling driver: a panic is a failure
+
+use natgw::Timestamp;
+use natgw::control::config;
+use natgw::pipeline::{Action, PacketBuf};
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let gw = config::parse("hot.toml", config::DEFAULT_LAB).unwrap().build();
+    let mut pipe = gw.pipeline();
+    let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
+    let now = Timestamp::from_secs(1000);
+    let mut syn = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
+        .tcp(40000, 443, 0, 64240)
+        .syn()
+        .write(&mut syn, &[])
+        .unwrap();
+    let mut b = PacketBuf::with_capacity(65536);
+    b.buffer_mut()[..syn.len()].copy_from_slice(&syn);
+    b.set_len(syn.len());
+    assert!(matches!(pipe.process(now, app, &mut b), Action::Forward(_)));
+    let mut ack = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
+        .tcp(40000, 443, 1, 64240)
+        .ack(1)
+        .write(&mut ack, &[0u8; 24])
+        .unwrap();
+    let mut fwd = 0;
+    if std::env::args().nth(2).as_deref() == Some("new") {
+        for i in 0..n.min(60_000) {
+            let mut syn = Vec::new();
+            etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
+                .tcp(1024 + i as u16, 443, 0, 64240)
+                .syn()
+                .write(&mut syn, &[])
+                .unwrap();
+            b.buffer_mut()[..syn.len()].copy_from_slice(&syn);
+            b.set_len(syn.len());
+            if let Action::Forward(_) = pipe.process(now, app, &mut b) {
+                fwd += 1;
+            }
+        }
+        println!("{fwd} new flows forwarded");
+        return;
+    }
+    for _ in 0..n {
+        b.buffer_mut()[..ack.len()].copy_from_slice(&ack);
+        b.set_len(ack.len());
+        if let Action::Forward(_) = pipe.process(now, app, &mut b) {
+            fwd += 1;
+        }
+    }
+    println!("{fwd} forwarded");
+}
