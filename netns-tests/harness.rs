@@ -167,6 +167,12 @@ impl Drop for TestLab {
         if !o.status.success() {
             eprintln!("lab down: {}", text(&o));
         }
+        // The files this test wrote: its config (`lab_config`) and captures.
+        let short = self.name.trim_start_matches("t-");
+        for ext in ["toml", "pcap"] {
+            let _ = std::fs::remove_file(format!("/run/natgw/test-{short}.{ext}"));
+            let _ = std::fs::remove_file(format!("/run/natgw/test-{}.{ext}", self.name));
+        }
     }
 }
 
