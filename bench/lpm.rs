@@ -8,6 +8,10 @@
 //! each build) for both. `bench/lpm` runs it and writes bench/results/lpm.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure
 
+#[path = "util.rs"]
+mod util;
+use util::rss_bytes;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use natgw::route::{Lpm, Prefix};
 use prefix_trie::PrefixMap;
@@ -24,14 +28,6 @@ fn load() -> Vec<Prefix> {
         .lines()
         .map(|l| l.expect("read").trim().parse::<Prefix>().expect("prefix"))
         .collect()
-}
-
-fn rss_bytes() -> usize {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// A small deterministic generator (xorshift64*), so runs compare.

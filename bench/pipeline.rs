@@ -8,6 +8,10 @@
 //! runs it and writes bench/results/micro.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure
 
+#[path = "util.rs"]
+mod util;
+use util::rss_bytes;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use natgw::acl::{Acl, AclDirection, AclPacket, AclRule, RuleAction, RuleProtocol};
 use natgw::conntrack::FlowKey;
@@ -39,14 +43,6 @@ fn tcp(sport: u16, dst: [u8; 4], payload: usize) -> Vec<u8> {
         .write(&mut v, &vec![0x5a; payload])
         .unwrap();
     v
-}
-
-fn rss_bytes() -> usize {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn established(c: &mut Criterion) {

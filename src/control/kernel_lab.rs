@@ -12,19 +12,10 @@
 use super::config::Vpc;
 use crate::io::netns::{self, NetnsError};
 use std::fmt::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let cmd = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| NetnsError::Spawn { cmd: cmd.clone(), source })?;
-    if !out.status.success() {
-        return Err(NetnsError::Failed { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
-    }
-    Ok(())
+    netns::ip(args).map(|_| ())
 }
 
 /// The device of host attachment `i` on the router side, and inside the host.

@@ -17,7 +17,8 @@ pub enum NetnsError {
     Failed { cmd: String, stderr: String },
 }
 
-fn run(args: &[&str]) -> Result<Output, NetnsError> {
+/// Runs `ip ARGS...`; its output, or what it said on failure.
+pub fn ip(args: &[&str]) -> Result<Output, NetnsError> {
     let cmd = format!("ip {}", args.join(" "));
     let out = Command::new("ip")
         .args(args)
@@ -41,7 +42,7 @@ pub fn exists(name: &str) -> bool {
 
 /// Every named namespace.
 pub fn list() -> Vec<String> {
-    match run(&["netns", "list"]) {
+    match ip(&["netns", "list"]) {
         Ok(o) => String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())
@@ -53,8 +54,8 @@ pub fn list() -> Vec<String> {
 
 /// Creates namespace `name` with its loopback up and IPv6 off (the lab is IPv4).
 pub fn add(name: &str) -> Result<(), NetnsError> {
-    run(&["netns", "add", name])?;
-    run(&["-n", name, "link", "set", "lo", "up"])?;
+    ip(&["netns", "add", name])?;
+    ip(&["-n", name, "link", "set", "lo", "up"])?;
     let _ = sysctl(name, "net.ipv6.conf.all.disable_ipv6", "1");
     let _ = sysctl(name, "net.ipv6.conf.default.disable_ipv6", "1");
     Ok(())
@@ -62,7 +63,7 @@ pub fn add(name: &str) -> Result<(), NetnsError> {
 
 /// Sets a sysctl inside a namespace.
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
-    run(&["netns", "exec", ns, "sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
+    ip(&["netns", "exec", ns, "sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
 }
 
 /// Gives namespace `name` its own /etc/hosts and /etc/resolv.conf (which
@@ -85,7 +86,7 @@ pub fn write_etc(name: &str, hosts: &[(Ipv4Addr, String)]) -> std::io::Result<()
 
 /// Processes living in namespace `name`.
 pub fn pids(name: &str) -> Vec<i32> {
-    match run(&["netns", "pids", name]) {
+    match ip(&["netns", "pids", name]) {
         Ok(o) => String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect(),
         Err(_) => Vec::new(),
     }
@@ -112,7 +113,7 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
         }
     }
     let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(name));
-    run(&["netns", "del", name]).map(|_| ())
+    ip(&["netns", "del", name]).map(|_| ())
 }
 
 /// True if process `pid` exists.
@@ -139,18 +140,18 @@ pub fn configure_link(
     gateway: Ipv4Addr,
 ) -> Result<(), NetnsError> {
     let _ = sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
-    run(&["-n", ns, "link", "set", "dev", dev, "mtu", &mtu.to_string(), "up"])?;
+    ip(&["-n", ns, "link", "set", "dev", dev, "mtu", &mtu.to_string(), "up"])?;
     for (a, l) in addrs {
-        run(&["-n", ns, "addr", "add", &format!("{a}/{l}"), "dev", dev])?;
+        ip(&["-n", ns, "addr", "add", &format!("{a}/{l}"), "dev", dev])?;
     }
     // The gateway may be outside the device's own prefix: say it is on-link.
-    run(&["-n", ns, "route", "replace", "default", "via", &gateway.to_string(), "dev", dev, "onlink"])?;
+    ip(&["-n", ns, "route", "replace", "default", "via", &gateway.to_string(), "dev", dev, "onlink"])?;
     Ok(())
 }
 
 /// Sets the transmit queue length of a device in a namespace.
 pub fn set_txqueuelen(ns: &str, dev: &str, len: u32) -> Result<(), NetnsError> {
-    run(&["-n", ns, "link", "set", "dev", dev, "txqueuelen", &len.to_string()]).map(|_| ())
+    ip(&["-n", ns, "link", "set", "dev", dev, "txqueuelen", &len.to_string()]).map(|_| ())
 }
 
 /// A command that runs `argv` inside namespace `ns`.

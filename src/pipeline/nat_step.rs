@@ -18,6 +18,41 @@ impl Pipeline {
         if pkt.offload.csum.is_some() { L4Checksum::Partial } else { L4Checksum::Full }
     }
 
+    /// Applies a NAT gateway's translation at one end of the packet (source
+    /// going out, destination coming in) and counts it.
+    #[inline]
+    fn translate(&self, pkt: &mut PacketBuf, m: &mut Meta, t: &crate::nat::Translated, side: Side) {
+        let c = &self.counters;
+        if t.created {
+            c.nat.connection_attempts.inc();
+        }
+        if t.established {
+            c.nat.connections_established.inc();
+        }
+        if t.tcp_invalid {
+            c.nat.tcp_invalid.inc();
+        }
+        let rw = t.rewrite;
+        let csum = Self::l4_checksum(pkt);
+        rewrite::apply(
+            pkt.bytes_mut(),
+            m.rewrite_kind(),
+            side,
+            rw.addr,
+            rw.addr_delta,
+            Some((rw.port, rw.port_delta)),
+            csum,
+        );
+        set_end(m, side, rw.addr);
+        m.set_port(side, rw.port);
+        let (packets, bytes) = match side {
+            Side::Source => (&c.nat.packets_out_to_destination, &c.nat.bytes_out_to_destination),
+            Side::Destination => (&c.nat.packets_out_to_source, &c.nat.bytes_out_to_source),
+        };
+        packets.inc();
+        bytes.add(pkt.len() as u64);
+    }
+
     /// The internet gateway's stateless 1:1 NAT (addresses only; ICMP errors
     /// get their quoted packet translated too).
     pub(super) fn static_nat(&self, pkt: &mut PacketBuf, m: &mut Meta, side: Side, addr: [u8; 4], delta: Delta) {
@@ -90,31 +125,7 @@ impl Pipeline {
         let tcp_flags = if let L4::Tcp { flags, .. } = m.l4 { flags } else { 0 };
         match nat.outbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
-                let c = &self.counters;
-                if t.created {
-                    c.nat.connection_attempts.inc();
-                }
-                if t.established {
-                    c.nat.connections_established.inc();
-                }
-                if t.tcp_invalid {
-                    c.nat.tcp_invalid.inc();
-                }
-                let rw = t.rewrite;
-                let csum = Self::l4_checksum(pkt);
-                rewrite::apply(
-                    pkt.bytes_mut(),
-                    m.rewrite_kind(),
-                    Side::Source,
-                    rw.addr,
-                    rw.addr_delta,
-                    Some((rw.port, rw.port_delta)),
-                    csum,
-                );
-                m.src = u32::from_be_bytes(rw.addr);
-                m.set_port(Side::Source, rw.port);
-                c.nat.packets_out_to_destination.inc();
-                c.nat.bytes_out_to_destination.add(pkt.len() as u64);
+                self.translate(pkt, m, &t, Side::Source);
                 Ok(())
             }
             Err(e) => Err(self.nat_refused(now, topo, n, nat, ingress, pkt, m, e)),
@@ -208,31 +219,7 @@ impl Pipeline {
         let tcp_flags = if let L4::Tcp { flags, .. } = m.l4 { flags } else { 0 };
         match nat.inbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
-                let c = &self.counters;
-                if t.created {
-                    c.nat.connection_attempts.inc();
-                }
-                if t.established {
-                    c.nat.connections_established.inc();
-                }
-                if t.tcp_invalid {
-                    c.nat.tcp_invalid.inc();
-                }
-                let rw = t.rewrite;
-                let csum = Self::l4_checksum(pkt);
-                rewrite::apply(
-                    pkt.bytes_mut(),
-                    m.rewrite_kind(),
-                    Side::Destination,
-                    rw.addr,
-                    rw.addr_delta,
-                    Some((rw.port, rw.port_delta)),
-                    csum,
-                );
-                m.dst = u32::from_be_bytes(rw.addr);
-                m.set_port(Side::Destination, rw.port);
-                c.nat.packets_out_to_source.inc();
-                c.nat.bytes_out_to_source.add(pkt.len() as u64);
+                self.translate(pkt, m, &t, Side::Destination);
                 Ok(())
             }
             Err(NatError::Filtered) => Err(self.drop(DropReason::NatFiltered)),
