@@ -338,7 +338,7 @@ impl NatGateway {
             events: Mutex::new(std::collections::VecDeque::new()),
             sessions: AtomicUsize::new(0),
             stats: NatStats::default(),
-            deferred: Mutex::new(std::collections::VecDeque::new()),
+            deferred: Mutex::new(std::collections::VecDeque::with_capacity(MAX_DEFERRED_SYNS)),
             next_deferred: std::sync::atomic::AtomicU32::new(u32::MAX),
             config,
         }

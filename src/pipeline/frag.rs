@@ -58,8 +58,9 @@ impl Default for FragLimits {
 struct Entry {
     first: Option<FirstFields>,
     expires: Timestamp,
-    /// Indexes into the buffer pool of fragments waiting for `first`.
-    waiting: Vec<usize>,
+    /// The first of the fragments waiting for `first`: an index into the
+    /// buffer pool, the rest chained through `FragTable::next` (no allocation).
+    waiting: Option<usize>,
 }
 
 /// What to do with a later fragment.
@@ -82,6 +83,8 @@ pub struct FragTable {
     pool_len: Vec<usize>,
     pool_ingress: Vec<u16>,
     pool_owner: Vec<u32>,
+    /// The next waiting fragment of the same datagram, per pool buffer.
+    next: Vec<Option<usize>>,
     free: Vec<usize>,
     held_by_source: HashMap<u32, usize, ahash::RandomState>,
     /// Fragments dropped because they waited too long, not yet collected by
@@ -92,13 +95,15 @@ pub struct FragTable {
 impl FragTable {
     pub fn new(limits: FragLimits) -> FragTable {
         FragTable {
-            entries: HashMap::with_capacity_and_hasher(limits.datagrams.min(1024), ahash::RandomState::new()),
+            // Full size up front: the table never allocates while packets flow.
+            entries: HashMap::with_capacity_and_hasher(limits.datagrams, ahash::RandomState::new()),
             pool: (0..limits.buffers).map(|_| vec![0u8; limits.buffer_size].into_boxed_slice()).collect(),
             pool_len: vec![0; limits.buffers],
             pool_ingress: vec![0; limits.buffers],
             pool_owner: vec![0; limits.buffers],
+            next: vec![None; limits.buffers],
             free: (0..limits.buffers).rev().collect(),
-            held_by_source: HashMap::with_hasher(ahash::RandomState::new()),
+            held_by_source: HashMap::with_capacity_and_hasher(limits.buffers, ahash::RandomState::new()),
             timed_out: 0,
             limits,
         }
@@ -114,12 +119,13 @@ impl FragTable {
             // Full of datagrams: later fragments of this one will be refused.
             return;
         }
-        let e = self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: Vec::new() });
+        let e = self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: None });
         e.first = Some(fields);
         e.expires = expires;
-        let waiting = std::mem::take(&mut e.waiting);
-        for i in waiting {
+        let mut at = e.waiting.take();
+        while let Some(i) = at {
             release(self.pool_ingress[i], &self.pool[i][..self.pool_len[i]]);
+            at = self.next[i].take();
             self.release_buffer(i);
         }
     }
@@ -146,7 +152,9 @@ impl FragTable {
         self.pool_owner[i] = key.src;
         *self.held_by_source.entry(key.src).or_default() += 1;
         let expires = now.plus(self.limits.timeout);
-        self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: Vec::new() }).waiting.push(i);
+        let e = self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: None });
+        // Prepend: the waiting fragments go back in any order, like the originals.
+        self.next[i] = e.waiting.replace(i);
         Later::Held
     }
 
@@ -169,8 +177,10 @@ impl FragTable {
         let dead: Vec<FragKey> = self.entries.iter().filter(|(_, e)| e.expires <= now).map(|(k, _)| *k).collect();
         for k in dead {
             if let Some(e) = self.entries.remove(&k) {
-                self.timed_out += e.waiting.len() as u64;
-                for i in e.waiting {
+                let mut at = e.waiting;
+                while let Some(i) = at {
+                    at = self.next[i].take();
+                    self.timed_out += 1;
                     self.release_buffer(i);
                 }
             }
