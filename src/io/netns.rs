@@ -113,6 +113,8 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
         }
     }
     let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(name));
+    // The parent too, if this left it empty (remove_dir refuses otherwise).
+    let _ = std::fs::remove_dir("/etc/netns");
     ip(&["netns", "del", name]).map(|_| ())
 }
 
