@@ -139,10 +139,6 @@ impl Session {
         self.last_seen.load(Relaxed).saturating_add(self.timeout(t))
     }
 
-    pub fn last_seen_secs(&self) -> u32 {
-        self.last_seen.load(Relaxed)
-    }
-
     /// Refreshes the idle timer. Writes at most once a second, so two workers
     /// carrying the two directions do not bounce the cache line on every packet;
     /// never revives a session the reaper took.

@@ -65,11 +65,6 @@ impl FlowTable {
         self.map.remove_if_sync(&session.reply, |v| Arc::ptr_eq(&v.session, session));
     }
 
-    /// Number of keys (two per session).
-    pub fn key_count(&self) -> usize {
-        self.map.len()
-    }
-
     /// Every live session once (by its original key), for display.
     pub fn sessions(&self) -> Vec<Arc<Session>> {
         let guard = scc::Guard::new();

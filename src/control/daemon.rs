@@ -6,10 +6,9 @@ use super::socket::{self, NatSessions, NatStatus, Reply, Request, RouteTableView
 use crate::clock::Clock;
 use crate::io::{OffloadLevel, TunOptions, netns, tun};
 use crate::pipeline::{Gateway, Totals};
-use crate::wire::ipv4::protocol;
 use crate::worker::Workers;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -306,21 +305,4 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
                 .collect(),
         })
         .collect()
-}
-
-/// The protocol name for display.
-pub fn proto_label(p: u8) -> &'static str {
-    match p {
-        protocol::TCP => "tcp",
-        protocol::UDP => "udp",
-        protocol::ICMP => "icmp",
-        _ => "other",
-    }
-}
-
-/// Removes a stale socket file left by a crashed gateway.
-pub fn clear_stale_socket(path: &Path) {
-    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
-    }
 }

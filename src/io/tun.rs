@@ -201,10 +201,6 @@ impl TunQueue {
         self.fd.as_fd()
     }
 
-    pub fn has_vnet_header(&self) -> bool {
-        self.vnet
-    }
-
     /// Reads one packet into `buf` (never blocks).
     pub fn read(&self, buf: &mut PacketBuf) -> io::Result<Read> {
         let mut hdr = [0u8; VNET_HDR_LEN];

@@ -395,13 +395,11 @@ impl NatGateway {
                         Verdict::Invalid => out.tcp_invalid = true,
                         _ => {}
                     }
-                    // RFC 7857 §2.2 X8: an outbound RST (a host refusing inbound
-                    // traffic) does not keep the mapping alive.
-                    let refresh = !(dir == Dir::Original && tcp_flags & flags::RST != 0);
-                    if refresh && (dir == Dir::Original || self.config.inbound_refresh) {
-                        s.touch(now_secs);
-                    }
-                } else if dir == Dir::Original || self.config.inbound_refresh {
+                }
+                // RFC 7857 §2.2 X8: an outbound RST (a host refusing inbound
+                // traffic) does not keep the mapping alive.
+                let outbound_rst = dir == Dir::Original && key.proto == protocol::TCP && tcp_flags & flags::RST != 0;
+                if !outbound_rst && (dir == Dir::Original || self.config.inbound_refresh) {
                     s.touch(now_secs);
                 }
                 s.account(dir, len);
@@ -440,16 +438,14 @@ impl NatGateway {
             _ => {}
         }
         let mut slow = self.slow.lock();
-        // Another worker may have created it meanwhile; or an expired session
-        // still holds the key and must go first.
-        if let Some(r) = self.table.get(key) {
-            if r.dir == Dir::Original && !r.session.is_expired(now_secs, &self.config.timeouts) {
-                drop(slow);
-                return self.hit(now_secs, key, Dir::Original, tcp_flags, len).ok_or(NatError::NoSession);
-            }
-            if r.session.kill() {
-                self.release(&mut slow, &r.session, now_secs);
-            }
+        // Another worker may have created it meanwhile; an expired session
+        // holding the key goes first.
+        if let Some(live) = self.clear_expired(&mut slow, key, now_secs) {
+            drop(slow);
+            return match live {
+                Dir::Original => self.hit(now_secs, key, Dir::Original, tcp_flags, len).ok_or(NatError::NoSession),
+                Dir::Reply => Err(NatError::NoSession),
+            };
         }
         if self.sessions.load(Relaxed) >= self.config.max_sessions {
             return Err(NatError::TableFull);
@@ -460,30 +456,25 @@ impl NatGateway {
         let mk = self.mapping_key(key);
         let external = match slow.mappings.get(&mk) {
             Some(m) => m.external,
-            None => self.new_mapping(&mut slow, mk, key.dst_endpoint(), now_secs)?,
+            None => self.new_mapping(&mut slow, mk, key, now_secs)?,
         };
-        // The reply key must be free: with EIM it is (one external endpoint per
-        // internal endpoint), but a stale session might hold it.
-        let reply =
-            FlowKey { src: key.dst, dst: external.addr, sport: key.dport, dport: external.port, proto: key.proto };
-        if let Some(r) = self.table.get(&reply)
-            && r.session.kill()
-        {
-            self.release(&mut slow, &r.session, now_secs);
-        }
+        // The reply key is free of live sessions (no overloading: one external
+        // endpoint per mapping, and the orig key was free); a stale one may hold it.
+        let held = self.clear_expired(&mut slow, &key.reply_via(external.addr, external.port), now_secs);
+        debug_assert!(held.is_none(), "a live session holds the reply key of a new one");
         let session =
             Arc::new(Session::new(*key, (external.addr.to_be_bytes(), external.port), Dir::Original, now_secs));
         let out = self.install(&mut slow, mk, session, now_secs, Dir::Original, tcp_flags, len);
         Ok(out)
     }
 
-    /// Allocates a port and records a new mapping. `remote` is the first
-    /// destination (used only when ports overlap).
+    /// Allocates a port and records a new mapping for the flow `first`
+    /// (whose destination matters only when ports overlap).
     fn new_mapping(
         &self,
         slow: &mut Slow,
         mk: MappingKey,
-        remote: Endpoint,
+        first: &FlowKey,
         now_secs: u32,
     ) -> Result<Endpoint, NatError> {
         let used = slow.subscribers.get(&mk.internal.addr).copied().unwrap_or(0);
@@ -493,7 +484,7 @@ impl NatGateway {
         let ext_ip = self.public_ip_for(mk.internal.addr).ok_or(NatError::PortsExhausted)?;
         let proto = mk.internal.proto;
         let port = if self.config.port_overlapping {
-            self.overlapping_port(slow, mk, remote, ext_ip, now_secs)?
+            self.overlapping_port(slow, mk, first, ext_ip, now_secs)?
         } else if let Some(size) = self.config.port_block {
             self.block_port(slow, mk, ext_ip, size, now_secs)?
         } else {
@@ -521,7 +512,7 @@ impl NatGateway {
         &self,
         slow: &mut Slow,
         mk: MappingKey,
-        remote: Endpoint,
+        first: &FlowKey,
         ext_ip: u32,
         now_secs: u32,
     ) -> Result<u16, NatError> {
@@ -533,10 +524,8 @@ impl NatGateway {
             return Err(NatError::PortsExhausted);
         }
         let free = |slow: &Slow, p: u16| {
-            let probe =
-                FlowKey { src: remote.addr, dst: ext_ip, sport: remote.port, dport: p, proto: mk.internal.proto };
-            let reply = if mk.internal.proto == protocol::ICMP { FlowKey { sport: p, ..probe } } else { probe };
-            self.table.get(&reply).is_none_or(|r| r.session.is_expired(now_secs, &self.config.timeouts))
+            let reply = first.reply_via(ext_ip, p);
+            self.table.with(&reply, |r| r.session.is_expired(now_secs, &self.config.timeouts)).unwrap_or(true)
                 && slow.recent.get(&reply).is_none_or(|&t| t <= now_secs)
         };
         if policy.preserve && range.contains(&internal) && free(slow, internal) {
@@ -661,14 +650,12 @@ impl NatGateway {
             _ => return Err(NatError::NoSession),
         }
         let mut slow = self.slow.lock();
-        if let Some(r) = self.table.get(key) {
-            if r.dir == Dir::Reply && !r.session.is_expired(now_secs, &self.config.timeouts) {
-                drop(slow);
-                return self.hit(now_secs, key, Dir::Reply, tcp_flags, len).ok_or(NatError::NoSession);
-            }
-            if r.session.kill() {
-                self.release(&mut slow, &r.session, now_secs);
-            }
+        if let Some(live) = self.clear_expired(&mut slow, key, now_secs) {
+            drop(slow);
+            return match live {
+                Dir::Reply => self.hit(now_secs, key, Dir::Reply, tcp_flags, len).ok_or(NatError::NoSession),
+                Dir::Original => Err(NatError::NoSession),
+            };
         }
         let Some(&mk) = slow.by_external.get(&key.dst_endpoint()) else {
             return Err(NatError::NoSession);
@@ -701,13 +688,25 @@ impl NatGateway {
             dport: key.sport,
             proto: key.proto,
         };
-        if let Some(r) = self.table.get(&orig)
-            && r.session.kill()
-        {
-            self.release(&mut slow, &r.session, now_secs);
+        if self.clear_expired(&mut slow, &orig, now_secs).is_some() {
+            // The inside already has this flow under another key: leave it be.
+            return Err(NatError::NoSession);
         }
         let session = Arc::new(Session::new(orig, (external.addr.to_be_bytes(), external.port), Dir::Reply, now_secs));
         Ok(self.install(&mut slow, mk, session, now_secs, Dir::Reply, tcp_flags, len))
+    }
+
+    /// Frees `key` of an expired session (reaping it now). A live session is
+    /// never evicted (RFC 6888 REQ-11): its direction under `key` is returned.
+    fn clear_expired(&self, slow: &mut Slow, key: &FlowKey, now_secs: u32) -> Option<Dir> {
+        let r = self.table.get(key)?;
+        if !r.session.is_expired(now_secs, &self.config.timeouts) {
+            return Some(r.dir);
+        }
+        if r.session.kill() {
+            self.release(slow, &r.session, now_secs);
+        }
+        None
     }
 
     /// Removes a dead session from the table and its mapping; frees the mapping
@@ -834,7 +833,7 @@ impl NatGateway {
     }
 
     /// Finds the session an ICMP error is about, without touching it (RFC 5508
-    /// REQ-? I6: errors never refresh or end a session). `quoted` is the key of
+    /// REQ-6: errors never refresh or end a session). `quoted` is the key of
     /// the quoted packet as it travelled; the error travels the other way.
     pub fn session_for_error(&self, quoted: &FlowKey) -> Option<(Arc<Session>, Dir)> {
         // The quoted packet went in direction d; its key is the session's key for d.

@@ -113,7 +113,6 @@ impl FragTable {
     /// waiting for it to `release(ingress, bytes)`, to run through the
     /// pipeline again, and frees its buffer.
     pub fn first(&mut self, key: FragKey, fields: FirstFields, now: Timestamp, mut release: impl FnMut(u16, &[u8])) {
-        self.expire(now);
         let expires = now.plus(self.limits.timeout);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.limits.datagrams {
             // Full of datagrams: later fragments of this one will be refused.
@@ -133,7 +132,6 @@ impl FragTable {
     /// Looks up a later fragment; holds it (a copy of `bytes`) if its first
     /// fragment has not been seen.
     pub fn later(&mut self, key: FragKey, ingress: u16, bytes: &[u8], now: Timestamp) -> Later {
-        self.expire(now);
         if let Some(first) = self.entries.get(&key).and_then(|e| e.first) {
             return Later::Known(first);
         }
@@ -159,32 +157,29 @@ impl FragTable {
     }
 
     fn release_buffer(&mut self, i: usize) {
-        let owner = self.pool_owner[i];
-        if let Some(n) = self.held_by_source.get_mut(&owner) {
-            *n -= 1;
-            if *n == 0 {
-                self.held_by_source.remove(&owner);
-            }
-        }
-        self.free.push(i);
+        release(&mut self.free, &self.pool_owner, &mut self.held_by_source, i);
     }
 
     /// Forgets datagrams past their time; their waiting fragments are dropped.
+    /// Called from the pipeline's timer poll (every wake-up, at least every
+    /// 500 ms), not per fragment: one pass over the table, no allocation.
     pub fn expire(&mut self, now: Timestamp) {
         if self.entries.is_empty() {
             return;
         }
-        let dead: Vec<FragKey> = self.entries.iter().filter(|(_, e)| e.expires <= now).map(|(k, _)| *k).collect();
-        for k in dead {
-            if let Some(e) = self.entries.remove(&k) {
-                let mut at = e.waiting;
-                while let Some(i) = at {
-                    at = self.next[i].take();
-                    self.timed_out += 1;
-                    self.release_buffer(i);
-                }
+        let FragTable { entries, next, free, pool_owner, held_by_source, timed_out, .. } = self;
+        entries.retain(|_, e| {
+            if e.expires > now {
+                return true;
             }
-        }
+            let mut at = e.waiting;
+            while let Some(i) = at {
+                at = next[i].take();
+                *timed_out += 1;
+                release(free, pool_owner, held_by_source, i);
+            }
+            false
+        });
     }
 
     /// Fragments that timed out since the last call (for the caller's counters).
@@ -200,6 +195,17 @@ impl FragTable {
     pub fn datagrams(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// Gives pool buffer `i` back and lowers its source's share.
+fn release(free: &mut Vec<usize>, owner: &[u32], held: &mut HashMap<u32, usize, ahash::RandomState>, i: usize) {
+    if let Some(n) = held.get_mut(&owner[i]) {
+        *n -= 1;
+        if *n == 0 {
+            held.remove(&owner[i]);
+        }
+    }
+    free.push(i);
 }
 
 #[cfg(test)]

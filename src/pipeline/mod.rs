@@ -247,6 +247,11 @@ impl Meta {
         }
     }
 
+    /// TCP flags, 0 for other protocols.
+    fn tcp_flags(&self) -> u8 {
+        if let L4::Tcp { flags, .. } = self.l4 { flags } else { 0 }
+    }
+
     fn frag_key(&self) -> FragKey {
         FragKey { src: self.src, dst: self.dst, proto: self.proto, ident: self.ident }
     }
@@ -384,8 +389,9 @@ impl Pipeline {
 
     /// Route-only mode: the destination picks the device, nothing else happens.
     fn route_only(&self, pkt: &PacketBuf) -> Action {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt.bytes()) else {
-            return self.drop(DropReason::Truncated);
+        let ip = match Ipv4Packet::new_checked(pkt.bytes()) {
+            Ok(ip) => ip,
+            Err(e) => return self.drop(wire_drop(e)),
         };
         let t = &self.topo;
         let dst = u32::from(ip.dst_addr());
@@ -403,35 +409,28 @@ impl Pipeline {
     fn fragment(&self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf, m: &mut Meta) -> Option<Action> {
         let key = m.frag_key();
         let mut table = self.gw.frags.lock();
-        let result = if !m.later_fragment {
-            match m.first_fields() {
-                Some(f) => {
-                    let mut outbox = self.outbox.borrow_mut();
-                    let mut overflow = 0;
-                    table.first(key, f, now, |ing, bytes| {
-                        if !outbox.push(Pending::Reprocess(ing), bytes, Offload::default()) {
-                            overflow += 1;
-                        }
-                    });
-                    self.counters.drops[DropReason::OutputOverflow as usize].add(overflow);
-                    None
-                }
-                None => None,
-            }
-        } else {
-            match table.later(key, ingress, pkt.bytes(), now) {
+        if m.later_fragment {
+            return match table.later(key, ingress, pkt.bytes(), now) {
                 Later::Known(f) => {
                     m.place(f);
                     None
                 }
                 Later::Held => Some(Action::Held),
                 Later::Refused => Some(self.drop(DropReason::FragmentRefused)),
-            }
-        };
-        let timed_out = table.take_timed_out();
-        drop(table);
-        self.counters.drops[DropReason::FragmentTimeout as usize].add(timed_out);
-        result
+            };
+        }
+        // The first fragment: remember its ports, and run again what waited for them.
+        if let Some(f) = m.first_fields() {
+            let mut outbox = self.outbox.borrow_mut();
+            let mut overflow = 0;
+            table.first(key, f, now, |ing, bytes| {
+                if !outbox.push(Pending::Reprocess(ing), bytes, Offload::default()) {
+                    overflow += 1;
+                }
+            });
+            self.counters.count_drops(DropReason::OutputOverflow, overflow);
+        }
+        None
     }
 
     /// Timers: ends fragments that waited too long and sends the ICMP answers
@@ -442,7 +441,7 @@ impl Pipeline {
             t.expire(now);
             t.take_timed_out()
         };
-        self.counters.drops[DropReason::FragmentTimeout as usize].add(timed_out);
+        self.counters.count_drops(DropReason::FragmentTimeout, timed_out);
         let this: &Pipeline = self;
         for nat in &this.gw.nats {
             nat.take_due_syns(now.secs(), |d| this.answer_syn(now, d));

@@ -45,12 +45,19 @@ impl Pipeline {
         );
         set_end(m, side, rw.addr);
         m.set_port(side, rw.port);
+        self.count_translated(side, pkt.len());
+    }
+
+    /// A packet the NAT sent on: towards the destination (source rewritten) or
+    /// back to the source (destination rewritten), in AWS's metric names.
+    fn count_translated(&self, side: Side, len: usize) {
+        let n = &self.counters.nat;
         let (packets, bytes) = match side {
-            Side::Source => (&c.nat.packets_out_to_destination, &c.nat.bytes_out_to_destination),
-            Side::Destination => (&c.nat.packets_out_to_source, &c.nat.bytes_out_to_source),
+            Side::Source => (&n.packets_out_to_destination, &n.bytes_out_to_destination),
+            Side::Destination => (&n.packets_out_to_source, &n.bytes_out_to_source),
         };
         packets.inc();
-        bytes.add(pkt.len() as u64);
+        bytes.add(len as u64);
     }
 
     /// The internet gateway's stateless 1:1 NAT (addresses only; ICMP errors
@@ -122,7 +129,7 @@ impl Pipeline {
             L4::Icmp { .. } => return Err(self.drop(DropReason::NatIcmpNotQuery)),
             L4::Opaque => return Err(self.drop(DropReason::NatUnsupportedProtocol)),
         };
-        let tcp_flags = if let L4::Tcp { flags, .. } = m.l4 { flags } else { 0 };
+        let tcp_flags = m.tcp_flags();
         match nat.outbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
                 self.translate(pkt, m, &t, Side::Source);
@@ -216,7 +223,7 @@ impl Pipeline {
             }
             _ => return Err(self.drop(DropReason::NatNoSession)),
         };
-        let tcp_flags = if let L4::Tcp { flags, .. } = m.l4 { flags } else { 0 };
+        let tcp_flags = m.tcp_flags();
         match nat.inbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
                 self.translate(pkt, m, &t, Side::Destination);
@@ -262,18 +269,8 @@ impl Pipeline {
         };
         icmp_error::translate(b, &q, side, rw.addr, rw.addr_delta, Some((rw.port, rw.port_delta)));
         set_end(m, side, rw.addr);
-        let c = &self.counters;
-        c.nat.icmp_errors_translated.inc();
-        match dir {
-            Dir::Original => {
-                c.nat.packets_out_to_destination.inc();
-                c.nat.bytes_out_to_destination.add(pkt.len() as u64);
-            }
-            Dir::Reply => {
-                c.nat.packets_out_to_source.inc();
-                c.nat.bytes_out_to_source.add(pkt.len() as u64);
-            }
-        }
+        self.counters.nat.icmp_errors_translated.inc();
+        self.count_translated(side, pkt.len());
         Ok(())
     }
 }

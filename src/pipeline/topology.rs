@@ -261,11 +261,6 @@ impl Topology {
         self.addrs.get(ip).is_some_and(|i| i.own)
     }
 
-    /// The interface of a host by name.
-    pub fn host_named(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.name == name)
-    }
-
     /// Interface names, in interface order.
     pub fn interface_names(&self) -> Vec<String> {
         self.interfaces.iter().map(|i| i.name.clone()).collect()
