@@ -24,6 +24,19 @@ fn main() {
     b.buffer_mut()[..syn.len()].copy_from_slice(&syn);
     b.set_len(syn.len());
     assert!(matches!(pipe.process(now, app, &mut b), Action::Forward(_)));
+    // The SYN-ACK back to the port the NAT chose: the connection is established.
+    let ext = u16::from_be_bytes([b.bytes()[20], b.bytes()[21]]);
+    let internet = gw.topology().interfaces.iter().position(|i| i.name == "internet").unwrap() as u16;
+    let mut synack = Vec::new();
+    etherparse::PacketBuilder::ipv4([198, 51, 100, 10], [203, 0, 113, 5], 64)
+        .tcp(443, ext, 0, 64240)
+        .syn()
+        .ack(1)
+        .write(&mut synack, &[])
+        .unwrap();
+    b.buffer_mut()[..synack.len()].copy_from_slice(&synack);
+    b.set_len(synack.len());
+    assert!(matches!(pipe.process(now, internet, &mut b), Action::Forward(_)));
     let mut ack = Vec::new();
     etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
         .tcp(40000, 443, 1, 64240)

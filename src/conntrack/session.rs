@@ -6,7 +6,7 @@
 //! two directions at once without a lock.
 
 use super::key::FlowKey;
-use super::tcp::{Dir, TcpPhase, TcpTrack, Verdict};
+use super::tcp::{Dir, Segment, TcpPhase, TcpState, TcpTrack, Verdict};
 use super::timeouts::Timeouts;
 use crate::wire::checksum::Delta;
 use crate::wire::ipv4::protocol;
@@ -127,7 +127,12 @@ impl Session {
     #[inline]
     pub fn is_expired(&self, now_secs: u32, t: &Timeouts) -> bool {
         let seen = self.last_seen.load(Relaxed);
-        seen == DEAD || now_secs > seen.saturating_add(self.timeout(t))
+        if seen == DEAD {
+            return true;
+        }
+        // Seen this second (a busy flow): live whatever the timeout, without
+        // working out which timeout applies.
+        now_secs > seen && now_secs > seen.saturating_add(self.timeout(t))
     }
 
     pub fn is_dead(&self) -> bool {
@@ -194,9 +199,17 @@ impl Session {
     }
 
     /// Runs the TCP tracker for a segment with `tcp_flags` seen in `dir`
-    /// (relative to the NAT: `Original` is outbound). Lock-free: retries if
-    /// another worker moved the state meanwhile.
-    pub fn track_tcp(&self, dir: Dir, tcp_flags: u8) -> Verdict {
+    /// (relative to the NAT: `Original` is outbound): the verdict, and the
+    /// state before. Lock-free: retries if another worker moved the state
+    /// meanwhile.
+    #[inline]
+    pub fn track_tcp(&self, dir: Dir, tcp_flags: u8) -> (Verdict, TcpState) {
+        let mut cur = self.track.load(Relaxed);
+        // The common case, an ACK on an established connection (no FIN seen),
+        // changes nothing whichever side sends it.
+        if cur == TcpState::Established as u8 && Segment::classify(tcp_flags) == Segment::Ack {
+            return (Verdict::Move(TcpState::Established), TcpState::Established);
+        }
         // The tracker's direction is relative to whoever opened the connection.
         let tdir = if self.opener == Dir::Original {
             dir
@@ -206,14 +219,13 @@ impl Session {
                 Dir::Reply => Dir::Original,
             }
         };
-        let mut cur = self.track.load(Relaxed);
         loop {
             let (verdict, next) = TcpTrack(cur).step(tdir, tcp_flags);
             if next.0 == cur {
-                return verdict;
+                return (verdict, TcpTrack(cur).state());
             }
             match self.track.compare_exchange_weak(cur, next.0, Relaxed, Relaxed) {
-                Ok(_) => return verdict,
+                Ok(_) => return (verdict, TcpTrack(cur).state()),
                 Err(now) => cur = now,
             }
         }

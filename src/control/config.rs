@@ -81,6 +81,7 @@ struct GatewaySection {
     workers: Option<usize>,
     mtu: Option<u16>,
     mss_clamp: Option<bool>,
+    flow_cache: Option<bool>,
     busy_poll_us: Option<u64>,
     txqueuelen: Option<u32>,
     offload: Option<bool>,
@@ -264,6 +265,8 @@ pub struct GatewaySettings {
     pub icmp_rate: u32,
     pub icmp_burst: u32,
     pub mss_clamp: bool,
+    /// Remember each flow's forwarding decision (see `pipeline::flow_cache`).
+    pub flow_cache: bool,
     /// Microseconds a worker keeps polling after traffic before it sleeps.
     pub busy_poll_us: u64,
     /// Queue length of the TUN devices on the hosts' side.
@@ -853,6 +856,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         icmp_rate: g.icmp_rate.unwrap_or(1000),
         icmp_burst: g.icmp_burst.unwrap_or(100),
         mss_clamp: g.mss_clamp.unwrap_or(true),
+        flow_cache: g.flow_cache.unwrap_or(true),
         busy_poll_us: g.busy_poll_us.unwrap_or(0),
         txqueuelen: g.txqueuelen.unwrap_or(500),
     };
@@ -1086,6 +1090,7 @@ impl Vpc {
             icmp_rate: self.gateway.icmp_rate,
             icmp_burst: self.gateway.icmp_burst,
             mss_clamp: self.gateway.mss_clamp,
+            flow_cache: self.gateway.flow_cache,
             route_only,
             ..crate::pipeline::Settings::default()
         };

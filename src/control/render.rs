@@ -110,6 +110,10 @@ pub fn stats(s: &Stats) -> String {
     for (k, v) in &s.totals.generated {
         let _ = writeln!(out, "  {k:<32} {v}");
     }
+    let _ = writeln!(out, "\nflow cache (packets that skipped the walk):");
+    for (k, v) in &s.totals.cache {
+        let _ = writeln!(out, "  {k:<32} {v}");
+    }
     let _ = writeln!(out, "\nI/O:");
     for (k, v) in &s.totals.io {
         let _ = writeln!(out, "  {k:<32} {v}");

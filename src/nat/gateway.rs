@@ -225,6 +225,15 @@ pub struct Translated {
     pub tcp_invalid: bool,
 }
 
+/// What a packet did to a session it was carried by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// This packet completed a TCP handshake.
+    pub established: bool,
+    /// The TCP tracker found the segment out of place (forwarded anyway).
+    pub tcp_invalid: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct MappingKey {
     internal: Endpoint,
@@ -379,33 +388,53 @@ impl NatGateway {
     /// The fast path: a live session under `key` in direction `dir`.
     #[inline]
     fn hit(&self, now_secs: u32, key: &FlowKey, dir: Dir, tcp_flags: u8, len: usize) -> Option<Translated> {
-        let t = &self.config.timeouts;
         self.table
             .with(key, |r| {
-                let s = &r.session;
-                if r.dir != dir || s.is_expired(now_secs, t) {
+                if r.dir != dir {
                     return None;
                 }
-                let mut out =
-                    Translated { rewrite: s.rewrite(dir), created: false, established: false, tcp_invalid: false };
-                if key.proto == protocol::TCP {
-                    let before = s.tcp_track().state();
-                    match s.track_tcp(dir, tcp_flags) {
-                        Verdict::Move(TcpState::Established) => out.established = before != TcpState::Established,
-                        Verdict::Invalid => out.tcp_invalid = true,
-                        _ => {}
-                    }
-                }
-                // RFC 7857 §2.2 X8: an outbound RST (a host refusing inbound
-                // traffic) does not keep the mapping alive.
-                let outbound_rst = dir == Dir::Original && key.proto == protocol::TCP && tcp_flags & flags::RST != 0;
-                if !outbound_rst && (dir == Dir::Original || self.config.inbound_refresh) {
-                    s.touch(now_secs);
-                }
-                s.account(dir, len);
-                Some(out)
+                let c = self.carry(&r.session, now_secs, dir, tcp_flags, len)?;
+                Some(Translated {
+                    rewrite: r.session.rewrite(dir),
+                    created: false,
+                    established: c.established,
+                    tcp_invalid: c.tcp_invalid,
+                })
             })
             .flatten()
+    }
+
+    /// What a packet in `dir` does to a session already found (here or in a
+    /// worker's flow cache): the TCP tracker, the idle timer, the counts.
+    /// `None` when the session is expired or dead: look it up again.
+    #[inline]
+    pub fn carry(&self, s: &Session, now_secs: u32, dir: Dir, tcp_flags: u8, len: usize) -> Option<Carried> {
+        if s.is_expired(now_secs, &self.config.timeouts) {
+            return None;
+        }
+        let mut out = Carried::default();
+        let tcp = s.orig.proto == protocol::TCP;
+        if tcp {
+            match s.track_tcp(dir, tcp_flags) {
+                (Verdict::Move(TcpState::Established), before) => out.established = before != TcpState::Established,
+                (Verdict::Invalid, _) => out.tcp_invalid = true,
+                _ => {}
+            }
+        }
+        // RFC 7857 §2.2 X8: an outbound RST (a host refusing inbound
+        // traffic) does not keep the mapping alive.
+        let outbound_rst = dir == Dir::Original && tcp && tcp_flags & flags::RST != 0;
+        if !outbound_rst && (dir == Dir::Original || self.config.inbound_refresh) {
+            s.touch(now_secs);
+        }
+        s.account(dir, len);
+        Some(out)
+    }
+
+    /// The session under `key` and the direction `key` travels in it, without
+    /// touching it: for a worker's flow cache, which then calls [`Self::carry`].
+    pub fn session(&self, key: &FlowKey) -> Option<(Arc<Session>, Dir)> {
+        self.table.get(key).map(|r| (r.session, r.dir))
     }
 
     fn mapping_key(&self, orig: &FlowKey) -> MappingKey {
@@ -624,7 +653,7 @@ impl NatGateway {
         }
         let mut tcp_invalid = false;
         if session.orig.proto == protocol::TCP {
-            tcp_invalid = session.track_tcp(dir, tcp_flags) == Verdict::Invalid;
+            tcp_invalid = session.track_tcp(dir, tcp_flags).0 == Verdict::Invalid;
         }
         session.account(dir, len);
         self.table.insert(&session);
@@ -837,7 +866,7 @@ impl NatGateway {
     /// the quoted packet as it travelled; the error travels the other way.
     pub fn session_for_error(&self, quoted: &FlowKey) -> Option<(Arc<Session>, Dir)> {
         // The quoted packet went in direction d; its key is the session's key for d.
-        self.table.get(quoted).map(|r| (r.session, r.dir))
+        self.session(quoted)
     }
 
     /// Live sessions for display.

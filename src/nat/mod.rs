@@ -11,6 +11,7 @@ pub mod ports;
 pub mod rewrite;
 
 pub use gateway::{
-    DeferredSyn, ExhaustionReply, Filtering, Mapping, NatConfig, NatError, NatGateway, Translated, UnsolicitedSyn,
+    Carried, DeferredSyn, ExhaustionReply, Filtering, Mapping, NatConfig, NatError, NatGateway, Translated,
+    UnsolicitedSyn,
 };
 pub use rewrite::{L4Checksum, L4Kind, Side};

@@ -84,6 +84,18 @@ named_counters! {
 }
 
 named_counters! {
+    /// The workers' flow caches (see `pipeline::flow_cache`).
+    CacheCounters {
+        /// Packets forwarded from a cached decision, without the walk.
+        hits,
+        /// Decisions remembered after a walk.
+        inserts,
+        /// Entries dropped because their NAT session had expired or been replaced.
+        invalidated,
+    }
+}
+
+named_counters! {
     /// The I/O layer's own events.
     IoCounters {
         /// Reads that failed (not packets: the device itself erred).
@@ -105,6 +117,7 @@ pub struct Counters {
     pub drops: Box<[Counter]>,
     pub nat: NatCounters,
     pub generated: GeneratedCounters,
+    pub cache: CacheCounters,
     pub io: IoCounters,
 }
 
@@ -123,6 +136,7 @@ impl Counters {
             drops: row(DropReason::COUNT),
             nat: NatCounters::default(),
             generated: GeneratedCounters::default(),
+            cache: CacheCounters::default(),
             io: IoCounters::default(),
         }
     }
@@ -164,6 +178,8 @@ pub struct Totals {
     pub drops: Vec<(String, u64)>,
     pub nat: Vec<(String, u64)>,
     pub generated: Vec<(String, u64)>,
+    #[serde(default)]
+    pub cache: Vec<(String, u64)>,
     pub io: Vec<(String, u64)>,
 }
 
@@ -174,6 +190,7 @@ impl Totals {
         let mut drops = vec![0u64; DropReason::COUNT];
         let mut nat: Vec<(String, u64)> = Vec::new();
         let mut generated: Vec<(String, u64)> = Vec::new();
+        let mut cache: Vec<(String, u64)> = Vec::new();
         let mut io: Vec<(String, u64)> = Vec::new();
         fn merge(into: &mut Vec<(String, u64)>, from: Vec<(&'static str, u64)>) {
             if into.is_empty() {
@@ -196,6 +213,7 @@ impl Totals {
             }
             merge(&mut nat, w.nat.values());
             merge(&mut generated, w.generated.values());
+            merge(&mut cache, w.cache.values());
             merge(&mut io, w.io.values());
         }
         Totals {
@@ -208,6 +226,7 @@ impl Totals {
                 .collect(),
             nat,
             generated,
+            cache,
             io,
         }
     }

@@ -53,13 +53,14 @@ impl Pipeline {
             let in_mtu = topo.interfaces.get(usize::from(ingress)).map_or(mtu, |i| usize::from(i.mtu));
             clamp_mss(pkt, mtu.min(in_mtu));
         }
-        let too_big = match pkt.offload.gso {
-            Some(g) => usize::from(g.hdr_len) + usize::from(g.size) > mtu,
-            None => pkt.len() > mtu,
-        };
-        if !too_big {
+        if !too_big(pkt, mtu) {
             return Action::Forward(egress);
         }
+        // Fragmented or refused: sizes vary within a flow, so this is no
+        // decision to remember for it.
+        let mut trace = self.trace.get();
+        trace.uncacheable = true;
+        self.trace.set(trace);
         if m.dont_frag || pkt.offload.gso.is_some() {
             return self.frag_needed(now, ingress, pkt, m, mtu);
         }
@@ -240,6 +241,15 @@ impl Pipeline {
         } else {
             self.counters.count_drop(DropReason::OutputOverflow);
         }
+    }
+}
+
+/// True when the packet (or each segment of a GSO frame) exceeds `mtu`.
+#[inline]
+pub(super) fn too_big(pkt: &PacketBuf, mtu: usize) -> bool {
+    match pkt.offload.gso {
+        Some(g) => usize::from(g.hdr_len) + usize::from(g.size) > mtu,
+        None => pkt.len() > mtu,
     }
 }
 

@@ -24,6 +24,7 @@ pub mod action;
 pub mod buf;
 pub mod counters;
 pub mod egress;
+pub mod flow_cache;
 pub mod frag;
 pub mod nat_step;
 pub mod outbox;
@@ -39,12 +40,15 @@ pub use topology::{IfId, IfKind, Topology};
 
 use crate::acl::AclPacket;
 use crate::clock::Timestamp;
+use crate::conntrack::{Dir, FlowKey};
 use crate::nat::NatGateway;
-use crate::nat::rewrite::L4Kind;
+use crate::nat::rewrite::{L4Kind, Side};
+use crate::route::NatId;
 use crate::wire::icmpv4::{self, Icmpv4Packet};
 use crate::wire::ipv4::protocol;
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket, WireError};
 use arc_swap::ArcSwap;
+use flow_cache::{CacheKey, Decision, FlowCache, Through};
 use frag::{FirstFields, FragKey, FragLimits, FragTable, Later};
 use outbox::Outbox;
 use parking_lot::Mutex;
@@ -71,11 +75,21 @@ pub struct Settings {
     /// address only (a host's address, else the internet side). No NAT, no
     /// ACL, no TTL: what any TUN forwarder must at least do.
     pub route_only: bool,
+    /// Remember each flow's forwarding decision in the worker's
+    /// [`flow_cache`], so that its next packets skip the walk.
+    pub flow_cache: bool,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { icmp_rate: 1000, icmp_burst: 100, mss_clamp: true, frag: FragLimits::default(), route_only: false }
+        Settings {
+            icmp_rate: 1000,
+            icmp_burst: 100,
+            mss_clamp: true,
+            frag: FragLimits::default(),
+            route_only: false,
+            flow_cache: true,
+        }
     }
 }
 
@@ -152,6 +166,8 @@ impl Gateway {
             outbox: RefCell::new(Outbox::new(OUTBOX, slot)),
             head: [0; HEAD],
             head_len: 0,
+            cache: FlowCache::new(),
+            trace: Cell::new(Trace::default()),
         }
     }
 }
@@ -175,6 +191,19 @@ pub struct Pipeline {
     /// The head of the current packet as it arrived, when it might not fit its egress.
     head: [u8; HEAD],
     head_len: usize,
+    cache: FlowCache,
+    /// What the walk of the current packet did that its cache entry needs.
+    trace: Cell<Trace>,
+}
+
+/// Noted during the walk, for the flow cache.
+#[derive(Clone, Copy, Debug, Default)]
+struct Trace {
+    /// The packet went through a NAT session: its gateway, direction and key.
+    nat: Option<(NatId, Dir, FlowKey)>,
+    /// The decision may not be cached: two NAT sessions (hairpinning), or a
+    /// packet too big for its egress.
+    uncacheable: bool,
 }
 
 /// What the validation step learnt about a packet.
@@ -250,6 +279,21 @@ impl Meta {
     /// TCP flags, 0 for other protocols.
     fn tcp_flags(&self) -> u8 {
         if let L4::Tcp { flags, .. } = self.l4 { flags } else { 0 }
+    }
+
+    /// The flow cache's key: TCP and UDP packets that are not fragments; not
+    /// TCP SYNs, which the walk must see (session creation, MSS clamping).
+    #[inline]
+    fn cache_key(&self, ingress: IfId) -> Option<CacheKey> {
+        let (sport, dport) = match self.l4 {
+            L4::Tcp { sport, dport, flags } if flags & crate::wire::tcp::flags::SYN == 0 => (sport, dport),
+            L4::Udp { sport, dport } => (sport, dport),
+            _ => return None,
+        };
+        if self.is_fragment {
+            return None;
+        }
+        Some(CacheKey { src: self.src, dst: self.dst, sport, dport, ingress, proto: self.proto })
     }
 
     fn frag_key(&self) -> FragKey {
@@ -337,10 +381,14 @@ fn is_martian(a: u32) -> bool {
 impl Pipeline {
     /// Picks up the latest topology (workers call this once per batch).
     pub fn refresh(&mut self) {
+        // Sessions the flow cache let go of are freed here, between batches.
+        self.cache.collect();
         let cur = self.gw.topology.load();
         if !Arc::ptr_eq(&cur, &self.topo) {
             self.topo = arc_swap::Guard::into_inner(cur);
             self.min_mtu = min_mtu(&self.topo);
+            // Routes, ACLs or NAT gateways changed: every decision may have.
+            self.cache.clear();
         }
     }
 
@@ -359,12 +407,18 @@ impl Pipeline {
         if self.gw.settings.route_only {
             return self.route_only(pkt);
         }
+        if self.gw.settings.flow_cache
+            && let Some(a) = self.cached(now, ingress, pkt)
+        {
+            return a;
+        }
         let mut m = match parse(pkt.bytes()) {
             Ok(m) => m,
             Err(r) => return self.drop(r),
         };
         // Anything past the total length is link padding.
         pkt.set_len(m.total);
+        let key = if self.gw.settings.flow_cache { m.cache_key(ingress) } else { None };
         if is_martian(m.src) {
             return self.drop(DropReason::MartianSource);
         }
@@ -378,13 +432,107 @@ impl Pipeline {
             self.head_len = pkt.len().min(HEAD);
             self.head[..self.head_len].copy_from_slice(&pkt.bytes()[..self.head_len]);
         }
+        self.trace.set(Trace::default());
+        let ttl = m.ttl;
         let this: &Pipeline = self;
         if m.is_fragment
             && let Some(a) = this.fragment(now, ingress, pkt, &mut m)
         {
             return a;
         }
-        this.walk(now, ingress, pkt, &mut m)
+        let action = this.walk(now, ingress, pkt, &mut m);
+        if let (Some(k), Action::Forward(egress)) = (key, action) {
+            self.remember(k, ttl, egress, pkt);
+        }
+        action
+    }
+
+    /// A packet of a cached flow: the cached decision, if it still applies.
+    /// Runs before the general parse, with the same checks for the packets
+    /// it takes (a TCP or UDP packet, not a fragment, not a SYN); anything
+    /// else, and any doubt, is left to the walk.
+    #[inline]
+    fn cached(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Option<Action> {
+        let ip = Ipv4Packet::new_checked(pkt.bytes()).ok()?;
+        if ip.is_fragment() || !ip.verify_checksum() {
+            return None;
+        }
+        let proto = ip.protocol();
+        let (sport, dport, flags) = match proto {
+            protocol::TCP => {
+                let t = TcpPacket::new_checked(ip.payload()).ok()?;
+                if t.flags() & crate::wire::tcp::flags::SYN != 0 {
+                    return None;
+                }
+                (t.src_port(), t.dst_port(), t.flags())
+            }
+            protocol::UDP => {
+                let u = UdpPacket::new_checked(ip.payload()).ok()?;
+                (u.src_port(), u.dst_port(), 0)
+            }
+            _ => return None,
+        };
+        let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
+        let (total, ttl) = (usize::from(ip.total_len()), ip.ttl());
+        let key = CacheKey { src, dst, sport, dport, ingress, proto };
+        let hit = self.cache.get(&key)?;
+        let d = hit.decision;
+        // Anything past the total length is link padding.
+        pkt.set_len(total);
+        if (d.ttl && ttl <= 1) || egress::too_big(pkt, usize::from(d.mtu)) {
+            return None;
+        }
+        if let Some(t) = hit.through {
+            let len = pkt.len();
+            let carried = self
+                .gw
+                .nats
+                .get(usize::from(t.nat))
+                .and_then(|nat| nat.carry(&t.session, now.secs(), t.dir, flags, len));
+            let Some(tr) = carried else {
+                // Expired or replaced: the walk finds out what now applies.
+                let slot = hit.slot();
+                self.cache.invalidate(slot);
+                self.counters.cache.invalidated.inc();
+                return None;
+            };
+            let c = &self.counters.nat;
+            let side = match t.dir {
+                Dir::Original => {
+                    c.packets_in_from_source.inc();
+                    c.bytes_in_from_source.add(len as u64);
+                    Side::Source
+                }
+                Dir::Reply => {
+                    c.packets_in_from_destination.inc();
+                    c.bytes_in_from_destination.add(len as u64);
+                    Side::Destination
+                }
+            };
+            self.count_session(false, tr, side, len);
+        }
+        d.apply(pkt);
+        self.counters.cache.hits.inc();
+        Some(Action::Forward(d.egress))
+    }
+
+    /// After the walk forwarded a packet of a cacheable flow: remember what it did.
+    fn remember(&mut self, k: CacheKey, ttl_in: u8, egress: IfId, pkt: &PacketBuf) {
+        let trace = self.trace.get();
+        if trace.uncacheable {
+            return;
+        }
+        let through = match trace.nat {
+            None => None,
+            Some((nat, dir, key)) => match self.gw.nats.get(usize::from(nat)).and_then(|g| g.session(&key)) {
+                Some((session, d)) if d == dir => Some(Through { nat, dir, session }),
+                _ => return,
+            },
+        };
+        let Some(mtu) = self.topo.interfaces.get(usize::from(egress)).map(|i| i.mtu) else { return };
+        let Some(d) = Decision::learn(&k, ttl_in, egress, mtu, pkt.bytes()) else { return };
+        self.cache.insert(k, d, through);
+        self.counters.cache.inserts.inc();
     }
 
     /// Route-only mode: the destination picks the device, nothing else happens.

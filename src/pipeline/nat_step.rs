@@ -22,16 +22,6 @@ impl Pipeline {
     /// going out, destination coming in) and counts it.
     #[inline]
     fn translate(&self, pkt: &mut PacketBuf, m: &mut Meta, t: &crate::nat::Translated, side: Side) {
-        let c = &self.counters;
-        if t.created {
-            c.nat.connection_attempts.inc();
-        }
-        if t.established {
-            c.nat.connections_established.inc();
-        }
-        if t.tcp_invalid {
-            c.nat.tcp_invalid.inc();
-        }
         let rw = t.rewrite;
         let csum = Self::l4_checksum(pkt);
         rewrite::apply(
@@ -45,7 +35,34 @@ impl Pipeline {
         );
         set_end(m, side, rw.addr);
         m.set_port(side, rw.port);
-        self.count_translated(side, pkt.len());
+        let carried = crate::nat::Carried { established: t.established, tcp_invalid: t.tcp_invalid };
+        self.count_session(t.created, carried, side, pkt.len());
+    }
+
+    /// Counts what a packet did to its NAT session, and the packet sent on.
+    #[inline]
+    pub(super) fn count_session(&self, created: bool, t: crate::nat::Carried, side: Side, len: usize) {
+        let c = &self.counters.nat;
+        if created {
+            c.connection_attempts.inc();
+        }
+        if t.established {
+            c.connections_established.inc();
+        }
+        if t.tcp_invalid {
+            c.tcp_invalid.inc();
+        }
+        self.count_translated(side, len);
+    }
+
+    /// Notes for the flow cache that the packet went through a NAT session.
+    fn trace_nat(&self, n: NatId, dir: Dir, key: FlowKey) {
+        let mut trace = self.trace.get();
+        if trace.nat.is_some() {
+            trace.uncacheable = true;
+        }
+        trace.nat = Some((n, dir, key));
+        self.trace.set(trace);
     }
 
     /// A packet the NAT sent on: towards the destination (source rewritten) or
@@ -132,6 +149,7 @@ impl Pipeline {
         let tcp_flags = m.tcp_flags();
         match nat.outbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
+                self.trace_nat(n, Dir::Original, key);
                 self.translate(pkt, m, &t, Side::Source);
                 Ok(())
             }
@@ -226,6 +244,7 @@ impl Pipeline {
         let tcp_flags = m.tcp_flags();
         match nat.inbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
+                self.trace_nat(n, Dir::Reply, key);
                 self.translate(pkt, m, &t, Side::Destination);
                 Ok(())
             }
