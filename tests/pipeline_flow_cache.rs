@@ -54,6 +54,21 @@ enum Flow {
     BastionWebTcp,
     /// app -> bastion inside the VPC (routed between subnets).
     AppBastionUdp,
+    /// app -> bastion's Elastic IP: out through the NAT gateway, back in
+    /// through the internet gateway (hairpinning), and bastion's answers.
+    AppBastionEipUdp,
+}
+
+impl Flow {
+    /// Which of the NAT's external ports a flow's replies go to.
+    fn ext_slot(self) -> Option<usize> {
+        match self {
+            Flow::AppWebTcp => Some(0),
+            Flow::AppWebUdp => Some(1),
+            Flow::AppBastionEipUdp => Some(2),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -68,8 +83,13 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let flow =
-        prop_oneof![Just(Flow::AppWebTcp), Just(Flow::AppWebUdp), Just(Flow::BastionWebTcp), Just(Flow::AppBastionUdp)];
+    let flow = prop_oneof![
+        Just(Flow::AppWebTcp),
+        Just(Flow::AppWebUdp),
+        Just(Flow::BastionWebTcp),
+        Just(Flow::AppBastionUdp),
+        Just(Flow::AppBastionEipUdp)
+    ];
     let flags = prop_oneof![
         4 => Just("A"),
         2 => Just("PA"),
@@ -122,6 +142,8 @@ fn packet(s: &Step, ext: u16) -> (&'static str, Vec<u8>) {
         (Flow::BastionWebTcp, true) => ("internet", tcp_p(WEB, 80, BASTION_EIP, 22000)),
         (Flow::AppBastionUdp, false) => ("app", udp_p(APP, 5000, BASTION, 6000)),
         (Flow::AppBastionUdp, true) => ("bastion", udp_p(BASTION, 6000, APP, 5000)),
+        (Flow::AppBastionEipUdp, false) => ("app", udp_p(APP, 5001, BASTION_EIP, 7000)),
+        (Flow::AppBastionEipUdp, true) => ("bastion", udp_p(BASTION, 7000, NAT_IP, ext)),
     };
     // Set the TTL, keeping the header checksum right.
     v[8] = s.ttl;
@@ -153,17 +175,17 @@ proptest! {
     #[test]
     fn the_cache_changes_nothing_but_speed(steps in proptest::collection::vec(step(), 1..80)) {
         let (mut with, mut without) = (lab(true), lab(false));
-        let mut ext = [1024u16; 2];
+        let mut ext = [1024u16; 3];
         for s in &steps {
-            let e = ext[matches!(s.flow, Flow::AppWebUdp) as usize];
+            let e = s.flow.ext_slot().map_or(0, |i| ext[i]);
             let ((a1, b1), p1) = run(&mut with, s, e);
             let ((a2, b2), p2) = run(&mut without, s, e);
             prop_assert_eq!(a1, a2, "verdict of {:?}", s);
             prop_assert_eq!(&b1, &b2, "bytes of {:?}", s);
             prop_assert_eq!(p1, p2, "packets queued after {:?}", s);
             // Replies go to the port the NAT chose.
-            if !s.inbound && matches!(s.flow, Flow::AppWebTcp | Flow::AppWebUdp) && a1 == Action::Forward(with.ifc("internet")) {
-                ext[matches!(s.flow, Flow::AppWebUdp) as usize] = seen(&b1).sport;
+            if let (false, Some(i), Action::Forward(_)) = (s.inbound, s.flow.ext_slot(), a1) {
+                ext[i] = seen(&b1).sport;
             }
         }
         let (t1, t2) = (with.totals(), without.totals());
@@ -230,4 +252,26 @@ fn an_expired_session_is_not_carried_on() {
     // AWS answers a packet of an expired connection with a RST.
     assert_eq!(a, Action::Reply { egress: lab.ifc("app"), cause: DropReason::NatNotSyn });
     assert_eq!(cache_count(&lab, "invalidated"), 1);
+}
+
+/// A hairpinned flow (out through the NAT gateway, in through the internet
+/// gateway's 1:1 NAT) is cached too, both ways, with the NAT counted as the
+/// walk counts it.
+#[test]
+fn hairpinned_flows_are_cached() {
+    let (mut with, mut without) = (lab(true), lab(false));
+    for lab in [&mut with, &mut without] {
+        let mut ext = 0;
+        for _ in 0..5 {
+            let out = lab.pass("app", "bastion", &udp(APP, 5001, BASTION_EIP, 7000, b"q"));
+            ext = seen(&out).sport;
+            assert_eq!(seen(&out).src, addr(NAT_IP));
+        }
+        for _ in 0..5 {
+            let back = lab.pass("bastion", "app", &udp(BASTION, 7000, NAT_IP, ext, b"a"));
+            assert_eq!(seen(&back).src, addr(BASTION_EIP));
+        }
+    }
+    assert_eq!(cache_count(&with, "hits"), 8);
+    assert_eq!(with.totals().nat, without.totals().nat);
 }
