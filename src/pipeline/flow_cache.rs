@@ -132,26 +132,23 @@ impl Decision {
         ip.set_checksum(c);
         let proto = ip.protocol();
         let payload = ip.payload_mut();
+        // The transport checksum: the pseudo-header sum only when left to
+        // offload; else complete, where a UDP checksum of 0 stays 0.
+        let l4_sum = |stored: u16, udp: bool| match (partial, udp) {
+            (true, _) => self.l4_partial_delta.apply_partial(stored),
+            (false, true) => self.l4_delta.apply_udp(stored),
+            (false, false) => self.l4_delta.apply(stored),
+        };
         if proto == protocol::TCP {
             let mut t = TcpPacket::new_unchecked(payload);
             t.set_src_port(self.sport);
             t.set_dst_port(self.dport);
-            let c = if partial {
-                self.l4_partial_delta.apply_partial(t.checksum())
-            } else {
-                self.l4_delta.apply(t.checksum())
-            };
-            t.set_checksum(c);
+            t.set_checksum(l4_sum(t.checksum(), false));
         } else {
             let mut u = UdpPacket::new_unchecked(payload);
             u.set_src_port(self.sport);
             u.set_dst_port(self.dport);
-            let c = if partial {
-                self.l4_partial_delta.apply_partial(u.checksum())
-            } else {
-                self.l4_delta.apply_udp(u.checksum())
-            };
-            u.set_checksum(c);
+            u.set_checksum(l4_sum(u.checksum(), true));
         }
     }
 }

@@ -496,19 +496,11 @@ impl Pipeline {
                 self.counters.cache.invalidated.inc();
                 return None;
             };
-            let c = &self.counters.nat;
             let side = match t.dir {
-                Dir::Original => {
-                    c.packets_in_from_source.inc();
-                    c.bytes_in_from_source.add(len as u64);
-                    Side::Source
-                }
-                Dir::Reply => {
-                    c.packets_in_from_destination.inc();
-                    c.bytes_in_from_destination.add(len as u64);
-                    Side::Destination
-                }
+                Dir::Original => Side::Source,
+                Dir::Reply => Side::Destination,
             };
+            self.count_arrival(side, len);
             self.count_session(false, tr, side, len);
         }
         d.apply(pkt);

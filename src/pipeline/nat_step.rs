@@ -65,6 +65,18 @@ impl Pipeline {
         self.trace.set(trace);
     }
 
+    /// A packet that reached the NAT: from inside (to be translated at its
+    /// source) or from outside (at its destination), in AWS's metric names.
+    pub(super) fn count_arrival(&self, side: Side, len: usize) {
+        let n = &self.counters.nat;
+        let (packets, bytes) = match side {
+            Side::Source => (&n.packets_in_from_source, &n.bytes_in_from_source),
+            Side::Destination => (&n.packets_in_from_destination, &n.bytes_in_from_destination),
+        };
+        packets.inc();
+        bytes.add(len as u64);
+    }
+
     /// A packet the NAT sent on: towards the destination (source rewritten) or
     /// back to the source (destination rewritten), in AWS's metric names.
     fn count_translated(&self, side: Side, len: usize) {
@@ -126,9 +138,7 @@ impl Pipeline {
         let Some(nat) = self.gw.nats.get(usize::from(n)) else {
             return Err(self.drop(DropReason::Blackhole));
         };
-        let c = &self.counters;
-        c.nat.packets_in_from_source.inc();
-        c.nat.bytes_in_from_source.add(pkt.len() as u64);
+        self.count_arrival(Side::Source, pkt.len());
         let key = match m.l4 {
             // A fragmented ICMP error cannot be checked or translated piecewise.
             L4::Icmp { kind, .. } if m.is_fragment && icmpv4::is_error(kind) => {
@@ -223,9 +233,7 @@ impl Pipeline {
         let Some(nat) = self.gw.nats.get(usize::from(n)) else {
             return Err(self.drop(DropReason::NoRoute));
         };
-        let c = &self.counters;
-        c.nat.packets_in_from_destination.inc();
-        c.nat.bytes_in_from_destination.add(pkt.len() as u64);
+        self.count_arrival(Side::Destination, pkt.len());
         let key = match m.l4 {
             L4::Icmp { kind, .. } if m.is_fragment && icmpv4::is_error(kind) => {
                 return Err(self.drop(DropReason::Fragment));
