@@ -257,13 +257,10 @@ impl FlowCache {
         self.retired.clear();
     }
 
-    /// Entries in use (for tests and `natgw stats`).
-    pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.valid).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// True when no slot is in use.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(|s| !s.valid)
     }
 }
 

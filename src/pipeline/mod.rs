@@ -206,6 +206,16 @@ struct Trace {
     uncacheable: bool,
 }
 
+/// What the flow cache's probe learnt about a packet it did not forward.
+#[derive(Clone, Copy, Debug, Default)]
+struct Probe {
+    /// The cache key, for a packet whose decision may be cached (TCP or
+    /// UDP, not a fragment, not a SYN): the walk remembers its decision.
+    key: Option<CacheKey>,
+    /// The IPv4 header checksum was verified: the parse need not sum it again.
+    header_ok: bool,
+}
+
 /// What the validation step learnt about a packet.
 #[derive(Clone, Copy, Debug)]
 struct Meta {
@@ -281,21 +291,6 @@ impl Meta {
         if let L4::Tcp { flags, .. } = self.l4 { flags } else { 0 }
     }
 
-    /// The flow cache's key: TCP and UDP packets that are not fragments; not
-    /// TCP SYNs, which the walk must see (session creation, MSS clamping).
-    #[inline]
-    fn cache_key(&self, ingress: IfId) -> Option<CacheKey> {
-        let (sport, dport) = match self.l4 {
-            L4::Tcp { sport, dport, flags } if flags & crate::wire::tcp::flags::SYN == 0 => (sport, dport),
-            L4::Udp { sport, dport } => (sport, dport),
-            _ => return None,
-        };
-        if self.is_fragment {
-            return None;
-        }
-        Some(CacheKey { src: self.src, dst: self.dst, sport, dport, ingress, proto: self.proto })
-    }
-
     fn frag_key(&self) -> FragKey {
         FragKey { src: self.src, dst: self.dst, proto: self.proto, ident: self.ident }
     }
@@ -328,10 +323,11 @@ fn wire_drop(e: WireError) -> DropReason {
     }
 }
 
-/// Validates the IPv4 header and the transport header once.
-fn parse(b: &[u8]) -> Result<Meta, DropReason> {
+/// Validates the IPv4 header and the transport header once. `header_ok`:
+/// the flow cache's probe already verified the header checksum.
+fn parse(b: &[u8], header_ok: bool) -> Result<Meta, DropReason> {
     let ip = Ipv4Packet::new_checked(b).map_err(wire_drop)?;
-    if !ip.verify_checksum() {
+    if !header_ok && !ip.verify_checksum() {
         return Err(DropReason::BadIpChecksum);
     }
     let later_fragment = ip.frag_offset() != 0;
@@ -407,18 +403,20 @@ impl Pipeline {
         if self.gw.settings.route_only {
             return self.route_only(pkt);
         }
-        if self.gw.settings.flow_cache
-            && let Some(a) = self.cached(now, ingress, pkt)
-        {
-            return a;
-        }
-        let mut m = match parse(pkt.bytes()) {
+        let probe = if self.gw.settings.flow_cache {
+            match self.cached(now, ingress, pkt) {
+                Ok(a) => return a,
+                Err(p) => p,
+            }
+        } else {
+            Probe::default()
+        };
+        let mut m = match parse(pkt.bytes(), probe.header_ok) {
             Ok(m) => m,
             Err(r) => return self.drop(r),
         };
         // Anything past the total length is link padding.
         pkt.set_len(m.total);
-        let key = if self.gw.settings.flow_cache { m.cache_key(ingress) } else { None };
         if is_martian(m.src) {
             return self.drop(DropReason::MartianSource);
         }
@@ -441,7 +439,7 @@ impl Pipeline {
             return a;
         }
         let action = this.walk(now, ingress, pkt, &mut m);
-        if let (Some(k), Action::Forward(egress)) = (key, action) {
+        if let (Some(k), Action::Forward(egress)) = (probe.key, action) {
             self.remember(k, ttl, egress, pkt);
         }
         action
@@ -450,37 +448,39 @@ impl Pipeline {
     /// A packet of a cached flow: the cached decision, if it still applies.
     /// Runs before the general parse, with the same checks for the packets
     /// it takes (a TCP or UDP packet, not a fragment, not a SYN); anything
-    /// else, and any doubt, is left to the walk.
+    /// else, and any doubt, is left to the walk, with what the probe learnt.
     #[inline]
-    fn cached(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Option<Action> {
-        let ip = Ipv4Packet::new_checked(pkt.bytes()).ok()?;
-        if ip.is_fragment() || !ip.verify_checksum() {
-            return None;
+    fn cached(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Result<Action, Probe> {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt.bytes()) else { return Err(Probe::default()) };
+        if !ip.verify_checksum() {
+            return Err(Probe::default());
+        }
+        let not_cacheable = Probe { key: None, header_ok: true };
+        if ip.is_fragment() {
+            return Err(not_cacheable);
         }
         let proto = ip.protocol();
         let (sport, dport, flags) = match proto {
-            protocol::TCP => {
-                let t = TcpPacket::new_checked(ip.payload()).ok()?;
-                if t.flags() & crate::wire::tcp::flags::SYN != 0 {
-                    return None;
-                }
-                (t.src_port(), t.dst_port(), t.flags())
-            }
-            protocol::UDP => {
-                let u = UdpPacket::new_checked(ip.payload()).ok()?;
-                (u.src_port(), u.dst_port(), 0)
-            }
-            _ => return None,
+            protocol::TCP => match TcpPacket::new_checked(ip.payload()) {
+                Ok(t) if t.flags() & crate::wire::tcp::flags::SYN == 0 => (t.src_port(), t.dst_port(), t.flags()),
+                _ => return Err(not_cacheable),
+            },
+            protocol::UDP => match UdpPacket::new_checked(ip.payload()) {
+                Ok(u) => (u.src_port(), u.dst_port(), 0),
+                Err(_) => return Err(not_cacheable),
+            },
+            _ => return Err(not_cacheable),
         };
         let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
         let (total, ttl) = (usize::from(ip.total_len()), ip.ttl());
         let key = CacheKey { src, dst, sport, dport, ingress, proto };
-        let hit = self.cache.get(&key)?;
+        let miss = Probe { key: Some(key), header_ok: true };
+        let Some(hit) = self.cache.get(&key) else { return Err(miss) };
         let d = hit.decision;
         // Anything past the total length is link padding.
         pkt.set_len(total);
         if (d.ttl && ttl <= 1) || egress::too_big(pkt, usize::from(d.mtu)) {
-            return None;
+            return Err(miss);
         }
         if let Some(t) = hit.through {
             let len = pkt.len();
@@ -494,7 +494,7 @@ impl Pipeline {
                 let slot = hit.slot();
                 self.cache.invalidate(slot);
                 self.counters.cache.invalidated.inc();
-                return None;
+                return Err(miss);
             };
             let side = match t.dir {
                 Dir::Original => Side::Source,
@@ -505,7 +505,7 @@ impl Pipeline {
         }
         d.apply(pkt);
         self.counters.cache.hits.inc();
-        Some(Action::Forward(d.egress))
+        Ok(Action::Forward(d.egress))
     }
 
     /// After the walk forwarded a packet of a cacheable flow: remember what it did.
