@@ -1,5 +1,6 @@
 //! Runs one established TCP flow through the pipeline N times (default
-//! 100,000), or with `new` as second argument N new flows: a fixed workload
+//! 100,000), or with `new` as second argument N new flows (N at most 60,000,
+//! and an optional third argument: rounds of them): a fixed workload
 //! for instruction-level profiling, e.g.
 //! `valgrind --tool=callgrind target/release/examples/hot_loop 100000 new`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling driver: a panic is a failure
@@ -45,18 +46,38 @@ fn main() {
         .unwrap();
     let mut fwd = 0;
     if std::env::args().nth(2).as_deref() == Some("new") {
-        for i in 0..n.min(60_000) {
-            let mut syn = Vec::new();
-            etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
-                .tcp(1024 + i as u16, 443, 0, 64240)
-                .syn()
-                .write(&mut syn, &[])
-                .unwrap();
-            b.buffer_mut()[..syn.len()].copy_from_slice(&syn);
-            b.set_len(syn.len());
-            if let Action::Forward(_) = pipe.process(now, app, &mut b) {
-                fwd += 1;
+        // Rounds of up to 60,000 new flows (one port each); between rounds
+        // every session expires and its port ends its hold-down, so later
+        // rounds meet warm tables.
+        let syns: Vec<Vec<u8>> = (0..n.min(60_000))
+            .map(|i| {
+                let mut syn = Vec::new();
+                etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
+                    .tcp(1024 + i as u16, 443, 0, 64240)
+                    .syn()
+                    .write(&mut syn, &[])
+                    .unwrap();
+                syn
+            })
+            .collect();
+        let rounds: u32 = std::env::args().nth(3).and_then(|a| a.parse().ok()).unwrap_or(1);
+        let mut secs = 2000u64;
+        for round in 0..rounds {
+            let t = std::time::Instant::now();
+            for syn in &syns {
+                b.buffer_mut()[..syn.len()].copy_from_slice(syn);
+                b.set_len(syn.len());
+                if let Action::Forward(_) = pipe.process(Timestamp::from_secs(secs), app, &mut b) {
+                    fwd += 1;
+                }
             }
+            let ns = t.elapsed().as_nanos() as f64 / syns.len() as f64;
+            println!("round {round}: {ns:.0} ns a new flow");
+            for nat in gw.nats() {
+                nat.expire((secs + 100_000) as u32, usize::MAX);
+                nat.expire((secs + 200_000) as u32, usize::MAX);
+            }
+            secs += 300_000;
         }
         println!("{fwd} new flows forwarded");
         return;

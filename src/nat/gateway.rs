@@ -241,12 +241,33 @@ struct MappingKey {
     remote_port: u16,
 }
 
+/// What one internal address holds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Subscriber {
+    /// External ports (one per mapping).
+    ports: u32,
+    sessions: u32,
+}
+
 #[derive(Debug)]
 struct MappingEntry {
     external: Endpoint,
     sessions: u32,
     /// Remote addresses with a session, for address-dependent filtering.
     remotes: Vec<(u32, u32)>,
+}
+
+impl MappingEntry {
+    /// One more session, to `remote` (remembered for address-dependent filtering).
+    fn add_session(&mut self, remote: u32, filtering: Filtering) {
+        self.sessions += 1;
+        if filtering == Filtering::AddressDependent {
+            match self.remotes.iter_mut().find(|(a, _)| *a == remote) {
+                Some((_, n)) => *n += 1,
+                None => self.remotes.push((remote, 1)),
+            }
+        }
+    }
 }
 
 /// Counters kept by the gateway itself (the workers keep per-packet ones).
@@ -282,9 +303,8 @@ struct Slow {
     pools: Map<(u32, u8), PortPool>,
     mappings: Map<MappingKey, MappingEntry>,
     by_external: Map<Endpoint, MappingKey>,
-    subscribers: Map<u32, u32>,
-    /// Sessions per internal address (RFC 6888 REQ-5).
-    subscriber_sessions: Map<u32, u32>,
+    /// Ports and sessions per internal address (RFC 6888 REQ-4, REQ-5).
+    subscribers: Map<u32, Subscriber>,
     hold: HoldDown,
     wheel: Wheel,
     rng: StdRng,
@@ -335,9 +355,8 @@ impl NatGateway {
             slow: Mutex::new(Slow {
                 pools: map(8),
                 mappings: map(cap),
-                by_external: map(cap),
+                by_external: map(if config.filtering == Filtering::AddressAndPortDependent { 0 } else { cap }),
                 subscribers: map(64),
-                subscriber_sessions: map(64),
                 hold: HoldDown::default(),
                 wheel: Wheel::default(),
                 rng,
@@ -437,6 +456,13 @@ impl NatGateway {
         self.table.get(key).map(|r| (r.session, r.dir))
     }
 
+    /// Whether mappings are kept by external endpoint too: only filtering
+    /// that lets new flows in needs to find them that way (and overlapping
+    /// ports make an external endpoint ambiguous).
+    fn by_external(&self) -> bool {
+        self.config.filtering != Filtering::AddressAndPortDependent && !self.config.port_overlapping
+    }
+
     fn mapping_key(&self, orig: &FlowKey) -> MappingKey {
         let internal = orig.src_endpoint();
         match self.config.mapping {
@@ -479,35 +505,51 @@ impl NatGateway {
         if self.sessions.load(Relaxed) >= self.config.max_sessions {
             return Err(NatError::TableFull);
         }
-        if slow.subscriber_sessions.get(&key.src).copied().unwrap_or(0) >= self.config.max_sessions_per_subscriber {
+        let sub = slow.subscribers.get(&key.src).copied().unwrap_or_default();
+        if sub.sessions >= self.config.max_sessions_per_subscriber {
             return Err(NatError::SubscriberLimit);
         }
         let mk = self.mapping_key(key);
-        let external = match slow.mappings.get(&mk) {
-            Some(m) => m.external,
-            None => self.new_mapping(&mut slow, mk, key, now_secs)?,
+        // The mapping counts the session from here: nothing below fails.
+        let (external, new_port) = match slow.mappings.get_mut(&mk) {
+            Some(m) => {
+                m.add_session(key.dst, self.config.filtering);
+                (m.external, false)
+            }
+            None => (self.new_mapping(&mut slow, sub, mk, key, now_secs)?, true),
         };
-        // The reply key is free of live sessions (no overloading: one external
-        // endpoint per mapping, and the orig key was free); a stale one may hold it.
-        let held = self.clear_expired(&mut slow, &key.reply_via(external.addr, external.port), now_secs);
-        debug_assert!(held.is_none(), "a live session holds the reply key of a new one");
+        // The reply key is free of live sessions: without overlapping ports
+        // an external endpoint belongs to one mapping, which holds its port
+        // until its last session is reaped, and a session of the same
+        // mapping under this reply key would have had the orig key, which
+        // was free. With overlapping ports an expired session of another
+        // mapping may still hold it.
+        let reply = key.reply_via(external.addr, external.port);
+        if self.config.port_overlapping {
+            let held = self.clear_expired(&mut slow, &reply, now_secs);
+            debug_assert!(held.is_none(), "a live session holds the reply key of a new one");
+        } else {
+            debug_assert!(self.table.get(&reply).is_none(), "a session holds the reply key of a new one");
+        }
         let session =
             Arc::new(Session::new(*key, (external.addr.to_be_bytes(), external.port), Dir::Original, now_secs));
-        let out = self.install(&mut slow, mk, session, now_secs, Dir::Original, tcp_flags, len);
+        let out = self.install(&mut slow, new_port, session, now_secs, Dir::Original, tcp_flags, len);
         Ok(out)
     }
 
     /// Allocates a port and records a new mapping for the flow `first`
-    /// (whose destination matters only when ports overlap).
+    /// (whose destination matters only when ports overlap), with `first`'s
+    /// session counted; `sub` is what the internal address holds. The
+    /// caller counts the port to the subscriber when it installs the session.
     fn new_mapping(
         &self,
         slow: &mut Slow,
+        sub: Subscriber,
         mk: MappingKey,
         first: &FlowKey,
         now_secs: u32,
     ) -> Result<Endpoint, NatError> {
-        let used = slow.subscribers.get(&mk.internal.addr).copied().unwrap_or(0);
-        if used >= self.config.max_ports_per_subscriber {
+        if sub.ports >= self.config.max_ports_per_subscriber {
             return Err(NatError::SubscriberLimit);
         }
         let ext_ip = self.public_ip_for(mk.internal.addr).ok_or(NatError::PortsExhausted)?;
@@ -522,11 +564,12 @@ impl NatGateway {
             pool.allocate(mk.internal.port, &self.config.ports, rng).ok_or(NatError::PortsExhausted)?
         };
         let external = Endpoint { proto, addr: ext_ip, port };
-        slow.mappings.insert(mk, MappingEntry { external, sessions: 0, remotes: Vec::new() });
-        if !self.config.port_overlapping {
+        let mut entry = MappingEntry { external, sessions: 0, remotes: Vec::new() };
+        entry.add_session(first.dst, self.config.filtering);
+        slow.mappings.insert(mk, entry);
+        if self.by_external() {
             slow.by_external.insert(external, mk);
         }
-        *slow.subscribers.entry(mk.internal.addr).or_default() += 1;
         self.stats.mappings_created.fetch_add(1, Relaxed);
         if self.config.log_mappings {
             self.event(now_secs, NatEventKind::MappingCreated, proto, mk.internal.to_string(), external.to_string());
@@ -628,29 +671,20 @@ impl NatGateway {
         self.events.lock().iter().cloned().collect()
     }
 
-    /// Puts a new session in the table, the mapping's count and the wheel, and
-    /// runs the first packet through it.
+    /// Puts a new session (already counted by its mapping) in the table, the
+    /// subscriber's counts (with its new port, if the mapping is new) and the
+    /// wheel, and runs the first packet through it.
     #[allow(clippy::too_many_arguments)]
     fn install(
         &self,
         slow: &mut Slow,
-        mk: MappingKey,
+        new_port: bool,
         session: Arc<Session>,
         now_secs: u32,
         dir: Dir,
         tcp_flags: u8,
         len: usize,
     ) -> Translated {
-        if let Some(m) = slow.mappings.get_mut(&mk) {
-            m.sessions += 1;
-            if self.config.filtering == Filtering::AddressDependent {
-                let remote = session.orig.dst;
-                match m.remotes.iter_mut().find(|(a, _)| *a == remote) {
-                    Some((_, n)) => *n += 1,
-                    None => m.remotes.push((remote, 1)),
-                }
-            }
-        }
         let mut tcp_invalid = false;
         if session.orig.proto == protocol::TCP {
             tcp_invalid = session.track_tcp(dir, tcp_flags).0 == Verdict::Invalid;
@@ -658,7 +692,9 @@ impl NatGateway {
         session.account(dir, len);
         self.table.insert(&session);
         self.sessions.fetch_add(1, Relaxed);
-        *slow.subscriber_sessions.entry(session.orig.src).or_default() += 1;
+        let sub = slow.subscribers.entry(session.orig.src).or_default();
+        sub.sessions += 1;
+        sub.ports += u32::from(new_port);
         let first_look = now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
         let rewrite = session.rewrite(dir);
         slow.wheel.schedule(first_look, session);
@@ -707,9 +743,6 @@ impl NatGateway {
         if self.sessions.load(Relaxed) >= self.config.max_sessions {
             return Err(NatError::TableFull);
         }
-        let Some(external) = slow.mappings.get(&mk).map(|m| m.external) else {
-            return Err(NatError::NoSession);
-        };
         let orig = FlowKey {
             src: mk.internal.addr,
             sport: mk.internal.port,
@@ -721,21 +754,33 @@ impl NatGateway {
             // The inside already has this flow under another key: leave it be.
             return Err(NatError::NoSession);
         }
+        // (Reaping an expired session may have freed the mapping.)
+        let Some(m) = slow.mappings.get_mut(&mk) else {
+            return Err(NatError::NoSession);
+        };
+        m.add_session(orig.dst, self.config.filtering);
+        let external = m.external;
         let session = Arc::new(Session::new(orig, (external.addr.to_be_bytes(), external.port), Dir::Reply, now_secs));
-        Ok(self.install(&mut slow, mk, session, now_secs, Dir::Reply, tcp_flags, len))
+        Ok(self.install(&mut slow, false, session, now_secs, Dir::Reply, tcp_flags, len))
     }
 
     /// Frees `key` of an expired session (reaping it now). A live session is
     /// never evicted (RFC 6888 REQ-11): its direction under `key` is returned.
     fn clear_expired(&self, slow: &mut Slow, key: &FlowKey, now_secs: u32) -> Option<Dir> {
-        let r = self.table.get(key)?;
-        if !r.session.is_expired(now_secs, &self.config.timeouts) {
-            return Some(r.dir);
+        // Without cloning the session for the usual answer: none, or live.
+        let found = self.table.with(key, |r| match r.session.is_expired(now_secs, &self.config.timeouts) {
+            true => Err(r.session.clone()),
+            false => Ok(r.dir),
+        })?;
+        match found {
+            Ok(live) => Some(live),
+            Err(expired) => {
+                if expired.kill() {
+                    self.release(slow, &expired, now_secs);
+                }
+                None
+            }
         }
-        if r.session.kill() {
-            self.release(slow, &r.session, now_secs);
-        }
-        None
     }
 
     /// Removes a dead session from the table and its mapping; frees the mapping
@@ -743,15 +788,22 @@ impl NatGateway {
     fn release(&self, slow: &mut Slow, s: &Arc<Session>, now_secs: u32) {
         self.table.remove(s);
         self.sessions.fetch_sub(1, Relaxed);
-        if let Some(n) = slow.subscriber_sessions.get_mut(&s.orig.src) {
-            *n -= 1;
-            if *n == 0 {
-                slow.subscriber_sessions.remove(&s.orig.src);
+        let freed = self.release_from_mapping(slow, s, now_secs);
+        if let Some(sub) = slow.subscribers.get_mut(&s.orig.src) {
+            sub.sessions = sub.sessions.saturating_sub(1);
+            sub.ports = sub.ports.saturating_sub(u32::from(freed));
+            if sub.sessions == 0 && sub.ports == 0 {
+                slow.subscribers.remove(&s.orig.src);
             }
         }
+    }
+
+    /// Takes a dead session off its mapping; frees the mapping (into the port
+    /// hold-down) when it was the last session, and then says so.
+    fn release_from_mapping(&self, slow: &mut Slow, s: &Session, now_secs: u32) -> bool {
         let mk = self.mapping_key(&s.orig);
         let Some(m) = slow.mappings.get_mut(&mk) else {
-            return;
+            return false;
         };
         m.sessions = m.sessions.saturating_sub(1);
         if let Some(i) = m.remotes.iter().position(|(a, _)| *a == s.orig.dst) {
@@ -763,14 +815,8 @@ impl NatGateway {
         if m.sessions == 0 {
             let ext = m.external;
             slow.mappings.remove(&mk);
-            if !self.config.port_overlapping {
+            if self.by_external() {
                 slow.by_external.remove(&ext);
-            }
-            if let Some(n) = slow.subscribers.get_mut(&mk.internal.addr) {
-                *n -= 1;
-                if *n == 0 {
-                    slow.subscribers.remove(&mk.internal.addr);
-                }
             }
             let until = now_secs.saturating_add(self.config.hold_down_secs);
             if self.config.port_overlapping {
@@ -785,7 +831,9 @@ impl NatGateway {
             if self.config.log_mappings {
                 self.event(now_secs, NatEventKind::MappingDeleted, ext.proto, mk.internal.to_string(), ext.to_string());
             }
+            return true;
         }
+        false
     }
 
     /// A port goes back to its block; an empty block goes back to the pool,
