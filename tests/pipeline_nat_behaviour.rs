@@ -151,8 +151,16 @@ fn c4_per_subscriber_port_limit() {
     let (a, out) = lab.send("app", &udp(APP, 1003, WEB, 9, b"x"));
     assert!(matches!(a, Action::Reply { cause: DropReason::NatSubscriberLimit, .. }), "{a:?}");
     assert_eq!((icmp_of(&out).0, icmp_of(&out).1), (3, 13));
-    // Existing mappings still work.
+    // Existing mappings still work, and take new destinations (no new port).
     lab.pass("app", "internet", &udp(APP, 1001, WEB, 9, b"still"));
+    lab.pass("app", "internet", &udp(APP, 1002, WEB2, 9, b"elsewhere"));
+    // Once the mappings expire, the host's ports count again from zero.
+    lab.advance(351);
+    lab.expire();
+    lab.pass("app", "internet", &udp(APP, 1003, WEB, 9, b"x"));
+    lab.pass("app", "internet", &udp(APP, 1004, WEB, 9, b"x"));
+    let (a, _) = lab.send("app", &udp(APP, 1005, WEB, 9, b"x"));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatSubscriberLimit, .. }), "{a:?}");
 }
 
 #[test]
@@ -166,7 +174,12 @@ fn c5_per_subscriber_session_limit() {
     assert!(matches!(a, Action::Reply { cause: DropReason::NatSubscriberLimit, .. }), "{a:?}");
     lab.advance(351);
     lab.expire();
-    lab.pass("app", "internet", &udp(APP, 41000, [198, 51, 100, 13], 53, b"x"));
+    // The count went back to zero: three sessions again, not a fourth.
+    for d in [[198, 51, 100, 13], [198, 51, 100, 14], [198, 51, 100, 15]] {
+        lab.pass("app", "internet", &udp(APP, 41000, d, 53, b"x"));
+    }
+    let (a, _) = lab.send("app", &udp(APP, 41000, [198, 51, 100, 16], 53, b"x"));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatSubscriberLimit, .. }), "{a:?}");
 }
 
 #[test]

@@ -13,6 +13,6 @@ pub mod timeouts;
 
 pub use key::{Endpoint, FlowKey};
 pub use session::{Rewrite, Session, SessionView};
-pub use table::{FlowRef, FlowTable};
+pub use table::FlowTable;
 pub use tcp::{Dir, TcpState};
 pub use timeouts::{Profile, Timeouts};

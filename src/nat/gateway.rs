@@ -408,13 +408,13 @@ impl NatGateway {
     #[inline]
     fn hit(&self, now_secs: u32, key: &FlowKey, dir: Dir, tcp_flags: u8, len: usize) -> Option<Translated> {
         self.table
-            .with(key, |r| {
-                if r.dir != dir {
+            .with(key, |s, d| {
+                if d != dir {
                     return None;
                 }
-                let c = self.carry(&r.session, now_secs, dir, tcp_flags, len)?;
+                let c = self.carry(s, now_secs, dir, tcp_flags, len)?;
                 Some(Translated {
-                    rewrite: r.session.rewrite(dir),
+                    rewrite: s.rewrite(dir),
                     created: false,
                     established: c.established,
                     tcp_invalid: c.tcp_invalid,
@@ -453,7 +453,7 @@ impl NatGateway {
     /// The session under `key` and the direction `key` travels in it, without
     /// touching it: for a worker's flow cache, which then calls [`Self::carry`].
     pub fn session(&self, key: &FlowKey) -> Option<(Arc<Session>, Dir)> {
-        self.table.get(key).map(|r| (r.session, r.dir))
+        self.table.get(key)
     }
 
     /// Whether mappings are kept by external endpoint too: only filtering
@@ -597,7 +597,7 @@ impl NatGateway {
         }
         let free = |slow: &Slow, p: u16| {
             let reply = first.reply_via(ext_ip, p);
-            self.table.with(&reply, |r| r.session.is_expired(now_secs, &self.config.timeouts)).unwrap_or(true)
+            self.table.with(&reply, |s, _| s.is_expired(now_secs, &self.config.timeouts)).unwrap_or(true)
                 && slow.recent.get(&reply).is_none_or(|&t| t <= now_secs)
         };
         if policy.preserve && range.contains(&internal) && free(slow, internal) {
@@ -768,9 +768,9 @@ impl NatGateway {
     /// never evicted (RFC 6888 REQ-11): its direction under `key` is returned.
     fn clear_expired(&self, slow: &mut Slow, key: &FlowKey, now_secs: u32) -> Option<Dir> {
         // Without cloning the session for the usual answer: none, or live.
-        let found = self.table.with(key, |r| match r.session.is_expired(now_secs, &self.config.timeouts) {
-            true => Err(r.session.clone()),
-            false => Ok(r.dir),
+        let found = self.table.with(key, |s, dir| match s.is_expired(now_secs, &self.config.timeouts) {
+            true => Err(s.clone()),
+            false => Ok(dir),
         })?;
         match found {
             Ok(live) => Some(live),
@@ -821,7 +821,7 @@ impl NatGateway {
             let until = now_secs.saturating_add(self.config.hold_down_secs);
             if self.config.port_overlapping {
                 // The port stays taken for this destination only.
-                slow.recent.insert(s.reply, until);
+                slow.recent.insert(s.reply(), until);
             } else if self.config.port_block.is_some() {
                 self.release_block_port(slow, mk, ext, until, now_secs);
             } else {
@@ -983,7 +983,7 @@ impl NatGateway {
         while q.front().is_some_and(|d| d.due <= now_secs) {
             let Some(d) = q.pop_front() else { break };
             let opened =
-                self.table.with(&d.key, |r| !r.session.is_expired(now_secs, &self.config.timeouts)).unwrap_or(false);
+                self.table.with(&d.key, |s, _| !s.is_expired(now_secs, &self.config.timeouts)).unwrap_or(false);
             if !opened {
                 answer(&d);
             }
