@@ -4,26 +4,40 @@
 //!
 //! Keys are partly chosen by outsiders (remote address and port), so the hash
 //! is keyed with a per-process random seed (`ahash::RandomState`).
+//!
+//! The table is split in shards, each a `hashbrown::HashTable` behind its own
+//! reader-writer lock: a key is hashed once, the hash picks the shard and the
+//! slot. Writes (insert, remove) happen under the NAT gateway's slow-path
+//! lock, so a shard's write lock only ever waits for readers. Established
+//! flows are carried from each worker's flow cache and do not come here.
 
 use super::key::FlowKey;
 use super::session::Session;
 use super::tcp::Dir;
-use scc::HashIndex;
+use hashbrown::HashTable;
+use parking_lot::RwLock;
 use std::sync::Arc;
 
+/// Shards: enough that two workers rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// A shard's entries: a key and the session.
+type Entries = HashTable<(FlowKey, Arc<Session>)>;
+
+/// One shard, alone on its cache lines (its lock word is written by readers).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(RwLock<Entries>);
+
 /// The shared table of sessions.
-///
-/// Reads take no lock and write no shared memory; writes (insert, remove)
-/// happen under the NAT gateway's slow-path lock. A reader may see an entry
-/// being removed: the session it points to is then dead (its `last_seen`
-/// says so), and the reader treats it as gone.
 ///
 /// An entry is a key and the session (24 bytes): the direction a key stands
 /// for is not stored but read off the session (its original key or not),
 /// which a lookup touches anyway.
 #[derive(Debug)]
 pub struct FlowTable {
-    map: HashIndex<FlowKey, Arc<Session>, ahash::RandomState>,
+    hasher: ahash::RandomState,
+    shards: Box<[Shard]>,
 }
 
 /// The direction `key` travels in `session`.
@@ -33,15 +47,30 @@ fn dir_of(session: &Session, key: &FlowKey) -> Dir {
 }
 
 impl FlowTable {
+    /// A table with room for `n` keys before any shard grows.
     pub fn with_capacity(n: usize) -> FlowTable {
-        FlowTable { map: HashIndex::with_capacity_and_hasher(n, ahash::RandomState::new()) }
+        let per_shard = n.div_ceil(SHARDS);
+        FlowTable {
+            hasher: ahash::RandomState::new(),
+            shards: (0..SHARDS).map(|_| Shard(RwLock::new(HashTable::with_capacity(per_shard)))).collect(),
+        }
+    }
+
+    /// The key's hash and its shard. The shard comes from bits the shard's
+    /// own table does not use for the slot (low bits) or the tag (top 7).
+    #[inline]
+    fn locate(&self, key: &FlowKey) -> (u64, &RwLock<Entries>) {
+        let h = self.hasher.hash_one(key);
+        (h, &self.shards[(h >> 40) as usize % SHARDS].0)
     }
 
     /// Runs `f` on the session under `key` and the direction `key` stands
-    /// for, without a lock and without touching a reference count.
+    /// for, under the shard's read lock, without touching a reference count.
     #[inline]
     pub fn with<R>(&self, key: &FlowKey, f: impl FnOnce(&Arc<Session>, Dir) -> R) -> Option<R> {
-        self.map.peek_with(key, |k, s| f(s, dir_of(s, k)))
+        let (h, shard) = self.locate(key);
+        let shard = shard.read();
+        shard.find(h, |(k, _)| k == key).map(|(k, s)| f(s, dir_of(s, k)))
     }
 
     /// The session under `key` and the direction `key` stands for.
@@ -54,22 +83,108 @@ impl FlowTable {
     /// (which that lock rules out) is replaced.
     pub fn insert(&self, session: &Arc<Session>) {
         for key in [session.orig, session.reply()] {
-            if let Err((k, r)) = self.map.insert_sync(key, session.clone()) {
-                self.map.remove_sync(&k);
-                let _ = self.map.insert_sync(k, r);
+            let (h, shard) = self.locate(&key);
+            let mut shard = shard.write();
+            let hasher = |(k, _): &(FlowKey, Arc<Session>)| self.hasher.hash_one(k);
+            match shard.entry(h, |(k, _)| *k == key, hasher) {
+                hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = session.clone(),
+                hashbrown::hash_table::Entry::Vacant(e) => {
+                    e.insert((key, session.clone()));
+                }
             }
         }
     }
 
     /// Removes both keys of `session`, where they still point to it.
     pub fn remove(&self, session: &Arc<Session>) {
-        self.map.remove_if_sync(&session.orig, |v| Arc::ptr_eq(v, session));
-        self.map.remove_if_sync(&session.reply(), |v| Arc::ptr_eq(v, session));
+        for key in [session.orig, session.reply()] {
+            let (h, shard) = self.locate(&key);
+            let mut shard = shard.write();
+            if let Ok(e) = shard.find_entry(h, |(k, s)| *k == key && Arc::ptr_eq(s, session)) {
+                e.remove();
+            }
+        }
     }
 
     /// Every live session once (by its original key), for display.
     pub fn sessions(&self) -> Vec<Arc<Session>> {
-        let guard = scc::Guard::new();
-        self.map.iter(&guard).filter(|(k, v)| dir_of(v, k) == Dir::Original).map(|(_, v)| v.clone()).collect()
+        let mut v = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.0.read();
+            v.extend(shard.iter().filter(|(k, s)| dir_of(s, k) == Dir::Original).map(|(_, s)| s.clone()));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    fn session(i: u16) -> Arc<Session> {
+        let k = FlowKey::new(17, Ipv4Addr::new(10, 0, 1, 10), 1024 + i, Ipv4Addr::new(198, 51, 100, 10), 53);
+        Arc::new(Session::new(k, ([203, 0, 113, 5], 20000 + i), Dir::Original, 0))
+    }
+
+    #[test]
+    fn both_keys_find_the_session_with_their_direction() {
+        let t = FlowTable::with_capacity(16);
+        let s = session(1);
+        t.insert(&s);
+        let (found, dir) = t.get(&s.orig).unwrap();
+        assert!(Arc::ptr_eq(&found, &s) && dir == Dir::Original);
+        let (found, dir) = t.get(&s.reply()).unwrap();
+        assert!(Arc::ptr_eq(&found, &s) && dir == Dir::Reply);
+        assert_eq!(t.sessions().len(), 1);
+        // A removal only takes keys that still point to this session.
+        let other = session(1);
+        t.remove(&other);
+        assert!(t.get(&s.orig).is_some());
+        t.remove(&s);
+        assert!(t.get(&s.orig).is_none() && t.get(&s.reply()).is_none());
+        assert!(t.sessions().is_empty());
+    }
+
+    #[test]
+    fn readers_on_other_threads_see_whole_sessions_while_the_table_grows_and_shrinks() {
+        let t = Arc::new(FlowTable::with_capacity(64));
+        let all: Vec<Arc<Session>> = (0..4000).map(session).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (t, stop, all) = (t.clone(), stop.clone(), all.clone());
+                std::thread::spawn(move || {
+                    let mut seen = 0u64;
+                    while !stop.load(Relaxed) {
+                        for s in &all {
+                            if let Some((found, dir)) = t.get(&s.reply()) {
+                                assert!(Arc::ptr_eq(&found, s));
+                                assert_eq!(dir, Dir::Reply);
+                                seen += 1;
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for round in 0..20 {
+            for s in &all {
+                t.insert(s);
+            }
+            assert_eq!(t.sessions().len(), all.len(), "round {round}");
+            for s in &all {
+                t.remove(s);
+            }
+        }
+        stop.store(true, Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert!(t.sessions().is_empty());
+        // Only the test's own references are left: the table kept none.
+        assert!(all.iter().all(|s| Arc::strong_count(s) == 1));
     }
 }

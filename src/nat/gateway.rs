@@ -1,7 +1,8 @@
 //! A NAT gateway's state: mappings, sessions, port pools, expiry.
 //!
 //! The fast path is a flow-table hit: the session's precomputed rewrite, a
-//! refresh of its timer and the TCP tracker, all lock-free. Everything that
+//! refresh of its timer and the TCP tracker, in atomics (the table takes a
+//! shard's read lock; a worker's flow cache skips even that). Everything that
 //! creates or destroys state (a new mapping, a port, a session; expiry) takes
 //! the gateway's slow-path lock, re-checks the table under it, and is bounded.
 
