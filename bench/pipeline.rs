@@ -148,34 +148,37 @@ fn new_flow(c: &mut Criterion) {
             total
         })
     });
-    // `new_flow_warm`: one gateway that has held as many flows before; after
-    // each chunk its sessions expire and their ports end their hold-down
-    // (untimed), so the next chunk meets warm tables, as a gateway does once
-    // flows come and go.
-    let (gw, mut pipe, app) = lab();
-    let mut secs = 1000u32;
-    let recycle = |secs: &mut u32| {
-        for nat in gw.nats() {
-            nat.expire(*secs + 100_000, usize::MAX);
-            nat.expire(*secs + 200_000, usize::MAX); // hold-downs over
-            assert_eq!(nat.session_count(), 0);
-        }
-        *secs += 300_000;
-    };
-    chunk(&mut pipe, app, Timestamp::from_secs(u64::from(secs)), 60_000);
-    recycle(&mut secs);
-    g.bench_function("new_flow_warm", |bch| {
-        bch.iter_custom(|iters| {
-            let (mut total, mut left) = (Duration::ZERO, iters);
-            while left > 0 {
-                let n = left.min(60_000) as usize;
-                total += chunk(&mut pipe, app, Timestamp::from_secs(u64::from(secs)), n);
-                recycle(&mut secs);
-                left -= n as u64;
+    // `new_flow_warm_*`: one gateway that has held as many flows before;
+    // after each chunk its sessions expire and their ports end their
+    // hold-down (untimed), so the next chunk meets warm tables, as a gateway
+    // does once flows come and go. `_60k`: 60,000 sessions live by the end
+    // of a chunk; `_1k`: 1,000 (a small site: its tables stay in cache).
+    for (name, live) in [("new_flow_warm_60k", 60_000usize), ("new_flow_warm_1k", 1_000)] {
+        let (gw, mut pipe, app) = lab();
+        let mut secs = 1000u32;
+        let recycle = |secs: &mut u32| {
+            for nat in gw.nats() {
+                nat.expire(*secs + 100_000, usize::MAX);
+                nat.expire(*secs + 200_000, usize::MAX); // hold-downs over
+                assert_eq!(nat.session_count(), 0);
             }
-            total
-        })
-    });
+            *secs += 300_000;
+        };
+        chunk(&mut pipe, app, Timestamp::from_secs(u64::from(secs)), live);
+        recycle(&mut secs);
+        g.bench_function(name, |bch| {
+            bch.iter_custom(|iters| {
+                let (mut total, mut left) = (Duration::ZERO, iters);
+                while left > 0 {
+                    let n = left.min(live as u64) as usize;
+                    total += chunk(&mut pipe, app, Timestamp::from_secs(u64::from(secs)), n);
+                    recycle(&mut secs);
+                    left -= n as u64;
+                }
+                total
+            })
+        });
+    }
     g.finish();
 }
 
