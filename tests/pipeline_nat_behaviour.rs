@@ -103,6 +103,21 @@ fn address_dependent_filtering_checks_the_address() {
     assert_eq!(a, Action::Drop(DropReason::NatFiltered));
 }
 
+#[test]
+fn address_dependent_filtering_forgets_a_host_whose_sessions_ended() {
+    let mut lab = Lab::with(&[("filtering = \"address-and-port-dependent\"", "filtering = \"address-dependent\"")]);
+    let ext = seen(&lab.pass("app", "internet", &udp(APP, 4000, WEB, 53, b"q"))).sport;
+    assert_eq!(seen(&lab.pass("app", "internet", &udp(APP, 4000, WEB2, 53, b"q"))).sport, ext, "one mapping");
+    // The session with WEB2 is kept alive, the one with WEB runs out.
+    lab.advance(200);
+    lab.pass("app", "internet", &udp(APP, 4000, WEB2, 53, b"keepalive"));
+    lab.advance(200);
+    lab.expire();
+    let (a, _) = lab.send("internet", &udp(WEB, 9999, NAT_IP, ext, b"no session left with this host"));
+    assert_eq!(a, Action::Drop(DropReason::NatFiltered));
+    lab.pass("internet", "app", &udp(WEB2, 9999, NAT_IP, ext, b"still a session with this one"));
+}
+
 // ---------------------------------------------------------------- ports
 
 #[test]

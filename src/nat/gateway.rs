@@ -254,20 +254,33 @@ struct Subscriber {
 struct MappingEntry {
     external: Endpoint,
     sessions: u32,
-    /// Remote addresses with a session, for address-dependent filtering.
-    remotes: Vec<(u32, u32)>,
 }
 
-impl MappingEntry {
-    /// One more session, to `remote` (remembered for address-dependent filtering).
-    fn add_session(&mut self, remote: u32, filtering: Filtering) {
-        self.sessions += 1;
-        if filtering == Filtering::AddressDependent {
-            match self.remotes.iter_mut().find(|(a, _)| *a == remote) {
-                Some((_, n)) => *n += 1,
-                None => self.remotes.push((remote, 1)),
-            }
+/// Remote addresses with a session, and how many, per mapping: only
+/// address-dependent filtering keeps them (in their own map, so that the
+/// mappings of the other behaviours stay 28 bytes).
+type Remotes = Map<MappingKey, Vec<(u32, u32)>>;
+
+/// One more session of mapping `mk` to `remote`.
+fn add_remote(remotes: &mut Remotes, mk: MappingKey, remote: u32) {
+    let v = remotes.entry(mk).or_default();
+    match v.iter_mut().find(|(a, _)| *a == remote) {
+        Some((_, n)) => *n += 1,
+        None => v.push((remote, 1)),
+    }
+}
+
+/// One session fewer of mapping `mk` to `remote`.
+fn drop_remote(remotes: &mut Remotes, mk: MappingKey, remote: u32) {
+    let Some(v) = remotes.get_mut(&mk) else { return };
+    if let Some(i) = v.iter().position(|(a, _)| *a == remote) {
+        v[i].1 -= 1;
+        if v[i].1 == 0 {
+            v.swap_remove(i);
         }
+    }
+    if v.is_empty() {
+        remotes.remove(&mk);
     }
 }
 
@@ -314,6 +327,8 @@ struct Slow {
     by_external: Map<Endpoint, MappingKey>,
     /// Ports and sessions per internal address (RFC 6888 REQ-4, REQ-5).
     subscribers: Map<u32, Subscriber>,
+    /// With address-dependent filtering: whom each mapping has sessions with.
+    remotes: Remotes,
     hold: HoldDown,
     wheel: Wheel,
     rng: StdRng,
@@ -374,6 +389,7 @@ impl NatGateway {
                 mappings: map(cap),
                 by_external: map(if config.filtering == Filtering::AddressAndPortDependent { 0 } else { cap }),
                 subscribers: map(64),
+                remotes: map(0),
                 hold: HoldDown::default(),
                 wheel: Wheel::default(),
                 rng,
@@ -530,11 +546,14 @@ impl NatGateway {
         // The mapping counts the session from here: nothing below fails.
         let (external, new_port) = match slow.mappings.get_mut(&mk) {
             Some(m) => {
-                m.add_session(key.dst, self.config.filtering);
+                m.sessions += 1;
                 (m.external, false)
             }
             None => (self.new_mapping(&mut slow, sub, mk, key, now_secs)?, true),
         };
+        if self.config.filtering == Filtering::AddressDependent {
+            add_remote(&mut slow.remotes, mk, key.dst);
+        }
         // The reply key is free of live sessions: without overlapping ports
         // an external endpoint belongs to one mapping, which holds its port
         // until its last session is reaped, and a session of the same
@@ -581,9 +600,7 @@ impl NatGateway {
             pool.allocate(mk.internal.port, &self.config.ports, rng).ok_or(NatError::PortsExhausted)?
         };
         let external = Endpoint { proto, addr: ext_ip, port };
-        let mut entry = MappingEntry { external, sessions: 0, remotes: Vec::new() };
-        entry.add_session(first.dst, self.config.filtering);
-        slow.mappings.insert(mk, entry);
+        slow.mappings.insert(mk, MappingEntry { external, sessions: 1 });
         if self.by_external() {
             slow.by_external.insert(external, mk);
         }
@@ -744,9 +761,7 @@ impl NatGateway {
         };
         let allowed = match self.config.filtering {
             Filtering::EndpointIndependent => true,
-            Filtering::AddressDependent => {
-                slow.mappings.get(&mk).is_some_and(|m| m.remotes.iter().any(|(a, _)| *a == key.src))
-            }
+            Filtering::AddressDependent => slow.remotes.get(&mk).is_some_and(|v| v.iter().any(|(a, _)| *a == key.src)),
             Filtering::AddressAndPortDependent => false,
         };
         if !allowed {
@@ -775,8 +790,11 @@ impl NatGateway {
         let Some(m) = slow.mappings.get_mut(&mk) else {
             return Err(NatError::NoSession);
         };
-        m.add_session(orig.dst, self.config.filtering);
+        m.sessions += 1;
         let external = m.external;
+        if self.config.filtering == Filtering::AddressDependent {
+            add_remote(&mut slow.remotes, mk, orig.dst);
+        }
         let session = Arc::new(Session::new(orig, (external.addr.to_be_bytes(), external.port), Dir::Reply, now_secs));
         Ok(self.install(&mut slow, false, session, now_secs, Dir::Reply, tcp_flags, len))
     }
@@ -823,14 +841,11 @@ impl NatGateway {
             return false;
         };
         m.sessions = m.sessions.saturating_sub(1);
-        if let Some(i) = m.remotes.iter().position(|(a, _)| *a == s.orig.dst) {
-            m.remotes[i].1 -= 1;
-            if m.remotes[i].1 == 0 {
-                m.remotes.swap_remove(i);
-            }
+        let (last, ext) = (m.sessions == 0, m.external);
+        if self.config.filtering == Filtering::AddressDependent {
+            drop_remote(&mut slow.remotes, mk, s.orig.dst);
         }
-        if m.sessions == 0 {
-            let ext = m.external;
+        if last {
             slow.mappings.remove(&mk);
             if self.by_external() {
                 slow.by_external.remove(&ext);
