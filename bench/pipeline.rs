@@ -51,6 +51,13 @@ fn tcp(sport: u16, dst: [u8; 4], payload: usize) -> Vec<u8> {
     v
 }
 
+/// A SYN from `APP:sport` to `WEB:443`: the first packet of a flow.
+fn syn(sport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv4(APP, WEB, 64).tcp(sport, 443, 0, 64240).syn().write(&mut v, &[]).unwrap();
+    v
+}
+
 fn established(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     // `_walk`: the same packets with the flow cache off, every one taking the
@@ -62,9 +69,7 @@ fn established(c: &mut Criterion) {
     ] {
         let (gw, mut pipe, app) = lab_with(cache);
         let now = Timestamp::from_secs(1000);
-        let mut syn = Vec::new();
-        etherparse::PacketBuilder::ipv4(APP, WEB, 64).tcp(40000, 443, 0, 64240).syn().write(&mut syn, &[]).unwrap();
-        let mut b = PacketBuf::from_slice(&syn);
+        let mut b = PacketBuf::from_slice(&syn(40000));
         assert!(matches!(pipe.process(now, app, &mut b), Action::Forward(_)));
         // The SYN-ACK back to the port the NAT chose: the connection is established.
         let ext = u16::from_be_bytes([b.bytes()[20], b.bytes()[21]]);
@@ -113,17 +118,7 @@ fn new_flow(c: &mut Criterion) {
     // 60,000 SYNs (distinct source ports), timing only the packets. Each SYN
     // is copied into one reused buffer, as a worker reads into one (the copy,
     // ~2 ns, is left in).
-    let syns: Vec<u8> = (0..60_000u32)
-        .flat_map(|i| {
-            let mut v = Vec::new();
-            etherparse::PacketBuilder::ipv4(APP, WEB, 64)
-                .tcp(1024 + i as u16, 443, 0, 64240)
-                .syn()
-                .write(&mut v, &[])
-                .unwrap();
-            v
-        })
-        .collect();
+    let syns: Vec<u8> = (0..60_000u16).flat_map(|i| syn(1024 + i)).collect();
     let chunk = |pipe: &mut Pipeline, app: u16, now: Timestamp, n: usize| {
         let mut b = PacketBuf::with_capacity(65536);
         let t = Instant::now();

@@ -42,6 +42,7 @@ pub mod acl;
 pub mod clock;
 pub mod conntrack;
 pub mod control;
+pub mod counter;
 pub mod io;
 pub mod nat;
 pub mod pipeline;

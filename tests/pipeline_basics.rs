@@ -187,7 +187,7 @@ fn sessions_expire_by_simulated_time() {
     lab.expire();
     assert_eq!(nat.session_count(), 0);
     assert_eq!(nat.mapping_count(), 0);
-    assert_eq!(nat.stats.idle_timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(nat.stats.idle_timeouts.get(), 1);
     // The port is held down for 120 s, then released.
     assert_eq!(nat.ports_in_use()[0].2, 1);
     lab.advance(121);

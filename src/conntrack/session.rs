@@ -245,16 +245,17 @@ impl Session {
     pub fn view(&self, now_secs: u32, t: &Timeouts) -> SessionView {
         let state =
             if self.orig.proto == protocol::TCP { Some(self.tcp_track().state().name().to_string()) } else { None };
+        let reply = self.reply();
         SessionView {
             proto: self.orig.proto,
             orig_src: self.orig.src_addr().to_string(),
             orig_dst: self.orig.dst_addr().to_string(),
             orig_sport: self.orig.sport,
             orig_dport: self.orig.dport,
-            reply_src: self.reply().src_addr().to_string(),
-            reply_dst: self.reply().dst_addr().to_string(),
-            reply_sport: self.reply().sport,
-            reply_dport: self.reply().dport,
+            reply_src: reply.src_addr().to_string(),
+            reply_dst: reply.dst_addr().to_string(),
+            reply_sport: reply.sport,
+            reply_dport: reply.dport,
             state,
             expires_in: self.deadline(t).saturating_sub(now_secs),
             assured: self.is_assured(),

@@ -242,7 +242,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                         sessions: n.session_count(),
                         mappings: n.mapping_count(),
                         ports_in_use: n.ports_in_use().into_iter().map(|(a, p, c)| (a.to_string(), p, c)).collect(),
-                        idle_timeouts: n.stats.idle_timeouts.load(Ordering::Relaxed),
+                        idle_timeouts: n.stats.idle_timeouts.get(),
                     })
                     .collect();
             Reply::Stats(Stats {

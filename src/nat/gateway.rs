@@ -9,6 +9,7 @@
 use super::ports::{HoldDown, PortBlock, PortPolicy, PortPool};
 use crate::conntrack::tcp::{Segment, TcpState, Verdict};
 use crate::conntrack::{Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts};
+use crate::counter::Counter;
 use crate::wire::icmpv4;
 use crate::wire::ipv4::protocol;
 use crate::wire::tcp::flags;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// RFC 4787 §4.1 mapping behaviour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -284,21 +285,14 @@ fn drop_remote(remotes: &mut Remotes, mk: MappingKey, remote: u32) {
     }
 }
 
-/// Counters kept by the gateway itself (the workers keep per-packet ones).
+/// Counters kept by the gateway itself (the workers keep per-packet ones),
+/// written under the slow-path lock.
 #[derive(Debug, Default)]
 pub struct NatStats {
     /// Sessions removed because they were idle past their timeout (`IdleTimeoutCount`).
-    pub idle_timeouts: AtomicU64,
-    pub mappings_created: AtomicU64,
-    pub mappings_freed: AtomicU64,
-}
-
-/// Adds to a counter that is only written under the slow-path lock: a load
-/// and a store, without the `lock` prefix of a read-modify-write (which
-/// would wait for every store before it, the new session's among them).
-#[inline]
-fn locked_add(c: &AtomicU64, n: u64) {
-    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    pub idle_timeouts: Counter,
+    pub mappings_created: Counter,
+    pub mappings_freed: Counter,
 }
 
 /// Sessions waiting for a look by the reaper, by second.
@@ -551,9 +545,6 @@ impl NatGateway {
             }
             None => (self.new_mapping(&mut slow, sub, mk, key, now_secs)?, true),
         };
-        if self.config.filtering == Filtering::AddressDependent {
-            add_remote(&mut slow.remotes, mk, key.dst);
-        }
         // The reply key is free of live sessions: without overlapping ports
         // an external endpoint belongs to one mapping, which holds its port
         // until its last session is reaped, and a session of the same
@@ -569,7 +560,7 @@ impl NatGateway {
         }
         let session =
             Arc::new(Session::new(*key, (external.addr.to_be_bytes(), external.port), Dir::Original, now_secs));
-        let out = self.install(&mut slow, new_port, session, now_secs, Dir::Original, tcp_flags, len);
+        let out = self.install(&mut slow, mk, new_port, session, now_secs, Dir::Original, tcp_flags, len);
         Ok(out)
     }
 
@@ -604,7 +595,7 @@ impl NatGateway {
         if self.by_external() {
             slow.by_external.insert(external, mk);
         }
-        locked_add(&self.stats.mappings_created, 1);
+        self.stats.mappings_created.inc();
         if self.config.log_mappings {
             self.event(now_secs, NatEventKind::MappingCreated, proto, mk.internal.to_string(), external.to_string());
         }
@@ -705,13 +696,15 @@ impl NatGateway {
         self.events.lock().iter().cloned().collect()
     }
 
-    /// Puts a new session (already counted by its mapping) in the table, the
-    /// subscriber's counts (with its new port, if the mapping is new) and the
-    /// wheel, and runs the first packet through it.
+    /// Puts a new session (already counted by its mapping `mk`) in the table,
+    /// the subscriber's counts (with its new port, if the mapping is new), the
+    /// mapping's remote hosts (address-dependent filtering) and the wheel, and
+    /// runs the first packet through it.
     #[allow(clippy::too_many_arguments)]
     fn install(
         &self,
         slow: &mut Slow,
+        mk: MappingKey,
         new_port: bool,
         session: Arc<Session>,
         now_secs: u32,
@@ -729,6 +722,9 @@ impl NatGateway {
         let sub = slow.subscribers.entry(session.orig.src).or_default();
         sub.sessions += 1;
         sub.ports += u32::from(new_port);
+        if self.config.filtering == Filtering::AddressDependent {
+            add_remote(&mut slow.remotes, mk, session.orig.dst);
+        }
         let first_look = now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
         let rewrite = session.rewrite(dir);
         slow.wheel.schedule(first_look, session);
@@ -792,11 +788,8 @@ impl NatGateway {
         };
         m.sessions += 1;
         let external = m.external;
-        if self.config.filtering == Filtering::AddressDependent {
-            add_remote(&mut slow.remotes, mk, orig.dst);
-        }
         let session = Arc::new(Session::new(orig, (external.addr.to_be_bytes(), external.port), Dir::Reply, now_secs));
-        Ok(self.install(&mut slow, false, session, now_secs, Dir::Reply, tcp_flags, len))
+        Ok(self.install(&mut slow, mk, false, session, now_secs, Dir::Reply, tcp_flags, len))
     }
 
     /// Frees `key` of an expired session (reaping it now). A live session is
@@ -859,7 +852,7 @@ impl NatGateway {
             } else {
                 slow.hold.hold(until, ext.addr, ext.proto, ext.port);
             }
-            locked_add(&self.stats.mappings_freed, 1);
+            self.stats.mappings_freed.inc();
             if self.config.log_mappings {
                 self.event(now_secs, NatEventKind::MappingDeleted, ext.proto, mk.internal.to_string(), ext.to_string());
             }
@@ -926,7 +919,7 @@ impl NatGateway {
                 }
                 if s.try_kill(now_secs, &self.config.timeouts) {
                     self.release(&mut slow, &s, now_secs);
-                    locked_add(&self.stats.idle_timeouts, 1);
+                    self.stats.idle_timeouts.inc();
                     report.expired += 1;
                 } else {
                     let at = s.deadline(&self.config.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
