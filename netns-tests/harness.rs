@@ -28,6 +28,7 @@ pub fn require_root() -> bool {
         "socat",
         "python3",
         "ss",
+        "taskset",
         "nft",
         "turnserver",
         "turnutils_natdiscovery",

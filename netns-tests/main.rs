@@ -248,3 +248,60 @@ fn ctrl_c_during_the_demo_leaves_nothing_behind() {
     assert!(rest.contains("Tearing down"), "{rest}");
     assert!(namespaces_with(&prefix).is_empty(), "left behind: {:?}", namespaces_with(&prefix));
 }
+
+/// Packets read by each worker, from `natgw stats --json`.
+fn per_worker(lab: &TestLab) -> Vec<u64> {
+    lab.stats_json()["per_worker"].as_array().expect("per_worker").iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn cpu_steering_keeps_a_cores_packets_on_that_cores_worker() {
+    if !require_root() {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one core: nothing to steer, skipping");
+        return;
+    }
+    let cfg = lab_config("steer", &[("[vpc]", "[gateway]\nworkers = 2\nsteering = \"cpu\"\n\n[vpc]")]);
+    let lab = TestLab::up("steer", &["--config", &cfg]);
+    let s = lab.stats_json();
+    assert_eq!(s["steering"], "cpu", "{s}");
+    // The workers are pinned: worker i to the cores whose packets land on queue i.
+    let pid = text(&natgw(&["lab", "list"]))
+        .lines()
+        .find(|l| l.starts_with(&lab.name))
+        .and_then(|l| l.split("gateway pid ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("gateway pid")
+        .to_string();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = entry.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        if let Some(i) = comm.trim().strip_prefix("natgw-worker-") {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            let cpus = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
+            let i: usize = i.parse().unwrap();
+            assert!(cpus.split_whitespace().nth(1).unwrap().split(',').all(|r| !r.contains('-')), "{comm}: {cpus}");
+            assert!(
+                cpus.split_whitespace().nth(1).unwrap().split(',').all(|c| c.parse::<usize>().unwrap() % 2 == i),
+                "{comm}: {cpus}"
+            );
+        }
+    }
+    // Four pings at once (four ICMP flows) from core 0, then from core 1:
+    // the flow's hash would spread them; the core keeps them on one worker,
+    // requests and replies (the reply is made on the worker's own core).
+    for core in [0usize, 1] {
+        let before = per_worker(&lab);
+        let (ok, out) = lab.sh(
+            "app",
+            &format!("taskset -c {core} sh -c 'for i in 1 2 3 4; do ping -c 3 -i 0.05 -W 2 {WEB} & done; wait'"),
+        );
+        assert!(ok && out.matches(" 0% packet loss").count() == 4, "{out}");
+        let after = per_worker(&lab);
+        let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(delta[core], 24, "core {core}: 12 requests and 12 replies on worker {core}: {delta:?}");
+        assert_eq!(delta[1 - core], 0, "core {core}: nothing on the other worker: {delta:?}");
+    }
+}

@@ -75,6 +75,18 @@ struct VpcSection {
     cidr: S,
 }
 
+/// Which queue of a TUN device (so which worker) the kernel puts a packet on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Steering {
+    /// The kernel's choice: the queue that last wrote the packet's flow.
+    #[default]
+    Flow,
+    /// The queue of the core that sent the packet (an eBPF program), each
+    /// worker pinned to the cores of its queue: wake-ups stay on one core.
+    Cpu,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct GatewaySection {
@@ -83,6 +95,7 @@ struct GatewaySection {
     mss_clamp: Option<bool>,
     flow_cache: Option<bool>,
     busy_poll_us: Option<u64>,
+    steering: Option<Steering>,
     txqueuelen: Option<u32>,
     offload: Option<bool>,
     icmp_rate: Option<u32>,
@@ -269,6 +282,8 @@ pub struct GatewaySettings {
     pub flow_cache: bool,
     /// Microseconds a worker keeps polling after traffic before it sleeps.
     pub busy_poll_us: u64,
+    /// Which worker's queue the kernel puts a packet on.
+    pub steering: Steering,
     /// Queue length of the TUN devices on the hosts' side.
     pub txqueuelen: u32,
 }
@@ -858,6 +873,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         mss_clamp: g.mss_clamp.unwrap_or(true),
         flow_cache: g.flow_cache.unwrap_or(true),
         busy_poll_us: g.busy_poll_us.unwrap_or(0),
+        steering: g.steering.unwrap_or_default(),
         txqueuelen: g.txqueuelen.unwrap_or(500),
     };
     // Links without their own MTU take the gateway's; none below IPv4's 576.

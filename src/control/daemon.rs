@@ -1,10 +1,10 @@
 //! A running gateway: TUN devices in the namespaces of a VPC, the workers,
 //! the reaper, and the control socket.
 
-use super::config::Vpc;
+use super::config::{Steering, Vpc};
 use super::socket::{self, NatSessions, NatStatus, Reply, Request, RouteTableView, Stats};
 use crate::clock::Clock;
-use crate::io::{OffloadLevel, TunOptions, netns, tun};
+use crate::io::{OffloadLevel, TunOptions, netns, steer, tun};
 use crate::pipeline::{Gateway, Totals};
 use crate::worker::Workers;
 use std::os::unix::net::UnixListener;
@@ -44,6 +44,10 @@ pub enum StartError {
     Socket { path: String, source: std::io::Error },
     #[error("starting workers: {0}")]
     Workers(std::io::Error),
+    #[error(
+        "steering = \"cpu\": attaching the eBPF queue-steering program failed: {0} (needs root or CAP_BPF and a kernel with BPF; use steering = \"flow\")"
+    )]
+    Steering(std::io::Error),
 }
 
 /// The namespace an attachment lives in, given the lab prefix.
@@ -79,6 +83,8 @@ struct Shared {
     counters: Vec<Arc<crate::pipeline::Counters>>,
     clock: Clock,
     offload: OffloadLevel,
+    /// The steering in effect (`cpu` only with more than one worker).
+    steering: Steering,
     stop: Arc<AtomicBool>,
 }
 
@@ -119,8 +125,13 @@ impl Daemon {
         let gw = vpc.build_with(opts.route_only);
         let clock = Clock::start();
         let busy = opts.busy_poll_us.unwrap_or(vpc.gateway.busy_poll_us);
-        let workers =
-            Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(StartError::Workers)?;
+        // One worker takes every queue: nothing to steer.
+        let steer = vpc.gateway.steering == Steering::Cpu && workers > 1;
+        if steer {
+            steer::steer_by_cpu(queues.iter().filter_map(|d| d.first())).map_err(StartError::Steering)?;
+        }
+        let workers = Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy), steer)
+            .map_err(StartError::Workers)?;
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(dir) = opts.socket.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -134,6 +145,7 @@ impl Daemon {
             counters: workers.counters().to_vec(),
             clock,
             offload: level,
+            steering: if steer { Steering::Cpu } else { Steering::Flow },
             stop: stop.clone(),
         });
         let mut threads = Vec::new();
@@ -231,7 +243,10 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             interfaces: topo.interface_names(),
         },
         Request::Stats => {
-            let totals = Totals::sum(&topo.interface_names(), s.counters.iter().map(|c| &**c));
+            let names = topo.interface_names();
+            let totals = Totals::sum(&names, s.counters.iter().map(|c| &**c));
+            let per_worker =
+                s.counters.iter().map(|c| Totals::sum(&names, [&**c]).interfaces.iter().map(|i| i.1).sum()).collect();
             let nat =
                 s.gw.nats()
                     .iter()
@@ -245,13 +260,15 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                         idle_timeouts: n.stats.idle_timeouts.get(),
                     })
                     .collect();
-            Reply::Stats(Stats {
+            Reply::Stats(Box::new(Stats {
                 uptime_secs: now.secs().into(),
                 workers: s.counters.len(),
                 offload: format!("{:?}", s.offload),
+                steering: format!("{:?}", s.steering).to_lowercase(),
+                per_worker,
                 totals,
                 nat,
-            })
+            }))
         }
         Request::Conntrack => Reply::Conntrack {
             nat: s

@@ -71,7 +71,15 @@ pub fn translations(nats: &[NatSessions]) -> String {
 /// `natgw stats`.
 pub fn stats(s: &Stats) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "natgw: up {} s, {} worker(s), TUN offload: {}", s.uptime_secs, s.workers, s.offload);
+    let _ = write!(out, "natgw: up {} s, {} worker(s), TUN offload: {}", s.uptime_secs, s.workers, s.offload);
+    if !s.steering.is_empty() {
+        let _ = write!(out, ", steering: {}", s.steering);
+    }
+    out.push('\n');
+    if s.per_worker.len() > 1 {
+        let each: Vec<String> = s.per_worker.iter().enumerate().map(|(i, n)| format!("{i}: {n}")).collect();
+        let _ = writeln!(out, "packets read per worker: {}", each.join(", "));
+    }
     let _ = writeln!(
         out,
         "\n{:<12} {:>12} {:>14} {:>12} {:>14}",

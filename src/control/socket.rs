@@ -57,6 +57,12 @@ pub struct Stats {
     pub uptime_secs: u64,
     pub workers: usize,
     pub offload: String,
+    /// How packets are spread over the workers (`flow` or `cpu`).
+    #[serde(default)]
+    pub steering: String,
+    /// Packets each worker has read, in worker order.
+    #[serde(default)]
+    pub per_worker: Vec<u64>,
     pub totals: Totals,
     pub nat: Vec<NatStatus>,
 }
@@ -83,7 +89,7 @@ pub struct RouteTableView {
 #[serde(tag = "reply", rename_all = "lowercase")]
 pub enum Reply {
     Status { pid: u32, uptime_secs: u64, interfaces: Vec<String> },
-    Stats(Stats),
+    Stats(Box<Stats>),
     Conntrack { nat: Vec<NatSessions> },
     Routes { tables: Vec<RouteTableView> },
     Events { nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)> },

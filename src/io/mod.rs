@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod netns;
+pub mod steer;
 pub mod tun;
 
 /// Restores the default action of SIGPIPE, which the Rust runtime ignores:

@@ -7,7 +7,7 @@
 //! (epoll is level-triggered, so what is left wakes it again at once).
 
 use crate::clock::Clock;
-use crate::io::{Read, TunQueue};
+use crate::io::{Read, TunQueue, steer};
 use crate::pipeline::{Action, Counters, DropReason, Gateway, PacketBuf, Pending, Pipeline};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -35,12 +35,15 @@ impl Workers {
     /// Starts one worker per queue index. `queues[d][i]` is queue `i` of device
     /// `d`. After traffic, a worker keeps polling (yielding the CPU between
     /// polls) for `busy_poll` before it sleeps: no wake-up latency while
-    /// packets keep coming, at the price of a busy core meanwhile.
+    /// packets keep coming, at the price of a busy core meanwhile. With
+    /// `pin`, worker `i` runs only on the cores whose packets CPU steering
+    /// puts on queue `i` (see [`crate::io::steer`]).
     pub fn start(
         gw: &Arc<Gateway>,
         queues: Vec<Vec<TunQueue>>,
         clock: Clock,
         busy_poll: std::time::Duration,
+        pin: bool,
     ) -> io::Result<Workers> {
         let n = queues.iter().map(Vec::len).min().unwrap_or(0);
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
@@ -54,10 +57,16 @@ impl Workers {
         let mut handles = Vec::new();
         let mut counters = Vec::new();
         for (i, qs) in per_worker.into_iter().enumerate() {
+            let cores = if pin { steer::cores_of_queue(i, n)? } else { Vec::new() };
             let pipe = gw.pipeline();
             counters.push(pipe.counters().clone());
             let stop = stop.clone();
             let h = std::thread::Builder::new().name(format!("natgw-worker-{i}")).spawn(move || {
+                if !cores.is_empty()
+                    && let Err(e) = steer::pin_current_thread(&cores)
+                {
+                    tracing::warn!(worker = i, error = %e, ?cores, "could not pin the worker to its cores");
+                }
                 if let Err(e) = run(pipe, &qs, &stop, clock, busy_poll) {
                     tracing::error!(worker = i, error = %e, "worker stopped");
                 }
