@@ -25,6 +25,10 @@ fn ping_http_and_udp_cross_the_nat() {
     let lab = TestLab::up("basic", &[]);
     let (ok, out) = lab.exec("app", &["ping", "-c", "3", "-i", "0.2", "-W", "2", WEB]);
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
+    let s = lab.stats_json();
+    assert_eq!(s["steering"], "flow", "the default: {s}");
+    let read: u64 = per_worker(&lab).iter().sum();
+    assert_eq!(read, 6, "3 requests and 3 replies read, whichever worker: {s}");
 
     // HTTP: a real server in web; its log says who the client was.
     let server = lab.spawn("web", &["python3", "-u", "-m", "http.server", "80", "--bind", WEB, "--directory", "/etc"]);
@@ -263,8 +267,8 @@ fn cpu_steering_keeps_a_cores_packets_on_that_cores_worker() {
         eprintln!("one core: nothing to steer, skipping");
         return;
     }
-    let cfg = lab_config("steer", &[("[vpc]", "[gateway]\nworkers = 2\nsteering = \"cpu\"\n\n[vpc]")]);
-    let lab = TestLab::up("steer", &["--config", &cfg]);
+    // `steering = "cpu"` in the file does the same (config unit tests, bench/run).
+    let lab = TestLab::up("steer", &["--workers", "2", "--steering", "cpu"]);
     let s = lab.stats_json();
     assert_eq!(s["steering"], "cpu", "{s}");
     // The workers are pinned: worker i to the cores whose packets land on queue i.

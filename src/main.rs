@@ -108,6 +108,10 @@ struct RunArgs {
     /// Microseconds a worker keeps polling after traffic before it sleeps (overrides the config).
     #[arg(long)]
     busy_poll_us: Option<u64>,
+    /// Which worker takes a packet: `flow` (the kernel's choice) or `cpu` (the
+    /// sender's core: lower latency, less throughput); overrides the config.
+    #[arg(long, value_parser = ["flow", "cpu"])]
+    steering: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +129,10 @@ enum LabCmd {
         workers: usize,
         #[arg(long)]
         no_offload: bool,
+        /// Which worker takes a packet: `flow` (the kernel's choice) or `cpu`
+        /// (the sender's core: lower latency, less throughput).
+        #[arg(long, value_parser = ["flow", "cpu"])]
+        steering: Option<String>,
         /// Build the same VPC from the Linux kernel instead (a router namespace,
         /// veth pairs, nftables masquerade): the reference to compare with.
         #[arg(long, conflicts_with = "route_only")]
@@ -255,6 +263,11 @@ fn exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the natgw binary: {e}"))
 }
 
+/// `--steering`'s value (clap has checked it).
+fn steering(s: &str) -> config::Steering {
+    if s == "cpu" { config::Steering::Cpu } else { config::Steering::Flow }
+}
+
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Run(a) => {
@@ -276,6 +289,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 offload,
                 route_only: a.route_only,
                 busy_poll_us: a.busy_poll_us,
+                steering: a.steering.as_deref().map(steering),
             };
             let d = Daemon::start(vpc, &opts).map_err(|e| e.to_string())?;
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -287,7 +301,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             d.shutdown();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, kernel, route_only }) => {
+        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, steering, kernel, route_only }) => {
             let cfg = match minimal.config()? {
                 Some(c) => c,
                 None => read_config(config.as_deref())?,
@@ -297,6 +311,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 config: cfg,
                 workers,
                 offload: no_offload.then_some(false),
+                steering,
                 exe: exe()?,
                 kernel,
                 route_only,

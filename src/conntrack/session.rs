@@ -190,7 +190,8 @@ impl Session {
     /// Counts a packet in `dir` and marks the session assured on the first reply.
     ///
     /// Each direction of a flow arrives on one TUN queue (the kernel picks the
-    /// queue by flow hash), so one worker counts it: a plain load and store, no
+    /// queue by flow, or with CPU steering by the sender's core, which a flow
+    /// seldom leaves), so one worker counts it: a plain load and store, no
     /// locked instruction. Should a flow move queues, a count may be lost,
     /// never the session.
     #[inline]
@@ -221,14 +222,7 @@ impl Session {
             return (Verdict::Move(TcpState::Established), TcpState::Established);
         }
         // The tracker's direction is relative to whoever opened the connection.
-        let tdir = if self.opener == Dir::Original {
-            dir
-        } else {
-            match dir {
-                Dir::Original => Dir::Reply,
-                Dir::Reply => Dir::Original,
-            }
-        };
+        let tdir = if self.opener == Dir::Original { dir } else { dir.reverse() };
         loop {
             let (verdict, next) = TcpTrack(cur).step(tdir, tcp_flags);
             if next.0 == cur {

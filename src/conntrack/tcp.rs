@@ -95,6 +95,14 @@ impl Dir {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The other direction.
+    pub fn reverse(self) -> Dir {
+        match self {
+            Dir::Original => Dir::Reply,
+            Dir::Reply => Dir::Original,
+        }
+    }
 }
 
 /// Segment classes, in netfilter's order of precedence.

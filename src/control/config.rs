@@ -1356,6 +1356,16 @@ mod tests {
     }
 
     #[test]
+    fn steering_is_flow_unless_asked_and_checked() {
+        assert_eq!(parse("x.toml", DEFAULT_LAB).unwrap().gateway.steering, Steering::Flow);
+        let v = with("[vpc]", "[gateway]\nsteering = \"cpu\"\n\n[vpc]").unwrap();
+        assert_eq!(v.gateway.steering, Steering::Cpu);
+        let e = with("[vpc]", "[gateway]\nsteering = \"core\"\n\n[vpc]").unwrap_err();
+        assert!(e.message.contains("flow") && e.message.contains("cpu"), "{e}");
+        assert_eq!(e.line, line_of("[vpc]") + 1, "{e}");
+    }
+
+    #[test]
     fn acl_rules_are_checked_and_linted() {
         let extra = r#"
 [[network_acls]]

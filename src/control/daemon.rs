@@ -29,6 +29,8 @@ pub struct Options {
     pub route_only: bool,
     /// Overrides the config's `busy_poll_us`.
     pub busy_poll_us: Option<u64>,
+    /// Overrides the config's `steering`.
+    pub steering: Option<Steering>,
 }
 
 /// Why a gateway did not start.
@@ -126,7 +128,7 @@ impl Daemon {
         let clock = Clock::start();
         let busy = opts.busy_poll_us.unwrap_or(vpc.gateway.busy_poll_us);
         // One worker takes every queue: nothing to steer.
-        let steer = vpc.gateway.steering == Steering::Cpu && workers > 1;
+        let steer = opts.steering.unwrap_or(vpc.gateway.steering) == Steering::Cpu && workers > 1;
         if steer {
             steer::steer_by_cpu(queues.iter().filter_map(|d| d.first())).map_err(StartError::Steering)?;
         }

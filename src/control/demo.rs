@@ -133,6 +133,7 @@ pub fn run(config: (String, String), exe: &Path, offload: Option<bool>) -> Resul
         config,
         workers: 0,
         offload,
+        steering: None,
         exe: exe.to_path_buf(),
         kernel: false,
         route_only: false,
