@@ -47,7 +47,7 @@ pub enum StartError {
     #[error("starting workers: {0}")]
     Workers(std::io::Error),
     #[error(
-        "steering = \"cpu\": attaching the eBPF queue-steering program failed: {0} (needs root or CAP_BPF and a kernel with BPF; use steering = \"flow\")"
+        "steering = \"cpu\": attaching the eBPF queue-steering program failed: {0} (needs root or CAP_BPF and a kernel with BPF; use steering = \"flow\" or --steering flow)"
     )]
     Steering(std::io::Error),
 }

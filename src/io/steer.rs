@@ -50,15 +50,17 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
 }
 
-/// `r0 = bpf_get_smp_processor_id(); return r0;`
-const PROGRAM: [BpfInsn; 2] = [
+/// `r0 = bpf_get_smp_processor_id(); return r0;` (a static: the kernel reads
+/// it through a pointer).
+static PROGRAM: [BpfInsn; 2] = [
     BpfInsn { code: 0x85, regs: 0, off: 0, imm: BPF_FUNC_GET_SMP_PROCESSOR_ID }, // BPF_JMP | BPF_CALL
     BpfInsn { code: 0x95, regs: 0, off: 0, imm: 0 },                             // BPF_JMP | BPF_EXIT
 ];
 
 /// Loads the steering program; the descriptor is closed once attached.
 fn load_program() -> io::Result<OwnedFd> {
-    let license = b"Dual MIT/GPL\0";
+    // The crate's licence: the helper the program calls is not GPL-only.
+    let license: &'static [u8] = b"MIT OR Apache-2.0\0";
     let mut name = [0u8; 16];
     name[..9].copy_from_slice(b"natgw_cpu");
     let attr = ProgLoadAttr {
