@@ -26,7 +26,8 @@ fn ping_http_and_udp_cross_the_nat() {
     let (ok, out) = lab.exec("app", &["ping", "-c", "3", "-i", "0.2", "-W", "2", WEB]);
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
     let s = lab.stats_json();
-    assert_eq!(s["steering"], "flow", "the default: {s}");
+    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    assert_eq!(s["steering"], if two { "auto (now cpu)" } else { "flow" }, "the default: {s}");
     let read: u64 = per_worker(&lab).iter().sum();
     assert_eq!(read, 6, "3 requests and 3 replies read, whichever worker: {s}");
 
@@ -258,20 +259,16 @@ fn per_worker(lab: &TestLab) -> Vec<u64> {
     lab.stats_json()["per_worker"].as_array().expect("per_worker").iter().map(|v| v.as_u64().unwrap()).collect()
 }
 
-#[test]
-fn cpu_steering_keeps_a_cores_packets_on_that_cores_worker() {
-    if !require_root() {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+fn two_cores() -> bool {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 {
         eprintln!("one core: nothing to steer, skipping");
-        return;
     }
-    // `steering = "cpu"` in the file does the same (config unit tests, bench/run).
-    let lab = TestLab::up("steer", &["--workers", "2", "--steering", "cpu"]);
-    let s = lab.stats_json();
-    assert_eq!(s["steering"], "cpu", "{s}");
-    // The workers are pinned: worker i to the cores whose packets land on queue i.
+    n >= 2
+}
+
+/// The cores each worker may run on (`Cpus_allowed_list` of its thread), by worker.
+fn worker_cores(lab: &TestLab) -> Vec<Vec<usize>> {
     let pid = text(&natgw(&["lab", "list"]))
         .lines()
         .find(|l| l.starts_with(&lab.name))
@@ -279,20 +276,40 @@ fn cpu_steering_keeps_a_cores_packets_on_that_cores_worker() {
         .and_then(|r| r.split_whitespace().next())
         .expect("gateway pid")
         .to_string();
+    let mut cores = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = entry.unwrap().path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-        if let Some(i) = comm.trim().strip_prefix("natgw-worker-") {
-            let status = std::fs::read_to_string(task.join("status")).unwrap();
-            let cpus = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
-            let i: usize = i.parse().unwrap();
-            assert!(cpus.split_whitespace().nth(1).unwrap().split(',').all(|r| !r.contains('-')), "{comm}: {cpus}");
-            assert!(
-                cpus.split_whitespace().nth(1).unwrap().split(',').all(|c| c.parse::<usize>().unwrap() % 2 == i),
-                "{comm}: {cpus}"
-            );
+        let Some(i) = comm.trim().strip_prefix("natgw-worker-") else { continue };
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
+        let mut mine = Vec::new();
+        for range in list.split(',') {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            mine.extend(lo.parse::<usize>().unwrap()..=hi.parse::<usize>().unwrap());
         }
+        cores.push((i.parse::<usize>().unwrap(), mine));
     }
+    cores.sort();
+    cores.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Worker `i` of two runs only on cores `c` with `c % 2 == i`.
+fn pinned_to_their_queues(cores: &[Vec<usize>]) -> bool {
+    cores.len() == 2 && cores.iter().enumerate().all(|(i, c)| !c.is_empty() && c.iter().all(|c| c % 2 == i))
+}
+
+#[test]
+fn cpu_steering_keeps_a_cores_packets_on_that_cores_worker() {
+    if !require_root() || !two_cores() {
+        return;
+    }
+    // `steering = "cpu"` in the file does the same (config unit tests, bench/run).
+    let lab = TestLab::up("steer", &["--workers", "2", "--steering", "cpu"]);
+    let s = lab.stats_json();
+    assert_eq!(s["steering"], "cpu", "{s}");
+    let cores = worker_cores(&lab);
+    assert!(pinned_to_their_queues(&cores), "worker i pinned to the cores of queue i: {cores:?}");
     // Four pings at once (four ICMP flows) from core 0, then from core 1:
     // the flow's hash would spread them; the core keeps them on one worker,
     // requests and replies (the reply is made on the worker's own core).
@@ -308,4 +325,39 @@ fn cpu_steering_keeps_a_cores_packets_on_that_cores_worker() {
         assert_eq!(delta[core], 24, "core {core}: 12 requests and 12 replies on worker {core}: {delta:?}");
         assert_eq!(delta[1 - core], 0, "core {core}: nothing on the other worker: {delta:?}");
     }
+}
+
+/// Polls `natgw stats` for up to `secs` until the steering reads `want`.
+fn steering_becomes(lab: &TestLab, want: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = lab.stats_json()["steering"].as_str().unwrap_or_default().to_string();
+        if now == want || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn auto_steering_follows_the_load() {
+    if !require_root() || !two_cores() {
+        return;
+    }
+    // The default steering is `auto`.
+    let lab = TestLab::up("auto", &["--workers", "2"]);
+    assert_eq!(steering_becomes(&lab, "auto (now cpu)", 0), "auto (now cpu)", "light traffic: CPU steering");
+    assert!(pinned_to_their_queues(&worker_cores(&lab)), "{:?}", worker_cores(&lab));
+    // Heavy: ~60,000 packets a second for 3 s.
+    let server = lab.spawn("web", &["iperf3", "-s", "-1", "-B", WEB]);
+    lab.wait_listen("web", "-ltn", 5201);
+    let client = lab.spawn("app", &["iperf3", "-c", WEB, "-u", "-b", "48M", "-l", "100", "-t", "3"]);
+    assert_eq!(steering_becomes(&lab, "auto (now flow)", 2), "auto (now flow)", "heavy traffic: flow steering");
+    let cores = worker_cores(&lab);
+    assert!(cores.iter().all(|c| c.len() >= 2), "workers free to run anywhere: {cores:?}");
+    finish(client);
+    finish(server);
+    // Quiet again: back to CPU steering (after half a second without load).
+    assert_eq!(steering_becomes(&lab, "auto (now cpu)", 3), "auto (now cpu)", "light again: CPU steering");
+    assert!(pinned_to_their_queues(&worker_cores(&lab)), "{:?}", worker_cores(&lab));
 }

@@ -108,9 +108,10 @@ struct RunArgs {
     /// Microseconds a worker keeps polling after traffic before it sleeps (overrides the config).
     #[arg(long)]
     busy_poll_us: Option<u64>,
-    /// Which worker takes a packet: `flow` (the kernel's choice) or `cpu` (the
-    /// sender's core: lower latency, less throughput); overrides the config.
-    #[arg(long, value_parser = ["flow", "cpu"])]
+    /// Which worker takes a packet: `flow` (the kernel's choice), `cpu` (the
+    /// sender's core: lower latency, less throughput) or `auto` (`cpu` while
+    /// traffic is light, `flow` while it is heavy); overrides the config.
+    #[arg(long, value_parser = ["flow", "cpu", "auto"])]
     steering: Option<String>,
 }
 
@@ -129,9 +130,10 @@ enum LabCmd {
         workers: usize,
         #[arg(long)]
         no_offload: bool,
-        /// Which worker takes a packet: `flow` (the kernel's choice) or `cpu`
-        /// (the sender's core: lower latency, less throughput).
-        #[arg(long, value_parser = ["flow", "cpu"])]
+        /// Which worker takes a packet: `flow` (the kernel's choice), `cpu` (the
+        /// sender's core: lower latency, less throughput) or `auto` (`cpu` while
+        /// traffic is light, `flow` while it is heavy).
+        #[arg(long, value_parser = ["flow", "cpu", "auto"])]
         steering: Option<String>,
         /// Build the same VPC from the Linux kernel instead (a router namespace,
         /// veth pairs, nftables masquerade): the reference to compare with.
@@ -265,7 +267,11 @@ fn exe() -> Result<PathBuf, String> {
 
 /// `--steering`'s value (clap has checked it).
 fn steering(s: &str) -> config::Steering {
-    if s == "cpu" { config::Steering::Cpu } else { config::Steering::Flow }
+    match s {
+        "cpu" => config::Steering::Cpu,
+        "auto" => config::Steering::Auto,
+        _ => config::Steering::Flow,
+    }
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode, String> {

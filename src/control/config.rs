@@ -80,11 +80,14 @@ struct VpcSection {
 #[serde(rename_all = "kebab-case")]
 pub enum Steering {
     /// The kernel's choice: the queue that last wrote the packet's flow.
-    #[default]
     Flow,
     /// The queue of the core that sent the packet (an eBPF program), each
     /// worker pinned to the cores of its queue: wake-ups stay on one core.
     Cpu,
+    /// `Cpu` while traffic is light, `Flow` (workers unpinned) while it is
+    /// heavy (see `control::steering`).
+    #[default]
+    Auto,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -1356,10 +1359,12 @@ mod tests {
     }
 
     #[test]
-    fn steering_is_flow_unless_asked_and_checked() {
-        assert_eq!(parse("x.toml", DEFAULT_LAB).unwrap().gateway.steering, Steering::Flow);
+    fn steering_is_auto_unless_asked_and_checked() {
+        assert_eq!(parse("x.toml", DEFAULT_LAB).unwrap().gateway.steering, Steering::Auto);
         let v = with("[vpc]", "[gateway]\nsteering = \"cpu\"\n\n[vpc]").unwrap();
         assert_eq!(v.gateway.steering, Steering::Cpu);
+        let v = with("[vpc]", "[gateway]\nsteering = \"flow\"\n\n[vpc]").unwrap();
+        assert_eq!(v.gateway.steering, Steering::Flow);
         let e = with("[vpc]", "[gateway]\nsteering = \"core\"\n\n[vpc]").unwrap_err();
         assert!(e.message.contains("flow") && e.message.contains("cpu"), "{e}");
         assert_eq!(e.line, line_of("[vpc]") + 1, "{e}");

@@ -3,8 +3,10 @@
 
 use super::config::{Steering, Vpc};
 use super::socket::{self, NatSessions, NatStatus, Reply, Request, RouteTableView, Stats};
+use super::steering::{self, Auto, Steer};
 use crate::clock::Clock;
-use crate::io::{OffloadLevel, TunOptions, netns, steer, tun};
+use crate::io::steer::Steerer;
+use crate::io::{OffloadLevel, TunOptions, netns, tun};
 use crate::pipeline::{Gateway, Totals};
 use crate::worker::Workers;
 use std::os::unix::net::UnixListener;
@@ -85,8 +87,10 @@ struct Shared {
     counters: Vec<Arc<crate::pipeline::Counters>>,
     clock: Clock,
     offload: OffloadLevel,
-    /// The steering in effect (`cpu` only with more than one worker).
+    /// The steering asked for.
     steering: Steering,
+    /// The eBPF steering, if in use (`cpu` or `auto`, more than one worker).
+    steer: Option<Arc<Steer>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -127,13 +131,37 @@ impl Daemon {
         let gw = vpc.build_with(opts.route_only);
         let clock = Clock::start();
         let busy = opts.busy_poll_us.unwrap_or(vpc.gateway.busy_poll_us);
-        // One worker takes every queue: nothing to steer.
-        let steer = opts.steering.unwrap_or(vpc.gateway.steering) == Steering::Cpu && workers > 1;
-        if steer {
-            steer::steer_by_cpu(queues.iter().filter_map(|d| d.first())).map_err(StartError::Steering)?;
+        let mode = opts.steering.unwrap_or(vpc.gateway.steering);
+        // One worker takes every queue: nothing to steer. Asked for, CPU
+        // steering must work; `auto` falls back to flow steering.
+        let steerer = match mode {
+            Steering::Cpu | Steering::Auto if workers > 1 => {
+                match Steerer::new(queues.iter().filter_map(|d| d.first())) {
+                    Ok(s) => Some(s),
+                    Err(e) if mode == Steering::Cpu => return Err(StartError::Steering(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "steering = \"auto\": no eBPF queue steering, staying with flow steering");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let workers =
+            Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(StartError::Workers)?;
+        let steer = match steerer.map(|s| Steer::new(s, workers.thread_ids().to_vec())).transpose() {
+            Ok(s) => s.map(Arc::new),
+            Err(e) => {
+                workers.stop();
+                return Err(StartError::Steering(e));
+            }
+        };
+        if let Some(s) = &steer
+            && let Err(e) = s.set(true)
+        {
+            workers.stop();
+            return Err(StartError::Steering(e));
         }
-        let workers = Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy), steer)
-            .map_err(StartError::Workers)?;
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(dir) = opts.socket.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -147,10 +175,22 @@ impl Daemon {
             counters: workers.counters().to_vec(),
             clock,
             offload: level,
-            steering: if steer { Steering::Cpu } else { Steering::Flow },
+            steering: mode,
+            steer: steer.clone(),
             stop: stop.clone(),
         });
         let mut threads = Vec::new();
+        if mode == Steering::Auto
+            && let Some(steer) = steer
+        {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("natgw-steer".into())
+                    .spawn(move || auto_steer(&s, &steer))
+                    .map_err(StartError::Workers)?,
+            );
+        }
         let s = shared.clone();
         threads.push(
             std::thread::Builder::new()
@@ -204,6 +244,25 @@ impl Daemon {
     }
 }
 
+/// `steering = "auto"`: CPU steering while traffic is light, flow steering
+/// while it is heavy (see `control::steering`).
+fn auto_steer(s: &Shared, steer: &Steer) {
+    let mut auto = Auto::default();
+    let read = || s.counters.iter().map(|c| c.packets_read()).sum::<u64>();
+    let mut last = read();
+    while !s.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(steering::TICK);
+        let now = read();
+        if let Some(by_cpu) = auto.tick(now - last) {
+            match steer.set(by_cpu) {
+                Ok(()) => tracing::debug!(by_cpu, "steering switched"),
+                Err(e) => tracing::warn!(error = %e, by_cpu, "switching the steering failed"),
+            }
+        }
+        last = now;
+    }
+}
+
 /// Ends sessions as they time out, and port hold-downs, with bounded work per pass.
 fn reaper(s: &Shared) {
     while !s.stop.load(Ordering::Relaxed) {
@@ -247,8 +306,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::Stats => {
             let names = topo.interface_names();
             let totals = Totals::sum(&names, s.counters.iter().map(|c| &**c));
-            let per_worker =
-                s.counters.iter().map(|c| Totals::sum(&names, [&**c]).interfaces.iter().map(|i| i.1).sum()).collect();
+            let per_worker = s.counters.iter().map(|c| c.packets_read()).collect();
             let nat =
                 s.gw.nats()
                     .iter()
@@ -266,7 +324,11 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 uptime_secs: now.secs().into(),
                 workers: s.counters.len(),
                 offload: format!("{:?}", s.offload),
-                steering: format!("{:?}", s.steering).to_lowercase(),
+                steering: match (s.steering, &s.steer) {
+                    (Steering::Auto, Some(st)) => format!("auto (now {})", if st.by_cpu() { "cpu" } else { "flow" }),
+                    (_, Some(_)) => "cpu".into(),
+                    _ => "flow".into(),
+                },
                 per_worker,
                 totals,
                 nat,

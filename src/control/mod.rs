@@ -8,3 +8,4 @@ pub mod kernel_lab;
 pub mod lab;
 pub mod render;
 pub mod socket;
+pub mod steering;

@@ -95,35 +95,58 @@ fn load_program() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
-/// Attaches CPU steering to every device, given one of its queues each.
-pub fn steer_by_cpu<'a>(devices: impl IntoIterator<Item = &'a TunQueue>) -> io::Result<()> {
-    let prog = load_program()?;
-    let fd: libc::c_int = prog.as_raw_fd();
-    for q in devices {
-        // SAFETY: TUNSETSTEERINGEBPF reads one c_int (the program's
-        // descriptor) through the pointer, which points to a live local; the
-        // device takes its own reference to the program.
-        let rc = unsafe { libc::ioctl(q.fd().as_raw_fd(), TUNSETSTEERINGEBPF, &fd as *const libc::c_int) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+/// CPU steering for a set of TUN devices: switched on and off while they run.
+#[derive(Debug)]
+pub struct Steerer {
+    prog: OwnedFd,
+    /// One descriptor per device (a duplicate of one of its queues: the
+    /// ioctl acts on the device).
+    devices: Vec<OwnedFd>,
+}
+
+impl Steerer {
+    /// Loads the program for the devices of which `queues` holds a queue each.
+    pub fn new<'a>(queues: impl IntoIterator<Item = &'a TunQueue>) -> io::Result<Steerer> {
+        let prog = load_program()?;
+        let devices = queues.into_iter().map(|q| q.fd().try_clone_to_owned()).collect::<io::Result<_>>()?;
+        Ok(Steerer { prog, devices })
     }
-    Ok(())
+
+    /// Puts packets on the queue of the sending core (`true`), or lets the
+    /// kernel pick by flow again (`false`).
+    pub fn by_cpu(&self, on: bool) -> io::Result<()> {
+        let fd: libc::c_int = if on { self.prog.as_raw_fd() } else { -1 };
+        for dev in &self.devices {
+            // SAFETY: TUNSETSTEERINGEBPF reads one c_int (a program's
+            // descriptor, or -1 to detach) through the pointer, which points
+            // to a live local; the device takes its own reference to the
+            // program.
+            let rc = unsafe { libc::ioctl(dev.as_raw_fd(), TUNSETSTEERINGEBPF, &fd as *const libc::c_int) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The cores whose packets CPU steering puts on queue `queue` of `queues`,
-/// among the cores this process may run on (empty if none).
-pub fn cores_of_queue(queue: usize, queues: usize) -> io::Result<Vec<usize>> {
+/// The calling thread's id, for [`pin`] from another thread.
+pub fn thread_id() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+/// The cores this process may run on.
+pub fn allowed_cores() -> io::Result<Vec<usize>> {
     let allowed = sched_getaffinity(Pid::from_raw(0))?;
-    Ok((0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false) && c % queues.max(1) == queue).collect())
+    Ok((0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).collect())
 }
 
-/// Pins the calling thread to `cores`.
-pub fn pin_current_thread(cores: &[usize]) -> io::Result<()> {
+/// Lets thread `tid` run only on `cores`.
+pub fn pin(tid: i32, cores: &[usize]) -> io::Result<()> {
     let mut set = CpuSet::new();
     for &c in cores {
         set.set(c)?;
     }
-    sched_setaffinity(Pid::from_raw(0), &set)?;
+    sched_setaffinity(Pid::from_raw(tid), &set)?;
     Ok(())
 }

@@ -147,6 +147,11 @@ impl Counters {
             b.add(len as u64);
         }
     }
+
+    /// Packets read from every interface.
+    pub fn packets_read(&self) -> u64 {
+        self.rx_packets.iter().map(Counter::get).sum()
+    }
 }
 
 /// Counters of all workers added up, for `natgw stats`.

@@ -28,6 +28,7 @@ const TICK_MS: u16 = 500;
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
+    tids: Vec<i32>,
     stop: Arc<EventFd>,
 }
 
@@ -35,15 +36,12 @@ impl Workers {
     /// Starts one worker per queue index. `queues[d][i]` is queue `i` of device
     /// `d`. After traffic, a worker keeps polling (yielding the CPU between
     /// polls) for `busy_poll` before it sleeps: no wake-up latency while
-    /// packets keep coming, at the price of a busy core meanwhile. With
-    /// `pin`, worker `i` runs only on the cores whose packets CPU steering
-    /// puts on queue `i` (see [`crate::io::steer`]).
+    /// packets keep coming, at the price of a busy core meanwhile.
     pub fn start(
         gw: &Arc<Gateway>,
         queues: Vec<Vec<TunQueue>>,
         clock: Clock,
         busy_poll: std::time::Duration,
-        pin: bool,
     ) -> io::Result<Workers> {
         let n = queues.iter().map(Vec::len).min().unwrap_or(0);
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
@@ -56,24 +54,33 @@ impl Workers {
         }
         let mut handles = Vec::new();
         let mut counters = Vec::new();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         for (i, qs) in per_worker.into_iter().enumerate() {
-            let cores = if pin { steer::cores_of_queue(i, n)? } else { Vec::new() };
             let pipe = gw.pipeline();
             counters.push(pipe.counters().clone());
             let stop = stop.clone();
+            let tid_tx = tid_tx.clone();
             let h = std::thread::Builder::new().name(format!("natgw-worker-{i}")).spawn(move || {
-                if !cores.is_empty()
-                    && let Err(e) = steer::pin_current_thread(&cores)
-                {
-                    tracing::warn!(worker = i, error = %e, ?cores, "could not pin the worker to its cores");
-                }
+                let _ = tid_tx.send((i, steer::thread_id()));
+                drop(tid_tx);
                 if let Err(e) = run(pipe, &qs, &stop, clock, busy_poll) {
                     tracing::error!(worker = i, error = %e, "worker stopped");
                 }
             })?;
             handles.push(h);
         }
-        Ok(Workers { handles, counters, stop })
+        drop(tid_tx);
+        // Each worker reports its thread id first thing (for pinning it).
+        let mut tids = vec![0; handles.len()];
+        for (i, tid) in tid_rx.iter() {
+            tids[i] = tid;
+        }
+        Ok(Workers { handles, counters, tids, stop })
+    }
+
+    /// The workers' thread ids, in worker order.
+    pub fn thread_ids(&self) -> &[i32] {
+        &self.tids
     }
 
     /// Counters of every worker.
