@@ -149,19 +149,18 @@ impl Daemon {
         };
         let workers =
             Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(StartError::Workers)?;
-        let steer = match steerer.map(|s| Steer::new(s, workers.thread_ids().to_vec())).transpose() {
-            Ok(s) => s.map(Arc::new),
-            Err(e) => {
+        let steer = match steerer.map(|s| start_steering(s, workers.thread_ids())) {
+            None => None,
+            Some(Ok(s)) => Some(Arc::new(s)),
+            Some(Err(e)) if mode == Steering::Cpu => {
                 workers.stop();
                 return Err(StartError::Steering(e));
             }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "steering = \"auto\": pinning the workers failed, staying with flow steering");
+                None
+            }
         };
-        if let Some(s) = &steer
-            && let Err(e) = s.set(true)
-        {
-            workers.stop();
-            return Err(StartError::Steering(e));
-        }
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(dir) = opts.socket.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -242,6 +241,17 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// Switches CPU steering on for workers `tids`; on failure, back off to
+/// flow steering as far as possible.
+fn start_steering(steerer: Steerer, tids: &[i32]) -> std::io::Result<Steer> {
+    let steer = Steer::new(steerer, tids.to_vec())?;
+    if let Err(e) = steer.set(true) {
+        let _ = steer.set(false);
+        return Err(e);
+    }
+    Ok(steer)
 }
 
 /// `steering = "auto"`: CPU steering while traffic is light, flow steering

@@ -57,7 +57,8 @@ static PROGRAM: [BpfInsn; 2] = [
     BpfInsn { code: 0x95, regs: 0, off: 0, imm: 0 },                             // BPF_JMP | BPF_EXIT
 ];
 
-/// Loads the steering program; the descriptor is closed once attached.
+/// Loads the steering program (a [`Steerer`] keeps its descriptor, to attach
+/// it again after `auto` has switched it off).
 fn load_program() -> io::Result<OwnedFd> {
     // The crate's licence: the helper the program calls is not GPL-only.
     let license: &'static [u8] = b"MIT OR Apache-2.0\0";
