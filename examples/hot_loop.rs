@@ -9,21 +9,27 @@ use natgw::Timestamp;
 use natgw::control::config;
 use natgw::pipeline::{Action, PacketBuf};
 
+/// A SYN from app (10.0.1.10) port `sport` to web (198.51.100.10) port 443.
+fn syn(sport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
+        .tcp(sport, 443, 0, 64240)
+        .syn()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let gw = config::parse("hot.toml", config::DEFAULT_LAB).unwrap().build();
     let mut pipe = gw.pipeline();
     let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
     let now = Timestamp::from_secs(1000);
-    let mut syn = Vec::new();
-    etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
-        .tcp(40000, 443, 0, 64240)
-        .syn()
-        .write(&mut syn, &[])
-        .unwrap();
+    let first = syn(40000);
     let mut b = PacketBuf::with_capacity(65536);
-    b.buffer_mut()[..syn.len()].copy_from_slice(&syn);
-    b.set_len(syn.len());
+    b.buffer_mut()[..first.len()].copy_from_slice(&first);
+    b.set_len(first.len());
     assert!(matches!(pipe.process(now, app, &mut b), Action::Forward(_)));
     // The SYN-ACK back to the port the NAT chose: the connection is established.
     let ext = u16::from_be_bytes([b.bytes()[20], b.bytes()[21]]);
@@ -49,17 +55,7 @@ fn main() {
         // Rounds of up to 60,000 new flows (one port each); between rounds
         // every session expires and its port ends its hold-down, so later
         // rounds meet warm tables.
-        let syns: Vec<Vec<u8>> = (0..n.min(60_000))
-            .map(|i| {
-                let mut syn = Vec::new();
-                etherparse::PacketBuilder::ipv4([10, 0, 1, 10], [198, 51, 100, 10], 64)
-                    .tcp(1024 + i as u16, 443, 0, 64240)
-                    .syn()
-                    .write(&mut syn, &[])
-                    .unwrap();
-                syn
-            })
-            .collect();
+        let syns: Vec<Vec<u8>> = (0..n.min(60_000)).map(|i| syn(1024 + i as u16)).collect();
         let rounds: u32 = std::env::args().nth(3).and_then(|a| a.parse().ok()).unwrap_or(1);
         let mut secs = 2000u64;
         for round in 0..rounds {

@@ -147,11 +147,20 @@ impl TestLab {
         serde_json::from_slice(&o.stdout).expect("stats json")
     }
 
+    /// What `natgw lab up` recorded about this lab (prefix, gateway pid, ...).
+    pub fn state(&self) -> serde_json::Value {
+        let s = std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", self.name)).unwrap();
+        serde_json::from_str(&s).unwrap()
+    }
+
     /// The namespace prefix of this lab.
     pub fn prefix(&self) -> String {
-        let s = std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", self.name)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        v["prefix"].as_str().unwrap().to_string()
+        self.state()["prefix"].as_str().unwrap().to_string()
+    }
+
+    /// The gateway's process id.
+    pub fn gateway_pid(&self) -> i32 {
+        self.state()["gateway_pid"].as_i64().unwrap() as i32
     }
 
     /// The TUN device of an interface, inside its namespace.

@@ -193,10 +193,7 @@ fn a_killed_lab_is_cleaned_by_the_next_run() {
     }
     let lab = TestLab::up("crash", &[]);
     let prefix = lab.prefix();
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("/run/natgw/labs/{}/state.json", lab.name)).unwrap())
-            .unwrap();
-    let pid = state["gateway_pid"].as_i64().unwrap() as i32;
+    let pid = lab.gateway_pid();
     // The gateway dies without cleaning up.
     signal(pid, nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(300));
@@ -269,15 +266,8 @@ fn two_cores() -> bool {
 
 /// The cores each worker may run on (`Cpus_allowed_list` of its thread), by worker.
 fn worker_cores(lab: &TestLab) -> Vec<Vec<usize>> {
-    let pid = text(&natgw(&["lab", "list"]))
-        .lines()
-        .find(|l| l.starts_with(&lab.name))
-        .and_then(|l| l.split("gateway pid ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .expect("gateway pid")
-        .to_string();
     let mut cores = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+    for entry in std::fs::read_dir(format!("/proc/{}/task", lab.gateway_pid())).unwrap() {
         let task = entry.unwrap().path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap();
         let Some(i) = comm.trim().strip_prefix("natgw-worker-") else { continue };

@@ -111,8 +111,8 @@ struct RunArgs {
     /// Which worker takes a packet: `flow` (the kernel's choice), `cpu` (the
     /// sender's core: lower latency, less throughput) or `auto` (`cpu` while
     /// traffic is light, `flow` while it is heavy); overrides the config.
-    #[arg(long, value_parser = ["flow", "cpu", "auto"])]
-    steering: Option<String>,
+    #[arg(long, value_enum)]
+    steering: Option<config::Steering>,
 }
 
 #[derive(Subcommand)]
@@ -133,8 +133,8 @@ enum LabCmd {
         /// Which worker takes a packet: `flow` (the kernel's choice), `cpu` (the
         /// sender's core: lower latency, less throughput) or `auto` (`cpu` while
         /// traffic is light, `flow` while it is heavy).
-        #[arg(long, value_parser = ["flow", "cpu", "auto"])]
-        steering: Option<String>,
+        #[arg(long, value_enum)]
+        steering: Option<config::Steering>,
         /// Build the same VPC from the Linux kernel instead (a router namespace,
         /// veth pairs, nftables masquerade): the reference to compare with.
         #[arg(long, conflicts_with = "route_only")]
@@ -265,15 +265,6 @@ fn exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the natgw binary: {e}"))
 }
 
-/// `--steering`'s value (clap has checked it).
-fn steering(s: &str) -> config::Steering {
-    match s {
-        "cpu" => config::Steering::Cpu,
-        "auto" => config::Steering::Auto,
-        _ => config::Steering::Flow,
-    }
-}
-
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Run(a) => {
@@ -295,7 +286,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 offload,
                 route_only: a.route_only,
                 busy_poll_us: a.busy_poll_us,
-                steering: a.steering.as_deref().map(steering),
+                steering: a.steering,
             };
             let d = Daemon::start(vpc, &opts).map_err(|e| e.to_string())?;
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

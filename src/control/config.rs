@@ -76,7 +76,8 @@ struct VpcSection {
 }
 
 /// Which queue of a TUN device (so which worker) the kernel puts a packet on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// The same names in the file (serde) and on the command line (clap).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Steering {
     /// The kernel's choice: the queue that last wrote the packet's flow.
@@ -88,6 +89,17 @@ pub enum Steering {
     /// heavy (see `control::steering`).
     #[default]
     Auto,
+}
+
+impl Steering {
+    /// The name in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Steering::Flow => "flow",
+            Steering::Cpu => "cpu",
+            Steering::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -334,10 +334,13 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 uptime_secs: now.secs().into(),
                 workers: s.counters.len(),
                 offload: format!("{:?}", s.offload),
-                steering: match (s.steering, &s.steer) {
-                    (Steering::Auto, Some(st)) => format!("auto (now {})", if st.by_cpu() { "cpu" } else { "flow" }),
-                    (_, Some(_)) => "cpu".into(),
-                    _ => "flow".into(),
+                steering: match &s.steer {
+                    Some(st) if s.steering == Steering::Auto => {
+                        let now = if st.by_cpu() { Steering::Cpu } else { Steering::Flow };
+                        format!("auto (now {})", now.name())
+                    }
+                    Some(_) => Steering::Cpu.name().into(),
+                    None => Steering::Flow.name().into(),
                 },
                 per_worker,
                 totals,

@@ -182,8 +182,8 @@ pub struct UpOptions {
     pub config: (String, String),
     pub workers: usize,
     pub offload: Option<bool>,
-    /// `--steering` for the gateway (`flow` or `cpu`); None: the config's.
-    pub steering: Option<String>,
+    /// `--steering` for the gateway; None: the config's.
+    pub steering: Option<super::config::Steering>,
     /// The natgw binary to start the gateway with.
     pub exe: PathBuf,
     /// Build the kernel reference instead of starting natgw.
@@ -294,8 +294,8 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
     if o.route_only {
         cmd.arg("--route-only");
     }
-    if let Some(s) = &o.steering {
-        cmd.args(["--steering", s]);
+    if let Some(s) = o.steering {
+        cmd.args(["--steering", s.name()]);
     }
     // Its own process group: a Ctrl-C at the terminal reaches the demo, which
     // then stops the gateway in order, instead of killing it mid-way.

@@ -57,7 +57,8 @@ pub struct Stats {
     pub uptime_secs: u64,
     pub workers: usize,
     pub offload: String,
-    /// How packets are spread over the workers (`flow` or `cpu`).
+    /// How packets are spread over the workers: `flow`, `cpu`, or `auto`
+    /// with what it does now (`auto (now cpu)`).
     #[serde(default)]
     pub steering: String,
     /// Packets each worker has read, in worker order.

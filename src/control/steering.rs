@@ -3,11 +3,11 @@
 //!
 //! - `cpu`: always the worker of the core that sent the packet, each worker
 //!   pinned to its cores: a packet wakes a worker on its sender's core, so
-//!   light traffic sees no cross-core wake-up (ping: ~1.3-1.5x the kernel's
-//!   round trip instead of ~4x on the benchmark's VM).
+//!   light traffic sees no cross-core wake-up (ping p50: 1.3-1.7x the
+//!   kernel's in bench/run instead of 4-5x on the benchmark's VM).
 //! - `auto`: that while traffic is light; while it is heavy, the kernel's
 //!   choice by flow with workers free to run on any core, beside the senders
-//!   instead of sharing their cores (four TCP streams lose ~20 % with `cpu`).
+//!   instead of sharing their cores (four TCP streams lose 15-25 % with `cpu`).
 //!   A control thread reads the workers' packet counts every [`TICK`] and
 //!   switches with hysteresis ([`Auto`]).
 

@@ -1,7 +1,7 @@
 //! Queue steering: which queue of a multi-queue TUN device the kernel puts a
 //! packet on, and which cores a worker runs on.
 //!
-//! By default the kernel picks the queue by flow (the queue that last wrote
+//! Left alone, the kernel picks the queue by flow (the queue that last wrote
 //! the flow's packets). With CPU steering, a two-instruction eBPF program
 //! (`return smp_processor_id()`, attached with TUNSETSTEERINGEBPF; the kernel
 //! takes it modulo the number of queues) puts a packet on the queue of the

@@ -796,10 +796,9 @@ impl NatGateway {
     /// never evicted (RFC 6888 REQ-11): its direction under `key` is returned.
     fn clear_expired(&self, slow: &mut Slow, key: &FlowKey, now_secs: u32) -> Option<Dir> {
         // Without cloning the session for the usual answer: none, or live.
-        let found = self.table.with(key, |s, dir| match s.is_expired(now_secs, &self.config.timeouts) {
-            true => Err(s.clone()),
-            false => Ok(dir),
-        })?;
+        let found = self
+            .table
+            .with(key, |s, dir| if s.is_expired(now_secs, &self.config.timeouts) { Err(s.clone()) } else { Ok(dir) })?;
         match found {
             Ok(live) => Some(live),
             Err(expired) => {
