@@ -187,6 +187,25 @@ fn a_second_lab_with_the_same_name_is_refused_and_down_leaves_nothing() {
 }
 
 #[test]
+fn a_second_gateway_on_the_same_namespaces_is_refused_before_it_touches_them() {
+    if !require_root() {
+        return;
+    }
+    let lab = TestLab::up("second", &[]);
+    let prefix = lab.prefix();
+    let sock = format!("/run/natgw/test-second-{}.sock", std::process::id());
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/default-lab.toml");
+    // Without a refusal, TUNSETIFF would attach this run's queues to the lab's devices.
+    let o = natgw(&["run", "--config", config, "--netns-prefix", &prefix, "--socket", &sock]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("exists already") && t.contains("another natgw"), "{t}");
+    assert!(!std::path::Path::new(&sock).exists(), "the refused run left its socket");
+    let (ok, out) = lab.exec("app", &["ping", "-c", "3", "-i", "0.2", "-W", "1", WEB]);
+    assert!(ok, "the running gateway must keep working: {out}");
+}
+
+#[test]
 fn a_killed_lab_is_cleaned_by_the_next_run() {
     if !require_root() {
         return;

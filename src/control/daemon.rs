@@ -42,10 +42,17 @@ pub enum StartError {
     NoNamespace(String),
     #[error("creating TUN device {dev} in namespace {ns}: {source} (run as root; is /dev/net/tun there?)")]
     Tun { dev: String, ns: String, source: std::io::Error },
+    #[error(
+        "TUN device {dev} exists already in namespace {ns}: is another natgw running on these namespaces? \
+         (`natgw lab list`; give this one other namespaces with --netns-prefix)"
+    )]
+    TunExists { dev: String, ns: String },
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
     #[error("control socket {path}: {source}")]
     Socket { path: String, source: std::io::Error },
+    #[error("control socket {0} belongs to a running natgw: give this one its own with --socket")]
+    SocketInUse(String),
     #[error("starting workers: {0}")]
     Workers(std::io::Error),
     #[error(
@@ -121,13 +128,21 @@ impl Daemon {
             let dev = tun_name(prefix, i);
             let (q, l) =
                 tun::create_in_netns(&netns::path(&ns), &TunOptions { name: dev.clone(), queues: workers, offload })
-                    .map_err(|source| StartError::Tun { dev: dev.clone(), ns: ns.clone(), source })?;
+                    .map_err(|source| match source.kind() {
+                        std::io::ErrorKind::AlreadyExists => StartError::TunExists { dev: dev.clone(), ns: ns.clone() },
+                        _ => StartError::Tun { dev: dev.clone(), ns: ns.clone(), source },
+                    })?;
             level = l;
             netns::configure_link(&ns, &dev, a.mtu, &a.addresses, a.gateway)?;
             netns::set_txqueuelen(&ns, &dev, vpc.gateway.txqueuelen)?;
             tracing::info!(interface = %a.interface, namespace = %ns, device = %dev, queues = workers, ?l, "attached");
             queues.push(q);
         }
+        // The control socket before any thread: a failure here leaves nothing running.
+        let listener = claim_socket(&opts.socket)?;
+        let unbind = || {
+            let _ = std::fs::remove_file(&opts.socket);
+        };
         let gw = vpc.build_with(opts.route_only);
         let clock = Clock::start();
         let busy = opts.busy_poll_us.unwrap_or(vpc.gateway.busy_poll_us);
@@ -138,7 +153,10 @@ impl Daemon {
             Steering::Cpu | Steering::Auto if workers > 1 => {
                 match Steerer::new(queues.iter().filter_map(|d| d.first())) {
                     Ok(s) => Some(s),
-                    Err(e) if mode == Steering::Cpu => return Err(StartError::Steering(e)),
+                    Err(e) if mode == Steering::Cpu => {
+                        unbind();
+                        return Err(StartError::Steering(e));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "steering = \"auto\": no eBPF queue steering, staying with flow steering");
                         None
@@ -147,13 +165,16 @@ impl Daemon {
             }
             _ => None,
         };
-        let workers =
-            Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(StartError::Workers)?;
+        let workers = Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(|e| {
+            unbind();
+            StartError::Workers(e)
+        })?;
         let steer = match steerer.map(|s| start_steering(s, workers.thread_ids())) {
             None => None,
             Some(Ok(s)) => Some(Arc::new(s)),
             Some(Err(e)) if mode == Steering::Cpu => {
                 workers.stop();
+                unbind();
                 return Err(StartError::Steering(e));
             }
             Some(Err(e)) => {
@@ -162,12 +183,6 @@ impl Daemon {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
-        if let Some(dir) = opts.socket.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::remove_file(&opts.socket);
-        let listener = UnixListener::bind(&opts.socket)
-            .map_err(|source| StartError::Socket { path: opts.socket.display().to_string(), source })?;
         let shared = Arc::new(Shared {
             gw: gw.clone(),
             vpc: parking_lot::Mutex::new(vpc),
@@ -245,6 +260,20 @@ impl Daemon {
 
 /// Switches CPU steering on for workers `tids`; on failure, back off to
 /// flow steering as far as possible.
+/// Binds the control socket. A socket file nobody answers on is a dead
+/// gateway's and is replaced; one that answers belongs to a running gateway
+/// and is refused (unlinking it would cut that gateway off from its tools).
+fn claim_socket(path: &std::path::Path) -> Result<UnixListener, StartError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(StartError::SocketInUse(path.display().to_string()));
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|source| StartError::Socket { path: path.display().to_string(), source })
+}
+
 fn start_steering(steerer: Steerer, tids: &[i32]) -> std::io::Result<Steer> {
     let steer = Steer::new(steerer, tids.to_vec())?;
     if let Err(e) = steer.set(true) {
@@ -399,4 +428,25 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_control_socket_is_refused_and_a_stale_one_replaced() {
+        let dir = std::env::temp_dir().join(format!("natgw-sock-{}", std::process::id()));
+        let path = dir.join("natgw.sock");
+        let live = claim_socket(&path).expect("a fresh path binds");
+        match claim_socket(&path) {
+            Err(StartError::SocketInUse(p)) => assert_eq!(p, path.display().to_string()),
+            other => panic!("a second gateway on a live socket: {:?}", other.map(|_| ())),
+        }
+        drop(live); // the file stays, as after a crash
+        assert!(path.exists());
+        let again = claim_socket(&path).expect("a stale socket file is replaced");
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -21,6 +21,9 @@ const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// TUNSETIFF fails with EBUSY if a device of that name exists: without it the
+/// call would attach a queue to the existing device (another gateway's).
+const IFF_TUN_EXCL: libc::c_short = 0x8000_u16 as libc::c_short;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
@@ -83,12 +86,17 @@ fn ifreq(name: &str, flags: libc::c_short) -> io::Result<IfReq> {
     Ok(r)
 }
 
-fn open_queue(opts: &TunOptions) -> io::Result<(TunQueue, OffloadLevel)> {
+/// Opens one queue of the device; the first creates it, and refuses a name
+/// that is taken.
+fn open_queue(opts: &TunOptions, first: bool) -> io::Result<(TunQueue, OffloadLevel)> {
     let file: File = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
     let fd: OwnedFd = file.into();
     let mut flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE;
     if opts.offload {
         flags |= IFF_VNET_HDR;
+    }
+    if first {
+        flags |= IFF_TUN_EXCL;
     }
     let mut req = ifreq(&opts.name, flags)?;
     // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` is a properly
@@ -96,7 +104,11 @@ fn open_queue(opts: &TunOptions) -> io::Result<(TunQueue, OffloadLevel)> {
     // reads the name and flags and writes the name back into it.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
     if rc < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        if first && e.raw_os_error() == Some(libc::EBUSY) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a device of that name exists already"));
+        }
+        return Err(e);
     }
     let mut level = OffloadLevel::None;
     if opts.offload {
@@ -141,8 +153,8 @@ pub fn create_in_netns(netns: &Path, opts: &TunOptions) -> io::Result<(Vec<TunQu
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
             let mut queues = Vec::with_capacity(opts.queues);
             let mut level = OffloadLevel::None;
-            for _ in 0..opts.queues.max(1) {
-                let (q, l) = open_queue(&opts)?;
+            for i in 0..opts.queues.max(1) {
+                let (q, l) = open_queue(&opts, i == 0)?;
                 level = l;
                 queues.push(q);
             }
