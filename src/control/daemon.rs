@@ -140,9 +140,7 @@ impl Daemon {
         }
         // The control socket before any thread: a failure here leaves nothing running.
         let listener = claim_socket(&opts.socket)?;
-        let unbind = || {
-            let _ = std::fs::remove_file(&opts.socket);
-        };
+        let mut unbind = Unbind(Some(&opts.socket));
         let gw = vpc.build_with(opts.route_only);
         let clock = Clock::start();
         let busy = opts.busy_poll_us.unwrap_or(vpc.gateway.busy_poll_us);
@@ -153,10 +151,7 @@ impl Daemon {
             Steering::Cpu | Steering::Auto if workers > 1 => {
                 match Steerer::new(queues.iter().filter_map(|d| d.first())) {
                     Ok(s) => Some(s),
-                    Err(e) if mode == Steering::Cpu => {
-                        unbind();
-                        return Err(StartError::Steering(e));
-                    }
+                    Err(e) if mode == Steering::Cpu => return Err(StartError::Steering(e)),
                     Err(e) => {
                         tracing::warn!(error = %e, "steering = \"auto\": no eBPF queue steering, staying with flow steering");
                         None
@@ -165,16 +160,13 @@ impl Daemon {
             }
             _ => None,
         };
-        let workers = Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(|e| {
-            unbind();
-            StartError::Workers(e)
-        })?;
+        let workers =
+            Workers::start(&gw, queues, clock, std::time::Duration::from_micros(busy)).map_err(StartError::Workers)?;
         let steer = match steerer.map(|s| start_steering(s, workers.thread_ids())) {
             None => None,
             Some(Ok(s)) => Some(Arc::new(s)),
             Some(Err(e)) if mode == Steering::Cpu => {
                 workers.stop();
-                unbind();
                 return Err(StartError::Steering(e));
             }
             Some(Err(e)) => {
@@ -219,6 +211,7 @@ impl Daemon {
                 .spawn(move || serve(&s, listener))
                 .map_err(StartError::Workers)?,
         );
+        unbind.0 = None; // started: the socket is the daemon's now
         Ok(Daemon { gw, workers: Some(workers), stop, threads, socket: opts.socket.clone(), offload: level })
     }
 
@@ -258,8 +251,6 @@ impl Daemon {
     }
 }
 
-/// Switches CPU steering on for workers `tids`; on failure, back off to
-/// flow steering as far as possible.
 /// Binds the control socket. A socket file nobody answers on is a dead
 /// gateway's and is replaced; one that answers belongs to a running gateway
 /// and is refused (unlinking it would cut that gateway off from its tools).
@@ -274,6 +265,19 @@ fn claim_socket(path: &std::path::Path) -> Result<UnixListener, StartError> {
     UnixListener::bind(path).map_err(|source| StartError::Socket { path: path.display().to_string(), source })
 }
 
+/// Removes the control socket's file when a start fails after binding it.
+struct Unbind<'a>(Option<&'a std::path::Path>);
+
+impl Drop for Unbind<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Switches CPU steering on for workers `tids`; on failure, back off to
+/// flow steering as far as possible.
 fn start_steering(steerer: Steerer, tids: &[i32]) -> std::io::Result<Steer> {
     let steer = Steer::new(steerer, tids.to_vec())?;
     if let Err(e) = steer.set(true) {
