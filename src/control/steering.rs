@@ -71,9 +71,27 @@ pub struct Steer {
     by_cpu: AtomicBool,
 }
 
+/// The workers (of `n`) that no core of `cores` steers packets to under CPU
+/// steering (a core's packets go to queue `core % n`): more workers than
+/// cores, or cores whose numbers miss some queues.
+pub fn workers_without_a_core(cores: &[usize], n: usize) -> Vec<usize> {
+    (0..n).filter(|&i| !cores.iter().any(|&c| c % n == i)).collect()
+}
+
 impl Steer {
     pub fn new(steerer: Steerer, tids: Vec<i32>) -> io::Result<Steer> {
-        Ok(Steer { steerer, tids, cores: steer::allowed_cores()?, by_cpu: AtomicBool::new(false) })
+        let cores = steer::allowed_cores()?;
+        let idle = workers_without_a_core(&cores, tids.len());
+        if !idle.is_empty() {
+            tracing::warn!(
+                workers = tids.len(),
+                ?cores,
+                ?idle,
+                "with CPU steering these workers get packets only from senders on other cores: \
+                 run as many workers as cores (--workers)"
+            );
+        }
+        Ok(Steer { steerer, tids, cores, by_cpu: AtomicBool::new(false) })
     }
 
     /// CPU steering with worker `i` pinned to the cores whose packets land
@@ -103,6 +121,14 @@ impl Steer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_without_a_core_is_named() {
+        assert!(workers_without_a_core(&[0, 1], 2).is_empty());
+        assert!(workers_without_a_core(&[0, 1, 2, 3], 2).is_empty(), "a worker may take several cores");
+        assert_eq!(workers_without_a_core(&[0, 1], 3), vec![2], "more workers than cores");
+        assert_eq!(workers_without_a_core(&[0, 2], 2), vec![1], "cores 0 and 2 both steer to queue 0");
+    }
 
     #[test]
     fn auto_leaves_cpu_steering_on_one_busy_tick_and_returns_after_quiet_ones() {
