@@ -26,8 +26,7 @@ fn ping_http_and_udp_cross_the_nat() {
     let (ok, out) = lab.exec("app", &["ping", "-c", "3", "-i", "0.2", "-W", "2", WEB]);
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
     let s = lab.stats_json();
-    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
-    assert_eq!(s["steering"], if two { "auto (now cpu)" } else { "flow" }, "the default: {s}");
+    assert_eq!(s["steering"], if cores() >= 2 { "auto (now cpu)" } else { "flow" }, "the default: {s}");
     let read: u64 = per_worker(&lab).iter().sum();
     assert_eq!(read, 6, "3 requests and 3 replies read, whichever worker: {s}");
 
@@ -275,12 +274,15 @@ fn per_worker(lab: &TestLab) -> Vec<u64> {
     lab.stats_json()["per_worker"].as_array().expect("per_worker").iter().map(|v| v.as_u64().unwrap()).collect()
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn two_cores() -> bool {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 {
+    if cores() < 2 {
         eprintln!("one core: nothing to steer, skipping");
     }
-    n >= 2
+    cores() >= 2
 }
 
 /// The cores each worker may run on (`Cpus_allowed_list` of its thread), by worker.

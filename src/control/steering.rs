@@ -3,7 +3,7 @@
 //!
 //! - `cpu`: always the worker of the core that sent the packet, each worker
 //!   pinned to its cores: a packet wakes a worker on its sender's core, so
-//!   light traffic sees no cross-core wake-up (ping p50: 1.3-1.7x the
+//!   light traffic sees no cross-core wake-up (ping p50: 1.3-1.9x the
 //!   kernel's in bench/run instead of 4-5x on the benchmark's VM).
 //! - `auto`: that while traffic is light; while it is heavy, the kernel's
 //!   choice by flow with workers free to run on any core, beside the senders
@@ -71,11 +71,18 @@ pub struct Steer {
     by_cpu: AtomicBool,
 }
 
+/// The queue (so the worker) a core's packets go to under CPU steering: the
+/// program returns the core's number and the kernel takes it modulo the
+/// queues.
+fn queue_of(core: usize, queues: usize) -> usize {
+    core % queues
+}
+
 /// The workers (of `n`) that no core of `cores` steers packets to under CPU
-/// steering (a core's packets go to queue `core % n`): more workers than
-/// cores, or cores whose numbers miss some queues.
+/// steering: more workers than cores, or cores whose numbers miss some
+/// queues.
 pub fn workers_without_a_core(cores: &[usize], n: usize) -> Vec<usize> {
-    (0..n).filter(|&i| !cores.iter().any(|&c| c % n == i)).collect()
+    (0..n).filter(|&i| !cores.iter().any(|&c| queue_of(c, n) == i)).collect()
 }
 
 impl Steer {
@@ -95,15 +102,15 @@ impl Steer {
     }
 
     /// CPU steering with worker `i` pinned to the cores whose packets land
-    /// on queue `i` (the program's core number modulo the queues), or flow
-    /// steering with every worker free to run on any core.
+    /// on queue `i`, or flow steering with every worker free to run on any
+    /// core.
     pub fn set(&self, by_cpu: bool) -> io::Result<()> {
         self.steerer.by_cpu(by_cpu)?;
         let n = self.tids.len().max(1);
         for (i, &tid) in self.tids.iter().enumerate() {
-            let mine: Vec<usize> = self.cores.iter().copied().filter(|&c| !by_cpu || c % n == i).collect();
-            // A worker without a core of its own (more workers than cores)
-            // gets no packets: leave it where it is.
+            let mine: Vec<usize> = self.cores.iter().copied().filter(|&c| !by_cpu || queue_of(c, n) == i).collect();
+            // A worker without a core of its own (see `workers_without_a_core`,
+            // warned about in `new`): leave it where it is.
             if !mine.is_empty() {
                 steer::pin(tid, &mine)?;
             }

@@ -9,8 +9,8 @@
 //! land on queue `i`. A sender's packet then wakes a worker on the sender's
 //! own core, a cheap local wake-up, instead of one on another core, which a
 //! virtual machine pays for with an inter-processor interrupt and a halted
-//! virtual CPU coming back (~70 µs of a ping's round trip on the
-//! benchmark's VM: bench/results/profile.md).
+//! virtual CPU coming back (35-70 µs of a ping's round trip on the
+//! benchmark's VM, flow against CPU steering in bench/run's runs).
 
 use super::tun::TunQueue;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};

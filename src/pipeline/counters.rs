@@ -1,7 +1,5 @@
-//! Counters: per worker, written by that worker only, read by the control plane.
-//!
-//! A single writer needs no atomic read-modify-write: `add` is a relaxed load
-//! and store (no `lock` prefix), and readers see a value that only grows.
+//! Counters: per worker, written by that worker only, read by the control
+//! plane (single-writer [`Counter`]s, see `crate::counter`).
 
 use super::action::DropReason;
 pub use crate::counter::Counter;
