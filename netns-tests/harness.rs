@@ -26,6 +26,9 @@ pub fn require_root() -> bool {
         "traceroute",
         "tcpdump",
         "socat",
+        "wrk",
+        "nginx",
+        "hping3",
         "python3",
         "ss",
         "taskset",
@@ -179,7 +182,7 @@ impl Drop for TestLab {
         }
         // The files this test wrote: its config (`lab_config`) and captures.
         let short = self.name.trim_start_matches("t-");
-        for ext in ["toml", "pcap"] {
+        for ext in ["toml", "pcap", "conf", "pid"] {
             let _ = std::fs::remove_file(format!("/run/natgw/test-{short}.{ext}"));
             let _ = std::fs::remove_file(format!("/run/natgw/test-{}.{ext}", self.name));
         }

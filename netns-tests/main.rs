@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod harness;
+mod hold_up;
 mod nat_behaviour;
 mod offload;
 mod vpc;

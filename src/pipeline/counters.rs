@@ -82,6 +82,9 @@ named_counters! {
         wakeups,
         /// Wake-ups that hit the per-device batch limit (more was waiting).
         full_batches,
+        /// Bare FINs written as the FIN flag of the data segment they
+        /// continue (see `pipeline::coalesce`), not as packets of their own.
+        fin_merged,
     }
 }
 

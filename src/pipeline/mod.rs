@@ -22,6 +22,7 @@
 
 pub mod action;
 pub mod buf;
+pub mod coalesce;
 pub mod counters;
 pub mod egress;
 pub mod flow_cache;
@@ -591,6 +592,12 @@ impl Pipeline {
     /// Moves the next packet the pipeline produced into `out`, with what to do with it.
     pub fn next_pending(&mut self, out: &mut PacketBuf) -> Option<Pending> {
         self.outbox.get_mut().pop_into(out)
+    }
+
+    /// Whether the pipeline produced packets besides its verdicts that
+    /// [`Pipeline::next_pending`] has not handed out yet.
+    pub fn has_pending(&mut self) -> bool {
+        !self.outbox.get_mut().is_empty()
     }
 }
 

@@ -163,6 +163,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.buffer.as_mut()[field::FLAGS] = v;
     }
 
+    /// Sets the flag byte and, unless the checksum is left to offload
+    /// (`partial`: the field holds the pseudo-header sum, which covers no
+    /// flags), adjusts the checksum for it (RFC 1624).
+    pub fn set_flags_adjusting_checksum(&mut self, v: u8, partial: bool) {
+        let word = |p: &Self| u16::from_be_bytes([p.buffer.as_ref()[field::DATA_OFF], p.buffer.as_ref()[field::FLAGS]]);
+        let old = word(self);
+        self.set_flags(v);
+        if !partial {
+            let c = crate::wire::checksum::Delta::ZERO.word(old, word(self)).apply(self.checksum());
+            self.set_checksum(c);
+        }
+    }
+
     pub fn set_window(&mut self, v: u16) {
         self.set_u16_at(field::WINDOW, v);
     }

@@ -8,7 +8,7 @@
 
 use crate::clock::Clock;
 use crate::io::{Read, TunQueue, steer};
-use crate::pipeline::{Action, Counters, DropReason, Gateway, PacketBuf, Pending, Pipeline};
+use crate::pipeline::{Action, Counters, DropReason, Gateway, PacketBuf, Pending, Pipeline, coalesce};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::io;
@@ -118,6 +118,7 @@ fn run(
     }
     epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
     let mut buf = PacketBuf::with_capacity(BUF);
+    let mut hold = PacketBuf::with_capacity(BUF);
     let mut events = [EpollEvent::empty(); 16];
     let counters = pipe.counters().clone();
     let tick = std::time::Duration::from_millis(u64::from(TICK_MS));
@@ -159,6 +160,10 @@ fn run(
             }
             let Some(q) = queues.get(d as usize) else { continue };
             let mut taken = 0;
+            // A forwarded TCP data segment waits in `hold` (to go out of
+            // `held`) until the next read from this queue: if that is its
+            // flow's bare FIN, the FIN joins it (see `pipeline::coalesce`).
+            let mut held: Option<u16> = None;
             while taken < BATCH {
                 match q.read(&mut buf) {
                     Ok(Read::Packet(_)) => taken += 1,
@@ -170,8 +175,28 @@ fn run(
                     }
                 }
                 let a = pipe.process(now, d as u16, &mut buf);
+                if let Some(e) = held.take() {
+                    let merged = a == Action::Forward(e) && coalesce::merge_fin(&mut hold, &buf);
+                    send(&pipe, queues, &hold, e);
+                    if merged {
+                        counters.io.fin_merged.inc();
+                        drain(&mut pipe, queues, &mut buf, now);
+                        continue;
+                    }
+                }
+                if let Action::Forward(e) = a
+                    && !pipe.has_pending()
+                    && coalesce::may_take_fin(&buf)
+                {
+                    std::mem::swap(&mut buf, &mut hold);
+                    held = Some(e);
+                    continue;
+                }
                 act(&pipe, queues, &buf, a);
                 drain(&mut pipe, queues, &mut buf, now);
+            }
+            if let Some(e) = held {
+                send(&pipe, queues, &hold, e);
             }
             if taken > 0 {
                 last_packet = now;
