@@ -72,3 +72,68 @@ fn a_servers_answer_and_its_fin_reach_the_client_together() {
         "{client_closed_first} of {requests} connections were closed first by the client (TIME_WAIT in app)"
     );
 }
+
+/// The default lab with a second private host, `app2` (10.0.1.11).
+fn two_private_hosts(name: &str, nat_options: &str) -> TestLab {
+    let config = lab_config(
+        name,
+        &[
+            (
+                "[[nat_gateways]]",
+                "[[hosts]]\nname = \"app2\"\nsubnet = \"private\"\nip = \"10.0.1.11\"\n\n[[nat_gateways]]",
+            ),
+            ("profile = \"aws\"", &format!("profile = \"aws\"\n{nat_options}")),
+        ],
+    );
+    TestLab::up(name, &["--config", &config])
+}
+
+/// app's new connection through the NAT gateway, given one second.
+fn app_connects(lab: &TestLab) -> Result<(), String> {
+    let (ok, out) = lab.exec(
+        "app",
+        &["curl", "-sS", "--max-time", "1", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{WEB}/")],
+    );
+    if ok && out.trim() == "200" { Ok(()) } else { Err(out) }
+}
+
+/// The sweep: app2 opens TCP connections from 64,600 source ports (1024-65535, then a few below 1024: more than the pool of 64,512 holds)
+/// (`hping3 -S`); every one takes a port and holds it (the RST from web keeps
+/// the session 350 s, then the port waits 120 s). With the fair share the
+/// sweep stops with a quarter of the pool left, counted as
+/// ErrorPortAllocation, and app still connects at once, during the sweep and
+/// after it.
+#[test]
+fn one_hosts_port_sweep_does_not_starve_the_other_hosts() {
+    if !require_root() {
+        return;
+    }
+    let lab = two_private_hosts("sweep", "");
+    let server = nginx(&lab);
+    app_connects(&lab).expect("app connects before the sweep");
+    let sweep = lab.spawn(
+        "app2",
+        &["timeout", "30", "hping3", "-q", "-S", "-s", "1024", "-p", "80", "-i", "u20", "-c", "64600", "198.51.100.11"],
+    );
+    // Until the share refuses the sweep its first port.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while total(&lab, "nat", "error_port_allocation") == 0 {
+        assert!(Instant::now() < deadline, "the sweep never ran the pool short");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = app_connects(&lab);
+    let sweep_out = finish(sweep);
+    let after = app_connects(&lab);
+    let stats = lab.stats_json();
+    finish(server);
+    during.unwrap_or_else(|e| panic!("app could not connect during the sweep: {e}\n{sweep_out}"));
+    after.unwrap_or_else(|e| panic!("app could not connect after the sweep: {e}"));
+    let ports = stats["nat"][0]["ports_in_use"][0][2].as_u64().unwrap_or(0);
+    let refused = total(&lab, "nat", "error_port_allocation");
+    eprintln!("sweep: {ports} ports in use, {refused} new flows refused");
+    assert!(refused > 100, "ErrorPortAllocation: {refused}");
+    assert!(
+        (48_000..64_512 - 2_016).contains(&ports),
+        "ports in use {ports}: the sweep should stop at 3/4 of the pool"
+    );
+}

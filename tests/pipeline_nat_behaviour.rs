@@ -712,3 +712,41 @@ fn tcp_mss_is_clamped_to_the_egress_mtu() {
     });
     assert_eq!(mss, Some(1360));
 }
+
+/// One host's burst stops with a quarter of the pool left, and another host
+/// still gets a port at once (RFC 6888 REQ-4: a limit per subscriber).
+#[test]
+fn one_hosts_burst_leaves_a_quarter_of_the_pool_to_the_others() {
+    // 256 ports: the burst stops at 192; hosts holding fewer than 8 ports
+    // (1/32) still get one.
+    let mut lab = with_app2(&[nat_option("port_range = \"1024-1279\"\nport_parity = false")]);
+    let mut taken = 0;
+    let refused = loop {
+        let (a, out) = lab.send("app2", &udp(APP2, 30000 + taken, WEB, 9, b"x"));
+        match a {
+            Action::Forward(_) => taken += 1,
+            other => break (other, out),
+        }
+        assert!(taken <= 256, "the burst took the whole pool");
+    };
+    assert_eq!(taken, 192, "the burst stops with a quarter of the pool free");
+    assert!(matches!(refused.0, Action::Reply { cause: DropReason::NatHostShare, .. }), "{:?}", refused.0);
+    assert_eq!((icmp_of(&refused.1).0, icmp_of(&refused.1).1), (3, 13), "the configured answer: admin prohibited");
+    let t = lab.totals();
+    assert_eq!(t.nat.iter().find(|(n, _)| n == "error_port_allocation").map(|p| p.1), Some(1));
+    // Another host gets its ports from the quarter left, up to 1/32 of the pool.
+    for p in 0..8 {
+        lab.pass("app", "internet", &udp(APP, 40000 + p, WEB, 9, b"x"));
+    }
+    let (a, _) = lab.send("app", &udp(APP, 40008, WEB, 9, b"x"));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatHostShare, .. }), "{a:?}");
+    // The bursting host's existing mappings keep working.
+    lab.pass("app2", "internet", &udp(APP2, 30000, WEB, 9, b"still"));
+    // Without the share, the burst takes every port.
+    let mut lab = with_app2(&[nat_option("port_range = \"1024-1279\"\nport_parity = false\nfair_share = false")]);
+    for p in 0..256 {
+        lab.pass("app2", "internet", &udp(APP2, 30000 + p, WEB, 9, b"x"));
+    }
+    let (a, _) = lab.send("app", &udp(APP, 40000, WEB, 9, b"x"));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatPortsExhausted, .. }), "{a:?}");
+}

@@ -149,6 +149,10 @@ pub struct NatConfig {
     pub max_ports_per_subscriber: u32,
     /// Sessions one internal address may have at once (RFC 6888 REQ-5).
     pub max_sessions_per_subscriber: u32,
+    /// Keep the last quarter of each port pool for the hosts that hold few
+    /// ports (see [`share_allows`]), so one host's burst cannot take every
+    /// port from the others (RFC 6888 REQ-4 allows limits per subscriber).
+    pub fair_share: bool,
     pub exhaustion_reply: ExhaustionReply,
     /// Inbound packets refresh the timer too (RFC 4787 REQ-6 makes this a MAY).
     pub inbound_refresh: bool,
@@ -185,6 +189,7 @@ impl Default for NatConfig {
             max_sessions: 1 << 20,
             max_ports_per_subscriber: 65536,
             max_sessions_per_subscriber: u32::MAX,
+            fair_share: true,
             exhaustion_reply: ExhaustionReply::default(),
             inbound_refresh: true,
             seed: None,
@@ -211,6 +216,9 @@ pub enum NatError {
     PortsExhausted,
     /// The internal address holds its quota of ports.
     SubscriberLimit,
+    /// The pool runs short and the internal address holds more than the
+    /// share that is left to hosts holding few ports ([`share_allows`]).
+    HostShare,
     /// The session table is full.
     TableFull,
 }
@@ -241,6 +249,22 @@ struct MappingKey {
     internal: Endpoint,
     remote_addr: u32,
     remote_port: u16,
+}
+
+/// The fair share of a port pool of `span` ports, `in_use` of them taken
+/// (mapped or in hold-down): while more than a quarter of the pool is free,
+/// any host gets a port; after that only a host that holds fewer than 1/32
+/// of the pool (2,016 ports of 1024-65535) does. One host's burst (a port
+/// scan, a load test, a leak) then stops with a quarter of the pool left,
+/// and every other host still gets new mappings at once; eight hosts would
+/// have to burst together to empty it. A host's ports in hold-down are no
+/// longer its own, so a burst that ends and starts again takes at most
+/// another 1/32 from the quarter until the hold-down frees the rest.
+/// An empty pool is the allocator's to report (`PortsExhausted`), and a pool
+/// of fewer than 32 ports has no share to keep.
+pub fn share_allows(span: u32, in_use: u32, held: u32) -> bool {
+    let free = span.saturating_sub(in_use);
+    span < 32 || free == 0 || free > span / 4 || held < span / 32
 }
 
 /// What one internal address holds.
@@ -588,7 +612,23 @@ impl NatGateway {
         } else {
             let Slow { pools, rng, .. } = slow;
             let pool = pools.entry((ext_ip, proto)).or_default();
-            pool.allocate(mk.internal.port, &self.config.ports, rng).ok_or(NatError::PortsExhausted)?
+            let policy = &self.config.ports;
+            // The share applies to the main range (ports below 1024 kept in
+            // their class come from a small range of their own).
+            let main = !(policy.keep_class && mk.internal.port < 1024);
+            // With parity kept, each parity is a pool of its own.
+            let (span, in_use) = if policy.keep_parity {
+                let (lo, hi) = (u32::from(*policy.range.start()), u32::from(*policy.range.end()));
+                let p = u32::from(mk.internal.port % 2);
+                let span = ((hi + 1).saturating_sub(lo) + u32::from(lo % 2 == p)) / 2;
+                (span, pool.in_use_like(mk.internal.port))
+            } else {
+                (policy.range.len() as u32, pool.in_use())
+            };
+            if self.config.fair_share && main && !share_allows(span, in_use, sub.ports) {
+                return Err(NatError::HostShare);
+            }
+            pool.allocate(mk.internal.port, policy, rng).ok_or(NatError::PortsExhausted)?
         };
         let external = Endpoint { proto, addr: ext_ip, port };
         slow.mappings.insert(mk, MappingEntry { external, sessions: 1 });

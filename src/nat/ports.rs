@@ -16,6 +16,8 @@ const WORDS: usize = 65536 / 64;
 pub struct PortPool {
     used: Box<[u64; WORDS]>,
     in_use: u32,
+    /// Of `in_use`, the odd ports (parity is kept: RFC 4787 REQ-3).
+    odd_in_use: u32,
 }
 
 impl std::fmt::Debug for PortPool {
@@ -26,7 +28,7 @@ impl std::fmt::Debug for PortPool {
 
 impl Default for PortPool {
     fn default() -> PortPool {
-        PortPool { used: Box::new([0; WORDS]), in_use: 0 }
+        PortPool { used: Box::new([0; WORDS]), in_use: 0, odd_in_use: 0 }
     }
 }
 
@@ -54,6 +56,7 @@ impl PortPool {
         }
         self.used[usize::from(port) / 64] |= 1 << (port % 64);
         self.in_use += 1;
+        self.odd_in_use += u32::from(port % 2);
         true
     }
 
@@ -62,11 +65,17 @@ impl PortPool {
         if self.is_used(port) {
             self.used[usize::from(port) / 64] &= !(1 << (port % 64));
             self.in_use -= 1;
+            self.odd_in_use -= u32::from(port % 2);
         }
     }
 
     pub fn in_use(&self) -> u32 {
         self.in_use
+    }
+
+    /// Ports in use with the parity of `port`.
+    pub fn in_use_like(&self, port: u16) -> u32 {
+        if port % 2 == 1 { self.odd_in_use } else { self.in_use - self.odd_in_use }
     }
 
     /// Chooses and takes a port for internal port `internal`, or None if every

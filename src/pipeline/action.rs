@@ -87,6 +87,9 @@ drop_reasons! {
     NatPortsExhausted => "nat_ports_exhausted",
     /// The internal host holds its quota of ports.
     NatSubscriberLimit => "nat_subscriber_limit",
+    /// The pool runs short and the host holds more than the share left for
+    /// hosts holding few ports (AWS `ErrorPortAllocation` too).
+    NatHostShare => "nat_host_share",
     /// The session table is full.
     NatTableFull => "nat_table_full",
     /// A protocol the NAT does not translate (it carries TCP, UDP and ICMP, as AWS does).

@@ -197,13 +197,15 @@ impl Pipeline {
             NatError::NoSession => DropReason::NatNoSession,
             NatError::Filtered => DropReason::NatFiltered,
             NatError::NotQuery => DropReason::NatIcmpNotQuery,
-            NatError::PortsExhausted | NatError::SubscriberLimit | NatError::TableFull => {
+            NatError::PortsExhausted | NatError::SubscriberLimit | NatError::HostShare | NatError::TableFull => {
                 let reason = match e {
                     NatError::PortsExhausted => DropReason::NatPortsExhausted,
                     NatError::SubscriberLimit => DropReason::NatSubscriberLimit,
+                    NatError::HostShare => DropReason::NatHostShare,
                     _ => DropReason::NatTableFull,
                 };
-                if e == NatError::PortsExhausted {
+                // The host got no port: AWS's ErrorPortAllocation.
+                if matches!(e, NatError::PortsExhausted | NatError::HostShare) {
                     self.counters.nat.error_port_allocation.inc();
                 }
                 let code = match nat.config().exhaustion_reply {
