@@ -137,3 +137,28 @@ fn one_hosts_port_sweep_does_not_starve_the_other_hosts() {
         "ports in use {ports}: the sweep should stop at 3/4 of the pool"
     );
 }
+
+/// Only root may use the control socket (its mode is 0600, and the gateway
+/// checks each client's credentials); the gateway keeps answering root.
+#[test]
+fn the_control_socket_is_roots_only() {
+    if !require_root() {
+        return;
+    }
+    let lab = TestLab::up("socket", &[]);
+    let sock = format!("/run/natgw/labs/{}/control.sock", lab.name);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{sock}: mode {mode:o}");
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", NATGW, "stats", "--lab", &lab.name])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "nobody read the stats:\n{}", text(&o));
+    assert!(text(&o).contains("Permission denied"), "{}", text(&o));
+    // A client that connects and says nothing does not keep root waiting.
+    let idle = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let t = Instant::now();
+    assert!(lab.stats_json()["workers"].as_u64().is_some());
+    assert!(t.elapsed() < Duration::from_secs(1), "stats took {:?} behind an idle client", t.elapsed());
+    drop(idle);
+}

@@ -258,11 +258,18 @@ fn claim_socket(path: &std::path::Path) -> Result<UnixListener, StartError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(StartError::SocketInUse(path.display().to_string()));
     }
+    let err = |source| StartError::Socket { path: path.display().to_string(), source };
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
+        socket::check_dir(dir).map_err(err)?;
     }
     let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|source| StartError::Socket { path: path.display().to_string(), source })
+    let listener = UnixListener::bind(path).map_err(err)?;
+    // Only the gateway's own user (root) may talk to it: the socket's mode,
+    // and each connection's peer credentials (`socket::peer_allowed`).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
 }
 
 /// Removes the control socket's file when a start fails after binding it.
@@ -323,18 +330,42 @@ fn reaper(s: &Shared) {
     }
 }
 
+/// Requests answered at once; more are told to try again (a client that
+/// connects and says nothing holds one for at most `socket::READ_TIMEOUT`).
+const MAX_CLIENTS: usize = 8;
+
 fn serve(s: &Shared, listener: UnixListener) {
-    for conn in listener.incoming() {
-        if s.stop.load(Ordering::Relaxed) {
-            break;
+    let busy = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for conn in listener.incoming() {
+            if s.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            if let Err(message) = socket::peer_allowed(&conn) {
+                let _ = socket::write_reply(&conn, &Reply::Error { message });
+                continue;
+            }
+            if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                busy.fetch_sub(1, Ordering::AcqRel);
+                let message = format!("the gateway is answering {MAX_CLIENTS} requests already: try again");
+                let _ = socket::write_reply(&conn, &Reply::Error { message });
+                continue;
+            }
+            let busy = &busy;
+            let spawned = std::thread::Builder::new().name("natgw-request".into()).spawn_scoped(scope, move || {
+                let reply = match socket::read_request(&conn) {
+                    Ok(req) => answer(s, &req),
+                    Err(message) => Reply::Error { message },
+                };
+                let _ = socket::write_reply(&conn, &reply);
+                busy.fetch_sub(1, Ordering::AcqRel);
+            });
+            if spawned.is_err() {
+                busy.fetch_sub(1, Ordering::AcqRel);
+            }
         }
-        let Ok(conn) = conn else { continue };
-        let reply = match socket::read_request(&conn) {
-            Ok(req) => answer(s, &req),
-            Err(message) => Reply::Error { message },
-        };
-        let _ = socket::write_reply(&conn, &reply);
-    }
+    });
 }
 
 fn answer(s: &Shared, req: &Request) -> Reply {

@@ -126,12 +126,62 @@ pub fn request(path: &Path, req: &Request) -> Result<Reply, ClientError> {
 
 /// Reads one request from a connection (with a timeout, so a silent client
 /// cannot hold the server).
+/// How long a client may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request line (the largest real one is a route of a few dozen bytes).
+pub const MAX_REQUEST: u64 = 64 * 1024;
+
 pub fn read_request(s: &UnixStream) -> Result<Request, String> {
-    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    serde_json::from_str(&line).map_err(|e| format!("bad request: {e}"))
+    s.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(std::io::Read::take(s, MAX_REQUEST + 1));
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no request within {} s: send one JSON line", READ_TIMEOUT.as_secs())
+        }
+        _ => e.to_string(),
+    })?;
+    if line.len() as u64 > MAX_REQUEST {
+        return Err(format!("request longer than {} KiB: send one JSON line", MAX_REQUEST / 1024));
+    }
+    serde_json::from_slice(&line).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Only the gateway's own user (root) may use the control socket: the
+/// connecting process's credentials, from the kernel.
+pub fn peer_allowed(s: &UnixStream) -> Result<(), String> {
+    let cred = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("reading the client's credentials: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == 0 || cred.uid() == me {
+        Ok(())
+    } else {
+        Err(format!("only root may use the gateway's control socket (you are uid {})", cred.uid()))
+    }
+}
+
+/// The control socket's directory must be the gateway user's and writable by
+/// nobody else, or another user could put a socket of their own in its place.
+pub fn check_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Err(std::io::Error::other(format!(
+            "its directory {} belongs to uid {}, not to this user: use a directory of root's (--socket)",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+        return Err(std::io::Error::other(format!(
+            "its directory {} is writable by other users (mode {:o}): `chmod go-w {}` or use another (--socket)",
+            dir.display(),
+            m.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes a reply.
@@ -139,4 +189,65 @@ pub fn write_reply(mut s: &UnixStream, reply: &Reply) -> std::io::Result<()> {
     let mut line = serde_json::to_string(reply).map_err(std::io::Error::other)?;
     line.push('\n');
     s.write_all(line.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn sent(bytes: Vec<u8>) -> Result<Request, String> {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = b.write_all(&bytes);
+            b
+        });
+        let r = read_request(&a);
+        drop(a); // a writer still blocked on the rest gets EPIPE
+        drop(writer.join());
+        r
+    }
+
+    #[test]
+    fn a_request_is_one_json_line() {
+        assert_eq!(sent(b"{\"cmd\":\"stats\"}\n".to_vec()), Ok(Request::Stats));
+        let e = sent(b"stats please\n".to_vec()).unwrap_err();
+        assert!(e.starts_with("bad request"), "{e}");
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_without_reading_it_all() {
+        let e = sent(vec![b' '; 1 << 20]).unwrap_err();
+        assert!(e.contains("longer than 64 KiB"), "{e}");
+    }
+
+    #[test]
+    fn a_client_that_says_nothing_is_answered_after_the_timeout() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let t = std::time::Instant::now();
+        let e = read_request(&a).unwrap_err();
+        assert!(e.contains("no request within 2 s"), "{e}");
+        assert!(t.elapsed() < READ_TIMEOUT * 2);
+    }
+
+    #[test]
+    fn the_gateways_own_user_may_connect() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(peer_allowed(&a), Ok(()));
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("natgw-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("writable by other users") && e.contains("chmod go-w"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_dir(&dir).is_ok(), "a sticky directory (like /tmp) keeps others from replacing the socket");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_dir(&dir).is_ok());
+        let _ = std::fs::remove_dir(&dir);
+    }
 }
