@@ -750,3 +750,56 @@ fn one_hosts_burst_leaves_a_quarter_of_the_pool_to_the_others() {
     let (a, _) = lab.send("app", &udp(APP, 40000, WEB, 9, b"x"));
     assert!(matches!(a, Action::Reply { cause: DropReason::NatPortsExhausted, .. }), "{a:?}");
 }
+
+/// At `max_sessions` a session that never had a reply makes room for a new
+/// flow (netfilter's early drop, on with the `aws` profile); answered ones
+/// are never evicted: then the new flow gets the exhaustion answer.
+#[test]
+fn a_full_table_drops_the_oldest_unanswered_session_first() {
+    let mut lab = Lab::with(&[nat_option("max_sessions = 4")]);
+    let nat = lab.gw.nats()[0].clone();
+    // One answered flow, then three SYNs nobody answers.
+    let out = lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q"));
+    lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, seen(&out).sport, b"a"));
+    for p in 0..3 {
+        lab.pass("app", "internet", &tcp(APP, 41000 + p, WEB, 80, "S", 1, 0));
+    }
+    assert_eq!(nat.session_count(), 4);
+    // The table is full: the oldest unanswered SYN (41000) goes.
+    lab.pass("app", "internet", &tcp(APP, 42000, WEB, 80, "S", 1, 0));
+    assert_eq!((nat.session_count(), nat.stats.early_drops.get()), (4, 1));
+    let left: Vec<u16> = nat.sessions(1000).iter().map(|s| s.orig_sport).collect();
+    assert!(!left.contains(&41000) && left.contains(&41001) && left.contains(&5000), "{left:?}");
+    // The answered flow still works both ways.
+    let again = lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q2"));
+    assert_eq!(seen(&again).sport, seen(&out).sport);
+    // With early drop off, the full table refuses the new flow instead.
+    let mut strict = Lab::with(&[nat_option("max_sessions = 2\nearly_drop = false")]);
+    strict.pass("app", "internet", &tcp(APP, 41000, WEB, 80, "S", 1, 0));
+    strict.pass("app", "internet", &tcp(APP, 41001, WEB, 80, "S", 1, 0));
+    let (a, reply) = strict.send("app", &tcp(APP, 41002, WEB, 80, "S", 1, 0));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatTableFull, .. }), "{a:?}");
+    assert_eq!((icmp_of(&reply).0, icmp_of(&reply).1), (3, 13));
+}
+
+/// A full table of answered sessions evicts nothing: the new flow is
+/// refused with the configured answer and counted; old flows keep working.
+#[test]
+fn a_full_table_of_answered_sessions_refuses_new_flows() {
+    let mut lab = Lab::with(&[nat_option("max_sessions = 2")]);
+    let mut ext = Vec::new();
+    for p in 0..2 {
+        let out = lab.pass("app", "internet", &udp(APP, 5000 + p, WEB, 53, b"q"));
+        lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, seen(&out).sport, b"a"));
+        ext.push(seen(&out).sport);
+    }
+    let (a, reply) = lab.send("app", &udp(APP, 5002, WEB, 53, b"q"));
+    assert!(matches!(a, Action::Reply { cause: DropReason::NatTableFull, .. }), "{a:?}");
+    assert_eq!((icmp_of(&reply).0, icmp_of(&reply).1), (3, 13));
+    assert_eq!(lab.totals().drops.iter().find(|(n, _)| n == "nat_table_full").map(|d| d.1), Some(1));
+    for (p, e) in ext.iter().enumerate() {
+        lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, *e, b"still"));
+        assert_eq!(seen(&lab.pass("app", "internet", &udp(APP, 5000 + p as u16, WEB, 53, b"q"))).sport, *e);
+    }
+    assert_eq!(lab.gw.nats()[0].stats.early_drops.get(), 0);
+}

@@ -189,6 +189,7 @@ struct NatOptions {
     max_ports_per_host: Option<u32>,
     max_sessions_per_host: Option<u32>,
     fair_share: Option<bool>,
+    early_drop: Option<bool>,
     on_exhaustion: Option<ExhaustionReply>,
     unsolicited_syn: Option<crate::nat::UnsolicitedSyn>,
     port_overlapping: Option<Spanned<bool>>,
@@ -1084,6 +1085,9 @@ fn nat_config(cx: &Ctx<'_>, o: &NatOptions, public_ips: Vec<Ipv4Addr>) -> Result
         max_ports_per_subscriber: o.max_ports_per_host.unwrap_or(defaults.max_ports_per_subscriber),
         max_sessions_per_subscriber: o.max_sessions_per_host.unwrap_or(defaults.max_sessions_per_subscriber),
         fair_share: o.fair_share.unwrap_or(defaults.fair_share),
+        // netfilter's early drop, as the kernel's masquerade does; the RFC
+        // profile keeps RFC 6888 REQ-11 (d) to the letter.
+        early_drop: o.early_drop.unwrap_or(profile == Profile::Aws),
         exhaustion_reply: o.on_exhaustion.unwrap_or_default(),
         inbound_refresh: true,
         seed: o.seed,

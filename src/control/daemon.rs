@@ -392,6 +392,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                         mappings: n.mapping_count(),
                         ports_in_use: n.ports_in_use().into_iter().map(|(a, p, c)| (a.to_string(), p, c)).collect(),
                         idle_timeouts: n.stats.idle_timeouts.get(),
+                        early_drops: n.stats.early_drops.get(),
                     })
                     .collect();
             Reply::Stats(Box::new(Stats {

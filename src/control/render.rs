@@ -93,13 +93,14 @@ pub fn stats(s: &Stats) -> String {
             n.ports_in_use.iter().map(|(a, p, c)| format!("{} {a}: {c}", proto_name(*p))).collect();
         let _ = writeln!(
             out,
-            "\nNAT gateway {} ({}, profile {}): {} sessions, {} mappings, {} idle timeouts; ports in use: {}",
+            "\nNAT gateway {} ({}, profile {}): {} sessions, {} mappings, {} idle timeouts, {} early drops; ports in use: {}",
             n.name,
             n.public_ips.join(", "),
             n.profile,
             n.sessions,
             n.mappings,
             n.idle_timeouts,
+            n.early_drops,
             if ports.is_empty() { "none".to_string() } else { ports.join(", ") }
         );
     }

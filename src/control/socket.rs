@@ -49,6 +49,9 @@ pub struct NatStatus {
     /// (public address, protocol, ports in use including held down).
     pub ports_in_use: Vec<(String, u8, u32)>,
     pub idle_timeouts: u64,
+    /// Sessions without a reply ended at a full table (`early_drop`).
+    #[serde(default)]
+    pub early_drops: u64,
 }
 
 /// The reply to `stats`.

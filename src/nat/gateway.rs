@@ -17,10 +17,10 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 
 /// RFC 4787 §4.1 mapping behaviour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -129,6 +129,8 @@ pub enum NatEventKind {
 
 /// Events kept for `natgw events` (older ones are dropped).
 const MAX_EVENTS: usize = 4096;
+/// Queued sessions `early_drop` looks at for one without a reply, at most.
+const EARLY_DROP_LOOKS: usize = 64;
 /// Candidate ports tried when ports overlap (each costs a table lookup).
 const OVERLAP_ATTEMPTS: u32 = 4096;
 
@@ -143,8 +145,14 @@ pub struct NatConfig {
     pub filtering: Filtering,
     /// Seconds a freed port waits before reuse (RFC 6888 REQ-8: 120).
     pub hold_down_secs: u32,
-    /// Sessions at most; beyond, new flows fail (never evict a live one: RFC 6888 REQ-11).
+    /// Sessions at most; beyond, new flows fail (never evict a live one: RFC 6888 REQ-11),
+    /// except, with `early_drop`, a session that never had a reply.
     pub max_sessions: usize,
+    /// At `max_sessions`, end the oldest session that never saw a reply (a
+    /// SYN nobody answered, a datagram to nowhere) to make room, as
+    /// netfilter's early drop does; off, the new flow fails. A departure
+    /// from RFC 6888 REQ-11 (d), on with the `aws` profile (docs/NAT.md).
+    pub early_drop: bool,
     /// External ports one internal address may hold (RFC 6888 REQ-4).
     pub max_ports_per_subscriber: u32,
     /// Sessions one internal address may have at once (RFC 6888 REQ-5).
@@ -187,6 +195,7 @@ impl Default for NatConfig {
             filtering: Filtering::default(),
             hold_down_secs: 120,
             max_sessions: 1 << 20,
+            early_drop: true,
             max_ports_per_subscriber: 65536,
             max_sessions_per_subscriber: u32::MAX,
             fair_share: true,
@@ -317,6 +326,8 @@ pub struct NatStats {
     pub idle_timeouts: Counter,
     pub mappings_created: Counter,
     pub mappings_freed: Counter,
+    /// Sessions without a reply ended at a full table to make room (`early_drop`).
+    pub early_drops: Counter,
 }
 
 /// Sessions waiting for a look by the reaper, by second.
@@ -354,6 +365,9 @@ struct Slow {
     recent: Map<FlowKey, u32>,
     /// With port blocks: each internal address's blocks, per protocol.
     blocks: Map<(u32, u8), Vec<PortBlock>>,
+    /// With `early_drop`: sessions created without a reply yet, oldest
+    /// first (tidied as sessions are added; see `note_unassured`).
+    unassured: VecDeque<Weak<Session>>,
 }
 
 /// Sessions the tables have room for before they first grow.
@@ -413,6 +427,7 @@ impl NatGateway {
                 rng,
                 recent: map(0),
                 blocks: map(0),
+                unassured: VecDeque::new(),
             }),
             events: Mutex::new(std::collections::VecDeque::new()),
             sessions: AtomicUsize::new(0),
@@ -553,7 +568,7 @@ impl NatGateway {
                 Dir::Reply => Err(NatError::NoSession),
             };
         }
-        if self.sessions.load(Relaxed) >= self.config.max_sessions {
+        if self.sessions.load(Relaxed) >= self.config.max_sessions && !self.early_drop(&mut slow, now_secs) {
             return Err(NatError::TableFull);
         }
         let sub = slow.subscribers.get(&key.src).copied().unwrap_or_default();
@@ -758,6 +773,7 @@ impl NatGateway {
         }
         session.account(dir, len);
         self.table.insert(&session);
+        self.note_unassured(slow, &session);
         self.sessions.store(self.sessions.load(Relaxed) + 1, Relaxed); // under the slow lock
         let sub = slow.subscribers.entry(session.orig.src).or_default();
         sub.sessions += 1;
@@ -808,7 +824,7 @@ impl NatGateway {
         if self.config.mapping != Mapping::EndpointIndependent {
             return Err(NatError::Filtered);
         }
-        if self.sessions.load(Relaxed) >= self.config.max_sessions {
+        if self.sessions.load(Relaxed) >= self.config.max_sessions && !self.early_drop(&mut slow, now_secs) {
             return Err(NatError::TableFull);
         }
         let orig = FlowKey {
@@ -830,6 +846,50 @@ impl NatGateway {
         let external = m.external;
         let session = Arc::new(Session::new(orig, (external.addr.to_be_bytes(), external.port), Dir::Reply, now_secs));
         Ok(self.install(&mut slow, mk, false, session, now_secs, Dir::Reply, tcp_flags, len))
+    }
+
+    /// At a full table: ends the oldest live session that never saw a reply,
+    /// if `early_drop` is on and one is found among the next few; true when
+    /// one was ended (its mapping and port are released as at expiry).
+    fn early_drop(&self, slow: &mut Slow, now_secs: u32) -> bool {
+        if !self.config.early_drop {
+            return false;
+        }
+        for _ in 0..EARLY_DROP_LOOKS {
+            let Some(w) = slow.unassured.pop_front() else { return false };
+            let Some(s) = w.upgrade() else { continue };
+            if s.is_dead() || s.is_assured() {
+                continue;
+            }
+            if s.kill() {
+                self.release(slow, &s, now_secs);
+                self.stats.early_drops.inc();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Remembers a new session that has had no reply yet, oldest first, and
+    /// tidies the queue: front entries that are gone or answered are dropped
+    /// (two looks per session added), and when the queue grows past twice
+    /// the live sessions it is compacted whole (amortised: it at least
+    /// halves), so a long-lived unanswered session at the front cannot make
+    /// it grow without bound.
+    fn note_unassured(&self, slow: &mut Slow, s: &Arc<Session>) {
+        if !self.config.early_drop || s.is_assured() {
+            return;
+        }
+        let waiting = |w: &Weak<Session>| w.upgrade().is_some_and(|f| !f.is_dead() && !f.is_assured());
+        slow.unassured.push_back(Arc::downgrade(s));
+        for _ in 0..2 {
+            if slow.unassured.front().is_some_and(|f| !waiting(f)) {
+                slow.unassured.pop_front();
+            }
+        }
+        if slow.unassured.len() > 2 * self.sessions.load(Relaxed) + 1024 {
+            slow.unassured.retain(waiting);
+        }
     }
 
     /// Frees `key` of an expired session (reaping it now). A live session is
