@@ -31,7 +31,16 @@ struct Lab {
 static LAB: OnceLock<Lab> = OnceLock::new();
 static SECS: AtomicU64 = AtomicU64::new(1000);
 
-fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, ack: Option<u32>, syn: bool, data: &[u8]) -> Vec<u8> {
+fn tcp(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    data: &[u8],
+) -> Vec<u8> {
     let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, seq, 64240);
     if syn {
         b = b.syn();
