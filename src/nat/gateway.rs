@@ -17,10 +17,10 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
 
 /// RFC 4787 §4.1 mapping behaviour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -129,7 +129,7 @@ pub enum NatEventKind {
 
 /// Events kept for `natgw events` (older ones are dropped).
 const MAX_EVENTS: usize = 4096;
-/// Queued sessions `early_drop` looks at for one without a reply, at most.
+/// Sessions `early_drop` looks at for one without a reply, at most.
 const EARLY_DROP_LOOKS: usize = 64;
 /// Candidate ports tried when ports overlap (each costs a table lookup).
 const OVERLAP_ATTEMPTS: u32 = 4096;
@@ -365,9 +365,6 @@ struct Slow {
     recent: Map<FlowKey, u32>,
     /// With port blocks: each internal address's blocks, per protocol.
     blocks: Map<(u32, u8), Vec<PortBlock>>,
-    /// With `early_drop`: sessions created without a reply yet, oldest
-    /// first (tidied as sessions are added; see `note_unassured`).
-    unassured: VecDeque<Weak<Session>>,
 }
 
 /// Sessions the tables have room for before they first grow.
@@ -427,7 +424,6 @@ impl NatGateway {
                 rng,
                 recent: map(0),
                 blocks: map(0),
-                unassured: VecDeque::new(),
             }),
             events: Mutex::new(std::collections::VecDeque::new()),
             sessions: AtomicUsize::new(0),
@@ -773,7 +769,6 @@ impl NatGateway {
         }
         session.account(dir, len);
         self.table.insert(&session);
-        self.note_unassured(slow, &session);
         self.sessions.store(self.sessions.load(Relaxed) + 1, Relaxed); // under the slow lock
         let sub = slow.subscribers.entry(session.orig.src).or_default();
         sub.sessions += 1;
@@ -848,47 +843,31 @@ impl NatGateway {
         Ok(self.install(&mut slow, mk, false, session, now_secs, Dir::Reply, tcp_flags, len))
     }
 
-    /// At a full table: ends the oldest live session that never saw a reply,
-    /// if `early_drop` is on and one is found among the next few; true when
-    /// one was ended (its mapping and port are released as at expiry).
+    /// At a full table: ends a live session that never saw a reply, if
+    /// `early_drop` is on and one is among the [`EARLY_DROP_LOOKS`] sessions
+    /// that the expiry wheel would look at first (the oldest, with the
+    /// profile's timeouts; with the `rfc` one, opening sessions time out
+    /// first anyway). True when one was ended (its mapping and port are
+    /// released as at expiry). Costs nothing until the table is full.
     fn early_drop(&self, slow: &mut Slow, now_secs: u32) -> bool {
         if !self.config.early_drop {
             return false;
         }
-        for _ in 0..EARLY_DROP_LOOKS {
-            let Some(w) = slow.unassured.pop_front() else { return false };
-            let Some(s) = w.upgrade() else { continue };
-            if s.is_dead() || s.is_assured() {
-                continue;
-            }
-            if s.kill() {
+        let victim = slow
+            .wheel
+            .slots
+            .values()
+            .flatten()
+            .take(EARLY_DROP_LOOKS)
+            .find(|s| !s.is_dead() && !s.is_assured())
+            .cloned();
+        match victim {
+            Some(s) if s.kill() => {
                 self.release(slow, &s, now_secs);
                 self.stats.early_drops.inc();
-                return true;
+                true
             }
-        }
-        false
-    }
-
-    /// Remembers a new session that has had no reply yet, oldest first, and
-    /// tidies the queue: front entries that are gone or answered are dropped
-    /// (two looks per session added), and when the queue grows past twice
-    /// the live sessions it is compacted whole (amortised: it at least
-    /// halves), so a long-lived unanswered session at the front cannot make
-    /// it grow without bound.
-    fn note_unassured(&self, slow: &mut Slow, s: &Arc<Session>) {
-        if !self.config.early_drop || s.is_assured() {
-            return;
-        }
-        let waiting = |w: &Weak<Session>| w.upgrade().is_some_and(|f| !f.is_dead() && !f.is_assured());
-        slow.unassured.push_back(Arc::downgrade(s));
-        for _ in 0..2 {
-            if slow.unassured.front().is_some_and(|f| !waiting(f)) {
-                slow.unassured.pop_front();
-            }
-        }
-        if slow.unassured.len() > 2 * self.sessions.load(Relaxed) + 1024 {
-            slow.unassured.retain(waiting);
+            _ => false,
         }
     }
 
