@@ -162,3 +162,32 @@ fn the_control_socket_is_roots_only() {
     assert!(t.elapsed() < Duration::from_secs(1), "stats took {:?} behind an idle client", t.elapsed());
     drop(idle);
 }
+
+/// A full session table (`max_sessions = 200`) filled by SYNs that nobody
+/// answers (web drops port 81): a new flow of another host still gets in,
+/// in place of the oldest unanswered session (early drop), at once.
+#[test]
+fn a_full_table_of_unanswered_syns_still_lets_a_new_flow_in() {
+    if !require_root() {
+        return;
+    }
+    let lab = two_private_hosts("sessions", "max_sessions = 200");
+    let server = nginx(&lab);
+    let (ok, out) = lab.sh(
+        "web",
+        "nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' \
+         && nft add rule inet t in tcp dport 81 drop",
+    );
+    assert!(ok, "{out}");
+    let (_, out) = lab.exec(
+        "app2",
+        &["timeout", "20", "hping3", "-q", "-S", "-s", "2000", "-p", "81", "-i", "u500", "-c", "300", "198.51.100.11"],
+    );
+    let stats = lab.stats_json();
+    let (sessions, dropped) =
+        (stats["nat"][0]["sessions"].as_u64().unwrap(), stats["nat"][0]["early_drops"].as_u64().unwrap());
+    assert_eq!(sessions, 200, "the table holds max_sessions\n{out}");
+    assert!(dropped >= 90, "early drops: {dropped}");
+    app_connects(&lab).unwrap_or_else(|e| panic!("app could not connect with the table full: {e}"));
+    finish(server);
+}

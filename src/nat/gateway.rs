@@ -853,14 +853,31 @@ impl NatGateway {
         if !self.config.early_drop {
             return false;
         }
-        let victim = slow
-            .wheel
-            .slots
-            .values()
-            .flatten()
-            .take(EARLY_DROP_LOOKS)
-            .find(|s| !s.is_dead() && !s.is_assured())
-            .cloned();
+        // Dead sessions met on the way are taken off the wheel (they were
+        // released already), so repeated early drops do not look at them again.
+        let mut looks = 0;
+        let mut victim = None;
+        'slots: for bucket in slow.wheel.slots.values_mut() {
+            let mut i = 0;
+            while i < bucket.len() && looks < EARLY_DROP_LOOKS {
+                looks += 1;
+                let (dead, answered) = (bucket[i].is_dead(), bucket[i].is_assured());
+                if dead {
+                    bucket.swap_remove(i);
+                } else if !answered {
+                    victim = Some(bucket.swap_remove(i));
+                    break 'slots;
+                } else {
+                    i += 1;
+                }
+            }
+            if looks >= EARLY_DROP_LOOKS {
+                break;
+            }
+        }
+        while slow.wheel.slots.first_key_value().is_some_and(|(_, b)| b.is_empty()) {
+            slow.wheel.slots.pop_first();
+        }
         match victim {
             Some(s) if s.kill() => {
                 self.release(slow, &s, now_secs);
