@@ -127,13 +127,13 @@ pub fn request(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     Ok(serde_json::from_str(&answer)?)
 }
 
-/// Reads one request from a connection (with a timeout, so a silent client
-/// cannot hold the server).
 /// How long a client may take to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request line (the largest real one is a route of a few dozen bytes).
 pub const MAX_REQUEST: u64 = 64 * 1024;
 
+/// Reads one request from a connection (with a timeout, so a silent client
+/// cannot hold the server, and a length limit).
 pub fn read_request(s: &UnixStream) -> Result<Request, String> {
     s.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
     let mut r = BufReader::new(std::io::Read::take(s, MAX_REQUEST + 1));

@@ -627,17 +627,11 @@ impl NatGateway {
             // The share applies to the main range (ports below 1024 kept in
             // their class come from a small range of their own).
             let main = !(policy.keep_class && mk.internal.port < 1024);
-            // With parity kept, each parity is a pool of its own.
-            let (span, in_use) = if policy.keep_parity {
-                let (lo, hi) = (u32::from(*policy.range.start()), u32::from(*policy.range.end()));
-                let p = u32::from(mk.internal.port % 2);
-                let span = ((hi + 1).saturating_sub(lo) + u32::from(lo % 2 == p)) / 2;
-                (span, pool.in_use_like(mk.internal.port))
-            } else {
-                (policy.range.len() as u32, pool.in_use())
-            };
-            if self.config.fair_share && main && !share_allows(span, in_use, sub.ports) {
-                return Err(NatError::HostShare);
+            if self.config.fair_share && main {
+                let (span, in_use) = pool.main_range_use(policy, mk.internal.port);
+                if !share_allows(span, in_use, sub.ports) {
+                    return Err(NatError::HostShare);
+                }
             }
             pool.allocate(mk.internal.port, policy, rng).ok_or(NatError::PortsExhausted)?
         };

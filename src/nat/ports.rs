@@ -73,9 +73,18 @@ impl PortPool {
         self.in_use
     }
 
-    /// Ports in use with the parity of `port`.
-    pub fn in_use_like(&self, port: u16) -> u32 {
-        if port % 2 == 1 { self.odd_in_use } else { self.in_use - self.odd_in_use }
+    /// The ports of `policy`'s main range that a mapping for internal port
+    /// `internal` may get, and how many of the pool's are taken: with parity
+    /// kept, each parity is a pool of its own (the fair share's view).
+    pub fn main_range_use(&self, policy: &PortPolicy, internal: u16) -> (u32, u32) {
+        let (lo, hi) = (u32::from(*policy.range.start()), u32::from(*policy.range.end()));
+        let all = (hi + 1).saturating_sub(lo);
+        if !policy.keep_parity {
+            return (all, self.in_use);
+        }
+        let odd = u32::from(internal % 2);
+        let span = (all + u32::from(lo % 2 == odd)) / 2;
+        (span, if odd == 1 { self.odd_in_use } else { self.in_use - self.odd_in_use })
     }
 
     /// Chooses and takes a port for internal port `internal`, or None if every

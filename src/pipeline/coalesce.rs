@@ -58,10 +58,16 @@ fn segment(b: &PacketBuf) -> Option<Seg> {
 /// it opens or resets the connection, or carries urgent data.
 const NOT_DATA: u8 = flags::FIN | flags::SYN | flags::RST | flags::URG;
 
-/// Whether a forwarded packet is worth holding until the next read: a TCP
-/// segment with data and an acknowledgment that a FIN could join.
+impl Seg {
+    /// A segment with data and an acknowledgment that a FIN could join.
+    fn takes_fin(&self) -> bool {
+        self.payload > 0 && self.flags & flags::ACK != 0 && self.flags & NOT_DATA == 0
+    }
+}
+
+/// Whether a forwarded packet is worth holding until the next read.
 pub fn may_take_fin(b: &PacketBuf) -> bool {
-    segment(b).is_some_and(|s| s.payload > 0 && s.flags & flags::ACK != 0 && s.flags & NOT_DATA == 0)
+    segment(b).is_some_and(|s| s.takes_fin())
 }
 
 /// Sets FIN on `data` when `fin` is the bare FIN that continues it (same
@@ -78,7 +84,7 @@ pub fn merge_fin(data: &mut PacketBuf, fin: &PacketBuf) -> bool {
         && f.flags & (flags::SYN | flags::RST | flags::URG) == 0
         && f.seq == d.seq.wrapping_add(d.payload)
         && f.ack == d.ack;
-    if !continues || d.flags & NOT_DATA != 0 || d.payload == 0 {
+    if !continues || !d.takes_fin() {
         return false;
     }
     let partial = data.offload.csum.is_some();
