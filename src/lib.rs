@@ -34,6 +34,7 @@
 //! - [`pipeline`]: `process`, actions, drop reasons, counters, the topology.
 //! - [`route`]: prefixes, route tables, the LPM.
 //! - [`acl`]: network ACLs.
+//! - [`sg`]: security groups.
 //! - [`conntrack`]: flow keys, sessions, the TCP state machine, timeouts.
 //! - [`nat`]: port allocation, mappings, rewrites, ICMP error translation.
 //! - [`control`]: config files, the lab, the control socket.
@@ -47,6 +48,7 @@ pub mod io;
 pub mod nat;
 pub mod pipeline;
 pub mod route;
+pub mod sg;
 pub mod wire;
 pub mod worker;
 

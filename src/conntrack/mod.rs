@@ -10,9 +10,11 @@ pub mod session;
 pub mod table;
 pub mod tcp;
 pub mod timeouts;
+pub mod tracker;
 
 pub use key::{Endpoint, FlowKey};
 pub use session::{Rewrite, Session, SessionView};
 pub use table::FlowTable;
 pub use tcp::{Dir, TcpState};
 pub use timeouts::{Profile, Timeouts};
+pub use tracker::{TrackError, Tracker};

@@ -128,6 +128,9 @@ impl Session {
 
     /// The idle timeout that applies now.
     pub fn timeout(&self, t: &Timeouts) -> u32 {
+        if self.orig.proto == protocol::UDP && t.udp_stream > 0 && self.is_stream() {
+            return t.udp_stream;
+        }
         let phase =
             if self.orig.proto == protocol::TCP { self.tcp_track().state().phase() } else { TcpPhase::Established };
         t.for_session(self.orig.proto, phase)
@@ -203,6 +206,11 @@ impl Session {
         if dir == Dir::Reply && self.flags.load(Relaxed) & ASSURED == 0 {
             self.flags.fetch_or(ASSURED, Relaxed);
         }
+    }
+
+    /// More than one request-response: two packets or more each way.
+    pub fn is_stream(&self) -> bool {
+        self.packets[0].load(Relaxed) >= 2 && self.packets[1].load(Relaxed) >= 2
     }
 
     pub fn is_assured(&self) -> bool {

@@ -84,9 +84,10 @@ pub enum TcpPhase {
 }
 
 /// Direction of a packet relative to the session's first packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Dir {
     /// The direction of the packet that created the session (for NAT: outbound).
+    #[default]
     Original = 0,
     Reply = 1,
 }

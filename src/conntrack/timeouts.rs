@@ -33,6 +33,10 @@ pub struct Timeouts {
     /// After a RST was seen (CLOSE).
     pub tcp_reset: u32,
     pub icmp: u32,
+    /// UDP flows that are streams (more than one request-response: at least
+    /// two packets each way) get this instead of `udp`; 0: no distinction.
+    #[serde(default)]
+    pub udp_stream: u32,
     /// Send a TCP RST to the inside host for a packet on a connection that
     /// timed out (AWS behaviour), instead of dropping it silently.
     pub tcp_rst_on_expired: bool,
@@ -48,6 +52,7 @@ impl Timeouts {
                 tcp_closing: 240,
                 tcp_reset: 240,
                 icmp: 60,
+                udp_stream: 0,
                 tcp_rst_on_expired: false,
             },
             Profile::Aws => Timeouts {
@@ -57,8 +62,27 @@ impl Timeouts {
                 tcp_closing: 350,
                 tcp_reset: 350,
                 icmp: 350,
+                udp_stream: 0,
                 tcp_rst_on_expired: true,
             },
+        }
+    }
+
+    /// Security groups' connection tracking (AWS's defaults, per interface
+    /// configurable there): TCP established 432,000 s (5 days), UDP one way or
+    /// one request-response 30 s, UDP streams 180 s. AWS names no figure for
+    /// the other TCP states nor for ICMP: natgw uses netfilter's (SYN_SENT
+    /// 120 s, FIN and TIME_WAIT 120 s, CLOSE 10 s) and 30 s for ICMP.
+    pub fn security_groups() -> Timeouts {
+        Timeouts {
+            udp: 30,
+            tcp_established: 432_000,
+            tcp_opening: 120,
+            tcp_closing: 120,
+            tcp_reset: 10,
+            icmp: 30,
+            udp_stream: 180,
+            tcp_rst_on_expired: false,
         }
     }
 

@@ -18,6 +18,8 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 use toml::Spanned;
 
+mod groups;
+
 /// The default lab, embedded (also `examples/default-lab.toml`).
 pub const DEFAULT_LAB: &str = include_str!("../../examples/default-lab.toml");
 
@@ -65,6 +67,8 @@ struct File {
     route_tables: Vec<RouteTableSection>,
     #[serde(default)]
     network_acls: Vec<AclSection>,
+    #[serde(default)]
+    security_groups: Vec<groups::SgSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +161,8 @@ struct HostSection {
     source_dest_check: bool,
     /// MTU of the host's link (default: the gateway's).
     mtu: Option<u16>,
+    /// The security groups of its interface (default: the VPC's `default`).
+    security_groups: Option<Spanned<Vec<S>>>,
 }
 
 fn yes() -> bool {
@@ -698,6 +704,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             interface: 0,
             source_dest_check: h.source_dest_check,
             eip_delta: Delta::ZERO,
+            groups: Vec::new(),
+            untracked: [true, true],
         });
     }
 
@@ -880,6 +888,18 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         None => None,
     };
 
+    // Security groups, once every host is known (a group's members).
+    let host_groups: Vec<Option<Spanned<Vec<S>>>> = f.hosts.iter().map(|h| h.security_groups.clone()).collect();
+    let security_groups = match groups::compile(cx, &f.security_groups, &host_groups)? {
+        Some((groups, per_host)) => {
+            for (h, g) in hosts.iter_mut().zip(per_host) {
+                h.groups = g;
+            }
+            Some(groups)
+        }
+        None => None,
+    };
+
     let g = &f.gateway;
     let gateway = GatewaySettings {
         workers: g.workers.unwrap_or(0),
@@ -907,6 +927,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         internet_gateway_ip,
         mtu: gateway.mtu,
         interface_mtus: attachments.iter().map(|a| a.mtu).collect(),
+        security_groups,
     };
     Ok(Vpc {
         name: f.vpc.name.clone().unwrap_or_else(|| "vpc".into()),

@@ -75,6 +75,12 @@ drop_reasons! {
     RoutingLoop => "routing_loop",
     /// Denied by a network ACL.
     AclDeny => "acl_deny",
+    /// No rule of the interface's security groups allows it (and it belongs
+    /// to no tracked flow).
+    SgDeny => "sg_deny",
+    /// A new flow a security group allowed, but the tracker is full (AWS
+    /// `conntrack_allowance_exceeded`).
+    ConntrackFull => "conntrack_full",
     /// Inbound to a NAT address without a session (unsolicited).
     NatNoSession => "nat_no_session",
     /// Inbound to a mapping whose filter refuses the sender.

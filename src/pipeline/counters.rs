@@ -96,6 +96,9 @@ pub struct Counters {
     pub tx_packets: Box<[Counter]>,
     pub tx_bytes: Box<[Counter]>,
     pub drops: Box<[Counter]>,
+    /// Per interface: packets its security groups denied arriving, leaving.
+    pub sg_denied_in: Box<[Counter]>,
+    pub sg_denied_out: Box<[Counter]>,
     pub nat: NatCounters,
     pub generated: GeneratedCounters,
     pub cache: CacheCounters,
@@ -115,6 +118,8 @@ impl Counters {
             tx_packets: row(interfaces),
             tx_bytes: row(interfaces),
             drops: row(DropReason::COUNT),
+            sg_denied_in: row(interfaces),
+            sg_denied_out: row(interfaces),
             nat: NatCounters::default(),
             generated: GeneratedCounters::default(),
             cache: CacheCounters::default(),
@@ -149,6 +154,19 @@ impl Counters {
         }
     }
 
+    /// A packet the security groups of interface `ifc` denied.
+    #[inline]
+    pub fn sg_denied(&self, ifc: usize, dir: crate::sg::SgDirection) {
+        let row = match dir {
+            crate::sg::SgDirection::Inbound => &self.sg_denied_in,
+            crate::sg::SgDirection::Outbound => &self.sg_denied_out,
+        };
+        if let Some(c) = row.get(ifc) {
+            c.inc();
+        }
+        self.count_drop(DropReason::SgDeny);
+    }
+
     /// Packets read from every interface.
     pub fn packets_read(&self) -> u64 {
         self.rx_packets.iter().map(Counter::get).sum()
@@ -167,6 +185,9 @@ pub struct Totals {
     #[serde(default)]
     pub cache: Vec<(String, u64)>,
     pub io: Vec<(String, u64)>,
+    /// Per interface whose groups denied something: (name, inbound, outbound).
+    #[serde(default)]
+    pub sg_denied: Vec<(String, u64, u64)>,
 }
 
 impl Totals {
@@ -178,6 +199,7 @@ impl Totals {
         let mut generated: Vec<(String, u64)> = Vec::new();
         let mut cache: Vec<(String, u64)> = Vec::new();
         let mut io: Vec<(String, u64)> = Vec::new();
+        let mut sg: Vec<(String, u64, u64)> = names.iter().map(|n| (n.clone(), 0, 0)).collect();
         fn merge(into: &mut Vec<(String, u64)>, from: Vec<(&'static str, u64)>) {
             if into.is_empty() {
                 into.extend(from.into_iter().map(|(n, v)| (n.to_string(), v)));
@@ -193,6 +215,10 @@ impl Totals {
                 e.2 += w.rx_bytes.get(i).map_or(0, Counter::get);
                 e.3 += w.tx_packets.get(i).map_or(0, Counter::get);
                 e.4 += w.tx_bytes.get(i).map_or(0, Counter::get);
+            }
+            for (i, e) in sg.iter_mut().enumerate() {
+                e.1 += w.sg_denied_in.get(i).map_or(0, Counter::get);
+                e.2 += w.sg_denied_out.get(i).map_or(0, Counter::get);
             }
             for (d, c) in drops.iter_mut().zip(w.drops.iter()) {
                 *d += c.get();
@@ -214,6 +240,7 @@ impl Totals {
             generated,
             cache,
             io,
+            sg_denied: sg.into_iter().filter(|e| e.1 + e.2 > 0).collect(),
         }
     }
 

@@ -43,6 +43,9 @@ impl Pipeline {
     /// Sends the packet out of `egress`, after MSS clamping and the MTU check.
     #[inline]
     pub(super) fn forward(&self, now: Timestamp, egress: IfId, ingress: IfId, pkt: &mut PacketBuf, m: &Meta) -> Action {
+        if let Err(a) = self.sg_arrive(now, egress, pkt, m) {
+            return a;
+        }
         let topo = &self.topo;
         let mtu = topo.interfaces.get(usize::from(egress)).map_or(1500, |i| usize::from(i.mtu));
         if let L4::Tcp { flags: f, .. } = m.l4

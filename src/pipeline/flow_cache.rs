@@ -69,6 +69,14 @@ pub struct Decision {
     pub l4_partial_delta: Delta,
 }
 
+/// A cached flow's NAT session, as a hit finds it.
+#[derive(Clone, Copy, Debug)]
+pub struct ThroughRef<'a> {
+    pub nat: NatId,
+    pub dir: Dir,
+    pub session: &'a Session,
+}
+
 /// A NAT session a cached flow goes through.
 #[derive(Clone, Debug)]
 pub struct Through {
@@ -157,9 +165,18 @@ impl Decision {
 struct Slot {
     key: CacheKey,
     valid: bool,
+    /// A [`Through`] kept as its parts, so that the slot fits a cache line:
+    /// the NAT gateway and direction, and the session below.
+    nat: NatId,
+    nat_dir: Dir,
+    /// How the flow's packets travel in its tracked entry.
+    tracked_dir: Dir,
     decision: Decision,
-    through: Option<Through>,
+    session: Option<Arc<Session>>,
+    /// The flow's entry in the security groups' tracker.
+    tracked: Option<Arc<Session>>,
 }
+
 
 /// One worker's flow cache.
 #[derive(Debug)]
@@ -172,7 +189,8 @@ pub struct FlowCache {
 /// A cache entry found for a packet.
 pub struct Hit<'a> {
     pub decision: &'a Decision,
-    pub through: Option<&'a Through>,
+    pub through: Option<ThroughRef<'a>>,
+    pub tracked: Option<(&'a Session, Dir)>,
     slot: usize,
 }
 
@@ -209,7 +227,9 @@ impl FlowCache {
         let i = self.index(key);
         let s = &self.slots[i];
         if s.valid && s.key == *key {
-            Some(Hit { decision: &s.decision, through: s.through.as_ref(), slot: i })
+            let tracked = s.tracked.as_deref().map(|t| (t, s.tracked_dir));
+            let through = s.session.as_deref().map(|session| ThroughRef { nat: s.nat, dir: s.nat_dir, session });
+            Some(Hit { decision: &s.decision, through, tracked, slot: i })
         } else {
             None
         }
@@ -219,17 +239,39 @@ impl FlowCache {
     pub fn invalidate(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         s.valid = false;
-        if let Some(t) = s.through.take() {
-            self.retire(t.session);
+        let (through, tracked) = (s.session.take(), s.tracked.take());
+        if let Some(t) = through {
+            self.retire(t);
+        }
+        if let Some(t) = tracked {
+            self.retire(t);
         }
     }
 
     /// Remembers the decision for `key`, replacing whatever held its slot.
-    pub fn insert(&mut self, key: CacheKey, decision: Decision, through: Option<Through>) {
+    pub fn insert(
+        &mut self,
+        key: CacheKey,
+        decision: Decision,
+        through: Option<Through>,
+        tracked: Option<(Arc<Session>, Dir)>,
+    ) {
         let i = self.index(&key);
-        let old = std::mem::replace(&mut self.slots[i], Slot { key, valid: true, decision, through });
-        if let Some(t) = old.through {
-            self.retire(t.session);
+        let (tracked, tracked_dir) = match tracked {
+            Some((s, d)) => (Some(s), d),
+            None => (None, Dir::Original),
+        };
+        let (session, nat, nat_dir) = match through {
+            Some(t) => (Some(t.session), t.nat, t.dir),
+            None => (None, 0, Dir::Original),
+        };
+        let slot = Slot { key, valid: true, nat, nat_dir, tracked_dir, decision, session, tracked };
+        let old = std::mem::replace(&mut self.slots[i], slot);
+        if let Some(t) = old.session {
+            self.retire(t);
+        }
+        if let Some(t) = old.tracked {
+            self.retire(t);
         }
     }
 
@@ -252,7 +294,8 @@ impl FlowCache {
     pub fn clear(&mut self) {
         for s in self.slots.iter_mut() {
             s.valid = false;
-            s.through = None;
+            s.session = None;
+            s.tracked = None;
         }
         self.retired.clear();
     }
@@ -282,7 +325,7 @@ mod tests {
     fn insert_get_invalidate() {
         let mut c = FlowCache::new();
         assert!(c.get(&key(1)).is_none());
-        c.insert(key(1), Decision { egress: 3, ..Decision::default() }, None);
+        c.insert(key(1), Decision { egress: 3, ..Decision::default() }, None, None);
         let h = c.get(&key(1)).map(|h| (h.decision.egress, h.slot()));
         let Some((3, slot)) = h else { panic!("cached entry not found: {h:?}") };
         // Another flow does not see it, even if it shares the slot.
@@ -302,7 +345,7 @@ mod tests {
             0,
         ));
         let weak = Arc::downgrade(&s);
-        c.insert(key(1), Decision::default(), Some(Through { nat: 0, dir: Dir::Original, session: s }));
+        c.insert(key(1), Decision::default(), Some(Through { nat: 0, dir: Dir::Original, session: s }), None);
         let slot = c.index(&key(1));
         c.invalidate(slot);
         assert!(weak.upgrade().is_some(), "freed on the packet path");

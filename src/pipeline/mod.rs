@@ -27,6 +27,7 @@ pub mod counters;
 pub mod egress;
 pub mod flow_cache;
 pub mod frag;
+pub mod groups;
 pub mod nat_step;
 pub mod outbox;
 pub mod reply;
@@ -41,7 +42,7 @@ pub use topology::{IfId, IfKind, Topology};
 
 use crate::acl::AclPacket;
 use crate::clock::Timestamp;
-use crate::conntrack::{Dir, FlowKey};
+use crate::conntrack::{Dir, FlowKey, Session, Timeouts, Tracker};
 use crate::nat::NatGateway;
 use crate::nat::rewrite::{L4Kind, Side};
 use crate::route::NatId;
@@ -79,6 +80,8 @@ pub struct Settings {
     /// Remember each flow's forwarding decision in the worker's
     /// [`flow_cache`], so that its next packets skip the walk.
     pub flow_cache: bool,
+    /// Flows the security groups' tracker holds at most.
+    pub max_tracked_flows: usize,
 }
 
 impl Default for Settings {
@@ -90,6 +93,7 @@ impl Default for Settings {
             frag: FragLimits::default(),
             route_only: false,
             flow_cache: true,
+            max_tracked_flows: 1_000_000,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Gateway {
     /// control plane ([`Gateway::collect_garbage`]), never on the packet path.
     graveyard: Mutex<Vec<Arc<Topology>>>,
     nats: Vec<Arc<NatGateway>>,
+    /// Flows the security groups decided (see [`groups`]).
+    tracker: Tracker,
     frags: Mutex<FragTable>,
     pub settings: Settings,
 }
@@ -115,6 +121,7 @@ impl Gateway {
             topology: ArcSwap::from_pointee(topology),
             graveyard: Mutex::new(Vec::new()),
             nats,
+            tracker: Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows),
             frags: Mutex::new(FragTable::new(settings.frag)),
             settings,
         })
@@ -143,6 +150,11 @@ impl Gateway {
 
     pub fn nats(&self) -> &[Arc<NatGateway>] {
         &self.nats
+    }
+
+    /// The flows security groups track.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     /// Fragments waiting for their first fragment, and datagrams remembered.
@@ -205,6 +217,8 @@ struct Trace {
     /// The decision may not be cached: two NAT sessions (hairpinning), or a
     /// packet too big for its egress.
     uncacheable: bool,
+    /// What the security groups' steps found.
+    sg: groups::SgNote,
 }
 
 /// What the flow cache's probe learnt about a packet it did not forward.
@@ -489,7 +503,7 @@ impl Pipeline {
                 .gw
                 .nats
                 .get(usize::from(t.nat))
-                .and_then(|nat| nat.carry(&t.session, now.secs(), t.dir, flags, len));
+                .and_then(|nat| nat.carry(t.session, now.secs(), t.dir, flags, len));
             let Some(tr) = carried else {
                 // Expired or replaced: the walk finds out what now applies.
                 let slot = hit.slot();
@@ -503,6 +517,14 @@ impl Pipeline {
             };
             self.count_arrival(side, len);
             self.count_session(false, tr, side, len);
+        }
+        if let Some((s, dir)) = hit.tracked
+            && !self.gw.tracker.carry(s, now.secs(), dir, flags, pkt.len())
+        {
+            let slot = hit.slot();
+            self.cache.invalidate(slot);
+            self.counters.cache.invalidated.inc();
+            return Err(miss);
         }
         d.apply(pkt);
         self.counters.cache.hits.inc();
@@ -522,9 +544,17 @@ impl Pipeline {
                 _ => return,
             },
         };
+        // A tracked flow: the cache carries its entry as the walk would.
+        let tracked: Option<(Arc<Session>, Dir)> = match (trace.sg.key, trace.sg.tracked) {
+            (Some(key), Some(dir)) => match self.gw.tracker.get(&key) {
+                Some((s, d)) if d == dir => Some((s, d)),
+                _ => return,
+            },
+            _ => None,
+        };
         let Some(mtu) = self.topo.interfaces.get(usize::from(egress)).map(|i| i.mtu) else { return };
         let Some(d) = Decision::learn(&k, ttl_in, egress, mtu, pkt.bytes()) else { return };
-        self.cache.insert(k, d, through);
+        self.cache.insert(k, d, through, tracked);
         self.counters.cache.inserts.inc();
     }
 

@@ -6,6 +6,7 @@
 
 use crate::acl::Acl;
 use crate::route::{HostId, NatId, Prefix, RouteTable};
+use crate::sg::{GroupId, SecurityGroups};
 use crate::wire::checksum::Delta;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -66,6 +67,24 @@ pub struct Host {
     pub source_dest_check: bool,
     /// Checksum delta of the 1:1 NAT from `ip` to `elastic_ip`.
     pub eip_delta: Delta,
+    /// The security groups of its interface (its ENI), at most 5.
+    pub groups: Vec<GroupId>,
+    /// Its groups allow all TCP (index 0) or UDP (index 1) traffic to and
+    /// from everywhere both ways: such flows are not tracked (set by
+    /// [`Topology::new`]).
+    pub untracked: [bool; 2],
+}
+
+impl Host {
+    /// Whether flows of `proto` at this host's interface go untracked.
+    #[inline]
+    pub fn untracked(&self, proto: u8) -> bool {
+        match proto {
+            crate::wire::ipv4::protocol::TCP => self.untracked[0],
+            crate::wire::ipv4::protocol::UDP => self.untracked[1],
+            _ => false,
+        }
+    }
 }
 
 /// A NAT gateway's place in the VPC (its state lives in `nat::NatGateway`).
@@ -164,6 +183,9 @@ pub struct Topology {
     pub acls: Vec<Acl>,
     pub nat_gateways: Vec<NatGatewayInfo>,
     pub internet: Option<InternetSide>,
+    /// The VPC's security groups; None: the file declares none, and no host
+    /// interface filters (natgw before groups).
+    pub security_groups: Option<SecurityGroups>,
     addrs: AddrTable,
 }
 
@@ -183,6 +205,8 @@ pub struct TopologyParts {
     pub mtu: u16,
     /// Per interface, in interface order (hosts, then the internet): its MTU, or 0.
     pub interface_mtus: Vec<u16>,
+    /// The groups; their members are the hosts that name them.
+    pub security_groups: Option<Vec<crate::sg::SecurityGroup>>,
 }
 
 impl Topology {
@@ -210,6 +234,17 @@ impl Topology {
             interfaces.push(Interface { name: "internet".into(), kind: IfKind::Internet, mtu: own.unwrap_or(mtu) });
             InternetSide { interface, gateway_ip }
         });
+        let security_groups = parts.security_groups.take().map(|groups| {
+            let members: Vec<(u32, Vec<GroupId>)> =
+                parts.hosts.iter().map(|h| (u32::from(h.ip), h.groups.clone())).collect();
+            SecurityGroups::new(groups, &members)
+        });
+        for h in &mut parts.hosts {
+            h.untracked = match &security_groups {
+                Some(sg) => [sg.untracked(&h.groups, 6), sg.untracked(&h.groups, 17)],
+                None => [true, true],
+            };
+        }
         let mut addrs: HashMap<u32, AddrInfo> = HashMap::new();
         for (i, h) in parts.hosts.iter().enumerate() {
             addrs.entry(u32::from(h.ip)).or_default().host = Some(i as HostId);
@@ -238,6 +273,7 @@ impl Topology {
             acls: parts.acls,
             nat_gateways: parts.nat_gateways,
             internet,
+            security_groups,
             addrs: AddrTable::build(&addrs),
         }
     }

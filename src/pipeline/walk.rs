@@ -36,6 +36,9 @@ impl Pipeline {
                 if host.source_dest_check && m.src != u32::from(host.ip) {
                     return self.drop(DropReason::SourceCheck);
                 }
+                if let Err(a) = self.sg_leave(now, h, ingress, pkt, m) {
+                    return a;
+                }
                 let subnet = &topo.subnets[usize::from(host.subnet)];
                 if topo.is_own(m.dst) {
                     return self.to_gateway(ingress, pkt, m);

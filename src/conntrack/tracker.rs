@@ -1,0 +1,316 @@
+//! The tracker: connection tracking for the flows that security groups
+//! decide, whether or not a NAT translates them (flows between hosts of the
+//! VPC, through an Elastic IP, through a NAT gateway).
+//!
+//! A flow is tracked under the 5-tuple of its first packet at the first
+//! host interface it meets (leaving its sender, or, from the internet,
+//! arriving at its host after the internet gateway's or the NAT gateway's
+//! translation), and under that tuple's reply. The decision on the first
+//! packet is the whole path's (the sender's outbound groups and the
+//! receiver's inbound groups); every later packet of the flow, either way,
+//! passes because the flow is tracked, whatever the rules say now (AWS:
+//! removing a rule does not cut a tracked connection).
+//!
+//! The entries are [`Session`]s with no rewrite (the external endpoint is the
+//! internal one), in a [`FlowTable`] of their own, with the same TCP state
+//! machine and AWS's security group timeouts
+//! ([`Timeouts::security_groups`]). A NATed flow also has its NAT gateway's
+//! session, which carries the rewrite; `natgw conntrack` shows the two
+//! together.
+//!
+//! Like the NAT gateway: lookups are lock-free reads of the shared table,
+//! creation and expiry happen under one slow-path lock, an expiry wheel by
+//! second bounds the reaper's work, and the table has a ceiling
+//! (`max_flows`) past which a new flow is refused (AWS's
+//! `conntrack_allowance_exceeded`).
+
+use super::key::FlowKey;
+use super::session::{Session, SessionView};
+use super::table::FlowTable;
+use super::tcp::{Dir, TcpState, Verdict};
+use super::timeouts::Timeouts;
+use crate::counter::Counter;
+use crate::wire::ipv4::protocol;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// The reaper looks at an entry at least this often (a RST shortens its timer).
+const RECHECK_SECS: u32 = 30;
+/// Entries the table has room for before it first grows.
+const INITIAL: usize = 4096;
+
+/// The tracker's own counts, written under its lock.
+#[derive(Debug, Default)]
+pub struct TrackerStats {
+    pub created: Counter,
+    pub expired: Counter,
+    /// New flows refused at `max_flows`.
+    pub refused: Counter,
+}
+
+#[derive(Debug, Default)]
+struct Slow {
+    wheel: BTreeMap<u32, Vec<Arc<Session>>>,
+}
+
+/// Why a flow could not be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackError {
+    /// `max_flows` entries are live.
+    Full,
+}
+
+/// Tracked flows.
+#[derive(Debug)]
+pub struct Tracker {
+    timeouts: Timeouts,
+    max_flows: usize,
+    table: FlowTable,
+    slow: Mutex<Slow>,
+    live: AtomicUsize,
+    pub stats: TrackerStats,
+}
+
+impl Tracker {
+    pub fn new(timeouts: Timeouts, max_flows: usize) -> Tracker {
+        Tracker {
+            timeouts,
+            max_flows,
+            table: FlowTable::with_capacity(max_flows.min(INITIAL) * 2),
+            slow: Mutex::new(Slow::default()),
+            live: AtomicUsize::new(0),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.live.load(Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The packet `key` of a tracked flow: carries it (TCP state, idle
+    /// timer, counts) and says which way it travels. `None`: not tracked.
+    #[inline]
+    pub fn lookup(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Option<Dir> {
+        self.table.with(key, |s, dir| self.carry(s, now_secs, dir, tcp_flags, len).then_some(dir)).flatten()
+    }
+
+    /// Whether `key` belongs to a live tracked flow, without touching it
+    /// (ICMP errors about a flow, which must not refresh it).
+    pub fn contains(&self, now_secs: u32, key: &FlowKey) -> bool {
+        self.table.with(key, |s, _| !s.is_expired(now_secs, &self.timeouts)).unwrap_or(false)
+    }
+
+    /// The entry under `key`, for a worker's flow cache (which then calls
+    /// [`Self::carry`] for each packet).
+    pub fn get(&self, key: &FlowKey) -> Option<(Arc<Session>, Dir)> {
+        self.table.get(key)
+    }
+
+    /// What a packet in `dir` does to a tracked flow found here or in a flow
+    /// cache. False when the entry expired (look again).
+    #[inline]
+    pub fn carry(&self, s: &Session, now_secs: u32, dir: Dir, tcp_flags: u8, len: usize) -> bool {
+        if s.is_expired(now_secs, &self.timeouts) {
+            return false;
+        }
+        if s.orig.proto == protocol::TCP {
+            // Out-of-window segments are the hosts' business: a security
+            // group does not drop them (nor does AWS document that it would).
+            let _: (Verdict, TcpState) = s.track_tcp(dir, tcp_flags);
+        }
+        s.touch(now_secs);
+        s.account(dir, len);
+        true
+    }
+
+    /// Starts tracking the flow whose first packet is `key`. If another
+    /// worker tracked it meanwhile, that entry is carried instead.
+    pub fn track(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Result<(), TrackError> {
+        let mut slow = self.slow.lock();
+        if let Some(found) = self.table.with(key, |s, dir| (s.clone(), dir)) {
+            let (s, dir) = found;
+            if self.carry(&s, now_secs, dir, tcp_flags, len) {
+                return Ok(());
+            }
+            if s.kill() {
+                self.release(&s);
+            }
+        }
+        // A tuple's reply key may belong to another, expired entry.
+        let reply = key.reply_via(key.src, key.sport);
+        if let Some(s) = self.table.with(&reply, |s, _| s.clone())
+            && s.is_expired(now_secs, &self.timeouts)
+            && s.kill()
+        {
+            self.release(&s);
+        }
+        if self.len() >= self.max_flows {
+            self.stats.refused.inc();
+            return Err(TrackError::Full);
+        }
+        let s = Arc::new(Session::new(*key, (key.src.to_be_bytes(), key.sport), Dir::Original, now_secs));
+        if key.proto == protocol::TCP {
+            s.track_tcp(Dir::Original, tcp_flags);
+        }
+        s.account(Dir::Original, len);
+        self.table.insert(&s);
+        let at = s.deadline(&self.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
+        slow.wheel.entry(at).or_default().push(s);
+        self.live.store(self.len() + 1, Relaxed); // under the lock
+        self.stats.created.inc();
+        Ok(())
+    }
+
+    fn release(&self, s: &Arc<Session>) {
+        self.table.remove(s);
+        self.live.store(self.len().saturating_sub(1), Relaxed); // under the lock
+    }
+
+    /// Ends flows idle past their timeout, looking at most at `budget`
+    /// entries; true when work was left for another pass.
+    pub fn expire(&self, now_secs: u32, budget: usize) -> bool {
+        let mut slow = self.slow.lock();
+        let mut looked = 0;
+        while looked < budget {
+            let Some(mut entry) = slow.wheel.first_entry() else { break };
+            if *entry.key() > now_secs {
+                break;
+            }
+            let bucket = entry.get_mut();
+            let take = bucket.len().min(budget - looked);
+            let batch: Vec<Arc<Session>> = bucket.drain(bucket.len() - take..).collect();
+            if bucket.is_empty() {
+                entry.remove();
+            }
+            looked += batch.len();
+            for s in batch {
+                if s.is_dead() {
+                    continue;
+                }
+                if s.try_kill(now_secs, &self.timeouts) {
+                    self.release(&s);
+                    self.stats.expired.inc();
+                } else {
+                    let at = s.deadline(&self.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
+                    slow.wheel.entry(at.max(now_secs + 1)).or_default().push(s);
+                }
+            }
+        }
+        looked >= budget
+    }
+
+    /// Ends every flow (a flush).
+    pub fn flush(&self) -> usize {
+        let mut slow = self.slow.lock();
+        let mut n = 0;
+        for (_, bucket) in std::mem::take(&mut slow.wheel) {
+            for s in bucket {
+                if s.kill() {
+                    self.release(&s);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Live flows for display, in a stable order.
+    pub fn flows(&self, now_secs: u32) -> Vec<(FlowKey, SessionView)> {
+        let t = &self.timeouts;
+        let mut v: Vec<(FlowKey, SessionView)> = self
+            .table
+            .sessions()
+            .into_iter()
+            .filter(|s| !s.is_expired(now_secs, t))
+            .map(|s| (s.orig, s.view(now_secs, t)))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tcp::flags;
+    use std::net::Ipv4Addr;
+
+    fn key(proto: u8, sport: u16) -> FlowKey {
+        FlowKey::new(proto, Ipv4Addr::new(10, 0, 1, 10), sport, Ipv4Addr::new(10, 0, 2, 20), 80)
+    }
+
+    #[test]
+    fn a_tracked_flow_is_found_both_ways_until_it_is_idle_too_long() {
+        let t = Tracker::new(Timeouts::security_groups(), 10);
+        let k = key(protocol::UDP, 5000);
+        assert_eq!(t.lookup(100, &k, 0, 60), None);
+        t.track(100, &k, 0, 60).unwrap();
+        assert_eq!(t.lookup(101, &k.reply(), 0, 60), Some(Dir::Reply));
+        assert_eq!(t.lookup(101, &k, 0, 60), Some(Dir::Original));
+        // One request-response: 30 s.
+        assert!(!t.expire(131, 100));
+        assert_eq!(t.len(), 1);
+        assert!(!t.expire(133, 100));
+        assert_eq!((t.len(), t.lookup(133, &k, 0, 60)), (0, None));
+        assert_eq!(t.stats.expired.get(), 1);
+    }
+
+    #[test]
+    fn udp_streams_and_established_tcp_get_awss_longer_timeouts() {
+        let t = Tracker::new(Timeouts::security_groups(), 10);
+        let u = key(protocol::UDP, 5000);
+        t.track(0, &u, 0, 60).unwrap();
+        for _ in 0..2 {
+            t.lookup(0, &u.reply(), 0, 60);
+            t.lookup(0, &u, 0, 60);
+        }
+        let c = key(protocol::TCP, 5001);
+        t.track(0, &c, flags::SYN, 60).unwrap();
+        t.lookup(0, &c.reply(), flags::SYN | flags::ACK, 60);
+        t.lookup(0, &c, flags::ACK, 60);
+        for now in (30..=3600).step_by(30) {
+            t.expire(now, 100);
+        }
+        // The stream lived 180 s past its last packet; TCP is established.
+        assert_eq!(t.lookup(3600, &u, 0, 60), None);
+        assert_eq!(t.lookup(3600, &c, flags::ACK, 60), Some(Dir::Original));
+        let view = &t.flows(3600)[0].1;
+        assert_eq!(view.state.as_deref(), Some("ESTABLISHED"));
+        assert!(view.expires_in > 400_000);
+    }
+
+    #[test]
+    fn a_full_tracker_refuses_and_counts() {
+        let t = Tracker::new(Timeouts::security_groups(), 2);
+        t.track(0, &key(protocol::UDP, 1), 0, 1).unwrap();
+        t.track(0, &key(protocol::UDP, 2), 0, 1).unwrap();
+        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1), Err(TrackError::Full));
+        // The same flow again is carried, not refused.
+        assert_eq!(t.track(0, &key(protocol::UDP, 2), 0, 1), Ok(()));
+        assert_eq!(t.stats.refused.get(), 1);
+        assert_eq!(t.flush(), 2);
+        assert!(t.is_empty());
+        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1), Ok(()));
+    }
+
+    #[test]
+    fn icmp_queries_are_tracked_by_identifier() {
+        let t = Tracker::new(Timeouts::security_groups(), 4);
+        let k = FlowKey::new(protocol::ICMP, Ipv4Addr::new(10, 0, 1, 10), 77, Ipv4Addr::new(10, 0, 2, 20), 77);
+        t.track(0, &k, 0, 84).unwrap();
+        let reply = FlowKey::new(protocol::ICMP, Ipv4Addr::new(10, 0, 2, 20), 77, Ipv4Addr::new(10, 0, 1, 10), 77);
+        assert_eq!(t.lookup(1, &reply, 0, 84), Some(Dir::Reply));
+        assert!(t.contains(1, &k));
+    }
+}

@@ -1,0 +1,161 @@
+//! Security groups at each host's interface, both ways, with the tracker
+//! (`conntrack::tracker`) for their statefulness.
+//!
+//! A packet meets at most two interfaces with groups: its sender's (on the
+//! way out, [`Pipeline::sg_leave`], before any translation) and its
+//! receiver's (on the way in, [`Pipeline::sg_arrive`], after the internet
+//! gateway's or the NAT gateway's). At the first of them the tracker is asked
+//! whether the flow is tracked: if so, the packet passes both, whatever the
+//! rules say now. Otherwise the rules decide at each; an ICMP error about a
+//! tracked flow passes as that flow's (netfilter's RELATED). A new flow both
+//! allowed is tracked once forwarded, under its key at the first interface,
+//! unless every interface's groups allow all of its protocol both ways (AWS
+//! does not track those TCP and UDP flows, so a rule removed cuts them at
+//! once).
+
+use super::topology::IfKind;
+use super::{Action, DropReason, IfId, L4, Meta, PacketBuf, Pipeline};
+use crate::clock::Timestamp;
+use crate::conntrack::{Dir, FlowKey};
+use crate::nat::icmp_error;
+use crate::route::HostId;
+use crate::sg::SgDirection;
+use crate::wire::Ipv4Packet;
+use crate::wire::icmpv4;
+
+/// What the groups' steps noted about the packet, for the steps after them
+/// and for the flow cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SgNote {
+    /// The first interface with groups was met.
+    pub checked: bool,
+    /// The flow's key there (None: an ICMP error about a tracked flow).
+    pub key: Option<FlowKey>,
+    /// The flow is tracked, and the packet travels this way in it.
+    pub tracked: Option<Dir>,
+    /// Allowed as a new flow: track it once forwarded.
+    pub track: bool,
+}
+
+impl Meta {
+    /// The 5-tuple the tracker knows the packet by (ICMP: the identifier for
+    /// both ports; other protocols: no ports).
+    pub(super) fn flow_key(&self) -> FlowKey {
+        let (sport, dport) = match self.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport),
+            L4::Icmp { ident, .. } => (ident, ident),
+            L4::Opaque => (0, 0),
+        };
+        FlowKey { src: self.src, dst: self.dst, sport, dport, proto: self.proto }
+    }
+
+    /// Whether the packet may start a tracked flow: anything but ICMP
+    /// messages other than query requests.
+    fn opens_flow(&self) -> bool {
+        match self.l4 {
+            L4::Icmp { kind, .. } => crate::nat::NatGateway::opens_icmp_session(kind),
+            _ => true,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Leaving host `h`'s interface `ingress`.
+    #[inline]
+    pub(super) fn sg_leave(
+        &self,
+        now: Timestamp,
+        h: HostId,
+        ingress: IfId,
+        pkt: &PacketBuf,
+        m: &Meta,
+    ) -> Result<(), Action> {
+        let Some(sg) = &self.topo.security_groups else { return Ok(()) };
+        let host = &self.topo.hosts[usize::from(h)];
+        let mut note = SgNote { checked: true, ..SgNote::default() };
+        let key = m.flow_key();
+        if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
+            note.key = Some(key);
+            note.tracked = Some(dir);
+        } else if self.related(now, pkt, m) {
+            // Passes here and at the receiver: note.key stays None.
+        } else if sg.evaluate(&host.groups, SgDirection::Outbound, &m.acl_packet()).is_some() {
+            note.key = Some(key);
+            note.track = m.opens_flow() && !host.untracked(m.proto);
+        } else {
+            self.counters.sg_denied(usize::from(ingress), SgDirection::Outbound);
+            return Err(Action::Drop(DropReason::SgDeny));
+        }
+        self.note_sg(note);
+        Ok(())
+    }
+
+    /// On the way out of `egress`: the receiving host's inbound rules, and
+    /// the tracking of a new flow both ends allowed.
+    #[inline]
+    pub(super) fn sg_arrive(&self, now: Timestamp, egress: IfId, pkt: &PacketBuf, m: &Meta) -> Result<(), Action> {
+        let topo = &*self.topo;
+        let Some(sg) = &topo.security_groups else { return Ok(()) };
+        let mut note = self.trace.get().sg;
+        if note.tracked.is_some() || (note.checked && note.key.is_none()) {
+            return Ok(());
+        }
+        if let Some(IfKind::Host(h)) = topo.interfaces.get(usize::from(egress)).map(|i| i.kind) {
+            let host = &topo.hosts[usize::from(h)];
+            if !note.checked {
+                // From the internet: the first interface with groups is this one.
+                let key = m.flow_key();
+                note.checked = true;
+                if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
+                    note.key = Some(key);
+                    note.tracked = Some(dir);
+                    self.note_sg(note);
+                    return Ok(());
+                }
+                if self.related(now, pkt, m) {
+                    self.note_sg(note);
+                    return Ok(());
+                }
+                note.key = Some(key);
+                note.track = m.opens_flow() && !host.untracked(m.proto);
+            } else {
+                note.track |= m.opens_flow() && !host.untracked(m.proto);
+            }
+            if sg.evaluate(&host.groups, SgDirection::Inbound, &m.acl_packet()).is_none() {
+                self.counters.sg_denied(usize::from(egress), SgDirection::Inbound);
+                return Err(Action::Drop(DropReason::SgDeny));
+            }
+        }
+        if note.track
+            && let Some(key) = note.key
+        {
+            if self.gw.tracker.track(now.secs(), &key, m.tcp_flags(), pkt.len()).is_err() {
+                return Err(self.drop(DropReason::ConntrackFull));
+            }
+            note.track = false;
+            note.tracked = Some(Dir::Original);
+        }
+        self.note_sg(note);
+        Ok(())
+    }
+
+    fn note_sg(&self, note: SgNote) {
+        let mut trace = self.trace.get();
+        trace.sg = note;
+        self.trace.set(trace);
+    }
+
+    /// An ICMP error whose quoted packet belongs to a tracked flow.
+    fn related(&self, now: Timestamp, pkt: &PacketBuf, m: &Meta) -> bool {
+        let L4::Icmp { kind, .. } = m.l4 else { return false };
+        if !icmpv4::is_error(kind) || m.is_fragment {
+            return false;
+        }
+        let b = pkt.bytes();
+        let ihl = Ipv4Packet::new_unchecked(b).header_len();
+        match icmp_error::parse(&b[ihl..]) {
+            Ok(q) => self.gw.tracker.contains(now.secs(), &q.key),
+            Err(_) => false,
+        }
+    }
+}
