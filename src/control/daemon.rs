@@ -326,6 +326,11 @@ fn reaper(s: &Shared) {
                 }
             }
         }
+        for _ in 0..100 {
+            if !s.gw.tracker().expire(now, 10_000) {
+                break;
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -177,7 +177,6 @@ struct Slot {
     tracked: Option<Arc<Session>>,
 }
 
-
 /// One worker's flow cache.
 #[derive(Debug)]
 pub struct FlowCache {

@@ -98,6 +98,7 @@ impl Lab {
         for n in self.gw.nats() {
             while n.expire(self.now.secs(), 1_000_000).more {}
         }
+        while self.gw.tracker().expire(self.now.secs(), 1_000_000) {}
     }
 
     pub fn totals(&self) -> Totals {
