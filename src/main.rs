@@ -22,7 +22,7 @@ enum Cmd {
     /// Build, use and tear down a lab of namespaces.
     #[command(subcommand)]
     Lab(LabCmd),
-    /// List the NAT translations of a running gateway (like `conntrack -L`).
+    /// List the tracked flows and NAT translations of a running gateway (like `conntrack -L`).
     Conntrack(Target),
     /// Print the counters of a running gateway: traffic, NAT metrics, drops by reason.
     Stats(Target),
@@ -42,6 +42,14 @@ enum Cmd {
     /// Delete a NAT gateway of a running gateway: routes to it become blackholes.
     #[command(name = "nat-gateway", subcommand)]
     NatGateway(NatGatewayCmd),
+    /// Read a running gateway's config file again: route tables, network ACLs,
+    /// security groups, hosts' groups and Elastic IPs change without a stop.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// The changed file (the one the gateway started from, edited).
+        file: PathBuf,
+    },
     /// Print the VPC file that the minimal form's flags stand for.
     Config {
         #[command(flatten)]
@@ -368,11 +376,12 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Conntrack(t) => match ask(&t, &Request::Conntrack)? {
-            Reply::Conntrack { nat } => {
+            Reply::Conntrack { nat, tracked } => {
                 if t.json {
-                    println!("{}", serde_json::to_string_pretty(&nat).map_err(|e| e.to_string())?);
+                    let v = serde_json::json!({ "nat": nat, "tracked": tracked });
+                    println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
                 } else {
-                    print!("{}", render::conntrack(&nat));
+                    print!("{}", render::conntrack(&nat, &tracked));
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -427,6 +436,20 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::NatGateway(NatGatewayCmd::Delete { target, name }) => {
             ask(&target, &Request::NatGatewayDelete { name: name.clone() })?;
             println!("NAT gateway {name} deleted; routes to it are blackholes now (natgw routes)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reload { target, file } => {
+            // Checked here first, so that a mistake is named before anything is sent.
+            let v = load(Some(&file))?;
+            let path = std::fs::canonicalize(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            ask(&target, &Request::Reload { path: path.display().to_string() })?;
+            let groups = v.parts.security_groups.as_ref().map_or(0, Vec::len);
+            println!(
+                "reloaded {}: {} route tables, {} network ACLs, {groups} security groups swapped in; tracked flows carry on",
+                file.display(),
+                v.parts.route_tables.len(),
+                v.parts.acls.len() - 1
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config { minimal, .. } => match minimal.config()? {

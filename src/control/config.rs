@@ -1258,6 +1258,10 @@ pub enum ChangeError {
     Local,
     #[error("no NAT gateway named `{0}`")]
     NoNatGateway(String),
+    #[error(
+        "{0}: a reload changes route tables, network ACLs, security groups and hosts' groups and Elastic IPs; restart natgw for this"
+    )]
+    Reload(String),
 }
 
 impl Vpc {
@@ -1317,6 +1321,43 @@ impl Vpc {
         }
         routes.remove(at);
         self.rebuild_table(i, routes);
+        Ok(())
+    }
+
+    /// Takes `new`'s route tables, network ACLs, security groups and hosts'
+    /// groups and Elastic IPs, when nothing else differs: the interfaces,
+    /// namespaces and addresses, the NAT gateways and the gateway settings
+    /// belong to the running process. A NAT gateway deleted while running
+    /// stays deleted.
+    pub fn reload(&mut self, mut new: Vpc) -> Result<(), ChangeError> {
+        let refuse = |what: &str| Err(ChangeError::Reload(what.to_string()));
+        if new.attachments != self.attachments {
+            return refuse("the interfaces (hosts, namespaces, addresses or MTUs) differ");
+        }
+        if new.gateway != self.gateway {
+            return refuse("the [gateway] settings differ");
+        }
+        let nat_id = |v: &Vpc| -> Vec<String> {
+            v.parts
+                .nat_gateways
+                .iter()
+                .zip(&v.nats)
+                .map(|(i, (_, c))| format!("{} {} {} {:?}", i.name, i.subnet, i.private_ip, c))
+                .collect()
+        };
+        if nat_id(&new) != nat_id(self) {
+            return refuse("the NAT gateways differ");
+        }
+        let old_hosts = self.parts.hosts.iter().map(|h| (&h.name, h.subnet, h.ip, h.source_dest_check));
+        if !old_hosts.eq(new.parts.hosts.iter().map(|h| (&h.name, h.subnet, h.ip, h.source_dest_check))) {
+            return refuse("the hosts differ");
+        }
+        for (old, n) in self.parts.nat_gateways.iter().zip(&new.parts.nat_gateways.clone()) {
+            if old.public_ips.is_empty() {
+                new.delete_nat_gateway(&n.name)?;
+            }
+        }
+        *self = new;
         Ok(())
     }
 

@@ -424,11 +424,16 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 .iter()
                 .map(|n| NatSessions { name: n.name.clone(), sessions: n.sessions(now.secs()) })
                 .collect(),
+            tracked: super::flows::tracked(&s.gw, now.secs()),
         },
         Request::Routes => Reply::Routes { tables: route_views(&s.vpc.lock()) },
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::Reload { path } => match super::config::load(std::path::Path::new(path)) {
+            Ok(new) => change(s, |v| v.reload(new)),
+            Err(e) => Reply::Error { message: e.to_string() },
+        },
         Request::Events => Reply::Events { nat: s.gw.nats().iter().map(|n| (n.name.clone(), n.events())).collect() },
         Request::Shutdown => {
             s.stop.store(true, Ordering::Relaxed);

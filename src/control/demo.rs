@@ -334,8 +334,8 @@ fn steps(d: &mut Demo, vpc: &super::config::Vpc) -> Result<(), DemoError> {
     let lab_flag = format!("--lab {}", d.state.name);
     println!("$ natgw conntrack {lab_flag}");
     match d.request(&Request::Conntrack) {
-        Some(Reply::Conntrack { nat }) => {
-            print!("{}", indent(&render::conntrack(&nat)));
+        Some(Reply::Conntrack { nat, tracked }) => {
+            print!("{}", indent(&render::conntrack(&nat, &tracked)));
             println!("In words:");
             print!("{}", indent(&render::translations(&nat)));
             let mine: Vec<_> =

@@ -7,41 +7,60 @@ use std::fmt::Write;
 
 /// `conntrack -L` style: protocol, number, seconds to expiry, TCP state, the
 /// original tuple, the reply tuple (where the public address shows), flags.
-pub fn conntrack(nats: &[NatSessions]) -> String {
+pub fn conntrack(nats: &[NatSessions], tracked: &[crate::control::flows::TrackedFlow]) -> String {
     let mut out = String::new();
     let mut total = 0;
     for n in nats {
         for s in &n.sessions {
             total += 1;
-            let _ = write!(out, "{:<8} {:<2} {:<6} ", proto_name(s.proto), s.proto, s.expires_in);
-            if let Some(st) = &s.state {
-                let _ = write!(out, "{st} ");
-            }
-            let (sp, dp) = if s.proto == 1 { ("id", "id") } else { ("sport", "dport") };
-            let _ = write!(
-                out,
-                "src={} dst={} {sp}={} {dp}={} packets={} bytes={} src={} dst={} {sp}={} {dp}={} packets={} bytes={}",
-                s.orig_src,
-                s.orig_dst,
-                s.orig_sport,
-                s.orig_dport,
-                s.packets[0],
-                s.bytes[0],
-                s.reply_src,
-                s.reply_dst,
-                s.reply_sport,
-                s.reply_dport,
-                s.packets[1],
-                s.bytes[1],
-            );
-            if s.assured {
-                out.push_str(" [ASSURED]");
-            }
+            entry(&mut out, s);
             let _ = writeln!(out, " nat={}", n.name);
         }
     }
-    let _ = writeln!(out, "natgw: {total} flow entries have been shown.");
+    for t in tracked {
+        entry(&mut out, &t.flow);
+        out.push_str(" zone=security-groups");
+        if t.rewrite.is_empty() {
+            out.push_str(" rewrite=none\n");
+        } else {
+            let _ = writeln!(out, " rewrite=\"{}\"", t.rewrite);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "natgw: {} flow entries have been shown ({total} NAT sessions, {} flows tracked by security groups).",
+        total + tracked.len(),
+        tracked.len()
+    );
     out
+}
+
+/// One flow in conntrack(8)'s words, without the line's end.
+fn entry(out: &mut String, s: &crate::conntrack::SessionView) {
+    let _ = write!(out, "{:<8} {:<2} {:<6} ", proto_name(s.proto), s.proto, s.expires_in);
+    if let Some(st) = &s.state {
+        let _ = write!(out, "{st} ");
+    }
+    let (sp, dp) = if s.proto == 1 { ("id", "id") } else { ("sport", "dport") };
+    let _ = write!(
+        out,
+        "src={} dst={} {sp}={} {dp}={} packets={} bytes={} src={} dst={} {sp}={} {dp}={} packets={} bytes={}",
+        s.orig_src,
+        s.orig_dst,
+        s.orig_sport,
+        s.orig_dport,
+        s.packets[0],
+        s.bytes[0],
+        s.reply_src,
+        s.reply_dst,
+        s.reply_sport,
+        s.reply_dport,
+        s.packets[1],
+        s.bytes[1],
+    );
+    if s.assured {
+        out.push_str(" [ASSURED]");
+    }
 }
 
 /// One line per session saying what the NAT did, for people new to NAT.

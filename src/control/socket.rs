@@ -35,6 +35,10 @@ pub enum Request {
     NatGatewayDelete {
         name: String,
     },
+    /// Read the config file again and swap in what may change while running.
+    Reload {
+        path: String,
+    },
     Shutdown,
 }
 
@@ -92,13 +96,28 @@ pub struct RouteTableView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "lowercase")]
 pub enum Reply {
-    Status { pid: u32, uptime_secs: u64, interfaces: Vec<String> },
+    Status {
+        pid: u32,
+        uptime_secs: u64,
+        interfaces: Vec<String>,
+    },
     Stats(Box<Stats>),
-    Conntrack { nat: Vec<NatSessions> },
-    Routes { tables: Vec<RouteTableView> },
-    Events { nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)> },
+    Conntrack {
+        nat: Vec<NatSessions>,
+        /// Flows the security groups track, with the rewrite that applies.
+        #[serde(default)]
+        tracked: Vec<crate::control::flows::TrackedFlow>,
+    },
+    Routes {
+        tables: Vec<RouteTableView>,
+    },
+    Events {
+        nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)>,
+    },
     Ok,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Client errors.

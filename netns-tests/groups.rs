@@ -1,0 +1,178 @@
+//! Issue 12 in real namespaces: security groups with curl, socat and ping:
+//! a rule admits, no rule denies (a counted drop naming the interface), a
+//! group reference admits members (a new member with no rule change), the
+//! reply of an allowed flow through the NAT, a removed rule that leaves a
+//! tracked connection alive, and a network ACL next to a group.
+
+use crate::harness::*;
+use std::time::Duration;
+
+const WEB: &str = "198.51.100.10";
+const BASTION_EIP: &str = "203.0.113.10";
+const BASTION: &str = "10.0.0.10";
+const APP: &str = "10.0.1.10";
+
+/// The default lab with groups, and app2 (10.0.1.11, the default group).
+/// bastion admits TCP 8080 from the company (web's 198.51.100.0/24); app
+/// admits TCP 8080 from bastion's group only.
+fn groups_config(name: &str, edits: &[(&str, &str)]) -> String {
+    let groups = r#"
+[[hosts]]
+name = "app2"
+subnet = "private"
+ip = "10.0.1.11"
+
+[[security_groups]]
+name = "bastion-sg"
+inbound = [
+  { protocol = "tcp", ports = "8080", source = "198.51.100.0/24", description = "the company" },
+  { protocol = "icmp", icmp_type = 8, source = "198.51.100.0/24", description = "ping" },
+]
+
+[[security_groups]]
+name = "app-sg"
+inbound = [ { protocol = "tcp", ports = "8080", source = "bastion-sg", description = "from the bastion" } ]
+"#;
+    let mut all = vec![
+        ("elastic_ip = \"203.0.113.10\"", "elastic_ip = \"203.0.113.10\"\nsecurity_groups = [\"bastion-sg\"]"),
+        ("ip = \"10.0.1.10\"", "ip = \"10.0.1.10\"\nsecurity_groups = [\"app-sg\"]"),
+    ];
+    let tail = format!("{groups}\n[[route_tables]]\nname = \"public\"");
+    all.push(("[[route_tables]]\nname = \"public\"", &tail));
+    all.extend_from_slice(edits);
+    lab_config(name, &all)
+}
+
+fn http(lab: &TestLab, host: &str, bind: &str, port: u16) -> std::process::Child {
+    let s = lab
+        .spawn(host, &["python3", "-u", "-m", "http.server", &port.to_string(), "--bind", bind, "--directory", "/etc"]);
+    lab.wait_listen(host, "-ltn", port);
+    s
+}
+
+fn curl_ok(lab: &TestLab, host: &str, url: &str) -> bool {
+    lab.exec(host, &["curl", "-sS", "-o", "/dev/null", "--max-time", "2", url]).0
+}
+
+/// (inbound, outbound) packets the groups of `interface` denied.
+fn sg_denied(lab: &TestLab, interface: &str) -> (u64, u64) {
+    let s = lab.stats_json();
+    s["totals"]["sg_denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[0] == interface)
+        .map_or((0, 0), |e| (e[1].as_u64().unwrap(), e[2].as_u64().unwrap()))
+}
+
+fn reload(lab: &TestLab, file: &str) {
+    let o = natgw(&["reload", "--lab", &lab.name, file]);
+    assert!(o.status.success(), "reload: {}", text(&o));
+}
+
+#[test]
+fn security_groups_admit_deny_and_reference_members() {
+    if !require_root() {
+        return;
+    }
+    let cfg = groups_config("groups", &[]);
+    let lab = TestLab::up("groups", &["--config", &cfg]);
+    let b8080 = http(&lab, "bastion", BASTION, 8080);
+    let b9090 = http(&lab, "bastion", BASTION, 9090);
+    let a8080 = http(&lab, "app", "0.0.0.0", 8080);
+    let web = http(&lab, "web", WEB, 80);
+
+    // A rule admits; no rule, no entry (and the drop names bastion's interface).
+    assert!(curl_ok(&lab, "web", &format!("http://{BASTION_EIP}:8080/hostname")), "8080 is allowed");
+    assert!(!curl_ok(&lab, "web", &format!("http://{BASTION_EIP}:9090/hostname")), "9090 has no rule");
+    let (inbound, _) = sg_denied(&lab, "bastion");
+    assert!(inbound >= 1, "bastion's groups denied {inbound}");
+    let (ok, out) = lab.exec("web", &["ping", "-c", "2", "-i", "0.2", "-W", "2", BASTION_EIP]);
+    assert!(ok, "ping is allowed: {out}");
+
+    // A group as the source: bastion is a member, app2 (same subnet as app,
+    // where no ACL applies) is not.
+    assert!(curl_ok(&lab, "bastion", &format!("http://{APP}:8080/hostname")), "bastion-sg members get in");
+    assert!(!curl_ok(&lab, "app2", &format!("http://{APP}:8080/hostname")), "app2 is no member");
+    assert!(sg_denied(&lab, "app").0 >= 1);
+
+    // app's outbound is a new group's default (all): it reaches web through
+    // the NAT, and the replies come back although app-sg admits nothing from
+    // the internet (the flow is tracked).
+    assert!(curl_ok(&lab, "app", &format!("http://{WEB}/hostname")), "app goes out through the NAT");
+    let ct = lab.conntrack();
+    assert!(ct.contains("zone=security-groups"), "{ct}");
+    assert!(ct.contains(&format!("src={APP} dst={WEB}")) && ct.contains("rewrite=\"nat-1 203.0.113.5:"), "{ct}");
+    assert!(ct.contains("rewrite=\"elastic-ip 203.0.113.10\""), "web -> bastion goes through its Elastic IP: {ct}");
+
+    // app2 joins bastion-sg: no rule changes, and app admits it.
+    let joined =
+        groups_config("groups", &[("ip = \"10.0.1.11\"", "ip = \"10.0.1.11\"\nsecurity_groups = [\"bastion-sg\"]")]);
+    reload(&lab, &joined);
+    assert!(curl_ok(&lab, "app2", &format!("http://{APP}:8080/hostname")), "a new member gets in");
+    for c in [b8080, b9090, a8080, web] {
+        finish(c);
+    }
+}
+
+#[test]
+fn a_removed_rule_leaves_a_tracked_connection_alive() {
+    if !require_root() {
+        return;
+    }
+    let cfg = groups_config("sgtrack", &[]);
+    let lab = TestLab::up("sgtrack", &["--config", &cfg]);
+    let echo = lab.spawn("bastion", &["socat", &format!("TCP-LISTEN:8080,bind={BASTION},fork,reuseaddr"), "EXEC:cat"]);
+    lab.wait_listen("bastion", "-ltn", 8080);
+    // One connection, a line now and a line after the rule is gone.
+    let client = lab.spawn(
+        "web",
+        &["sh", "-c", &format!("(echo before; sleep 2; echo after; sleep 1) | socat -T5 - TCP:{BASTION_EIP}:8080")],
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let removed = groups_config(
+        "sgtrack",
+        &[(
+            "  { protocol = \"tcp\", ports = \"8080\", source = \"198.51.100.0/24\", description = \"the company\" },\n",
+            "",
+        )],
+    );
+    reload(&lab, &removed);
+    std::thread::sleep(Duration::from_millis(3000));
+    let out = finish(client);
+    assert!(out.contains("before") && out.contains("after"), "the tracked connection carried on: {out:?}");
+    // A new connection needs the rule.
+    let (ok, out) = lab.sh("web", &format!("echo new | socat -T2 - TCP:{BASTION_EIP}:8080,connect-timeout=2"));
+    assert!(!ok || !out.contains("new"), "a new connection got in without a rule: {out}");
+    assert!(sg_denied(&lab, "bastion").0 >= 1);
+    finish(echo);
+}
+
+#[test]
+fn a_network_acl_and_a_group_decide_side_by_side() {
+    if !require_root() {
+        return;
+    }
+    // The public subnet's ACL admits 8080 but forgot the ephemeral range on
+    // the way out: the group admits the request, the ACL drops the reply
+    // (stateless), and the counters say which.
+    let acl = "\n[[network_acls]]\nname = \"no-ephemeral\"\ninbound = [ { rule = 100, action = \"allow\", protocol = \"all\", cidr = \"0.0.0.0/0\" } ]\noutbound = [ { rule = 100, action = \"allow\", protocol = \"tcp\", cidr = \"0.0.0.0/0\", ports = \"80\" } ]\n";
+    let cfg = groups_config(
+        "sgacl",
+        &[
+            ("route_table = \"public\"", "route_table = \"public\"\nnetwork_acl = \"no-ephemeral\""),
+            (
+                "[[security_groups]]\nname = \"bastion-sg\"",
+                &format!("{acl}\n[[security_groups]]\nname = \"bastion-sg\""),
+            ),
+        ],
+    );
+    let lab = TestLab::up("sgacl", &["--config", &cfg]);
+    let b8080 = http(&lab, "bastion", BASTION, 8080);
+    assert!(!curl_ok(&lab, "web", &format!("http://{BASTION_EIP}:8080/hostname")), "the reply dies at the ACL");
+    let s = lab.stats_json();
+    let drops = s["totals"]["drops"].as_array().unwrap();
+    let count = |label: &str| drops.iter().find(|d| d[0] == label).and_then(|d| d[1].as_u64()).unwrap_or(0);
+    assert!(count("acl_deny") >= 1 && count("sg_deny") == 0, "the ACL, not the group: {drops:?}");
+    finish(b8080);
+}
