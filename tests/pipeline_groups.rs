@@ -251,3 +251,25 @@ fn the_flow_cache_carries_tracked_flows() {
     let (a, _) = lab.send("app", &tcp(APP, 8080, BASTION, 40000, "A", 101, 50));
     assert_eq!(a, Action::Drop(DropReason::SgDeny));
 }
+
+#[test]
+fn a_flow_through_the_nat_is_tracked_by_its_nat_session() {
+    let default = "\n[[security_groups]]\nname = \"default\"\ninbound = [ { source = \"default\" } ]\noutbound = [ { destination = \"0.0.0.0/0\" } ]\n";
+    let src = groups(default);
+    let mut lab = Lab::from_toml(&src);
+    let out = seen(&lab.pass("app2", "internet", &tcp(APP2, 40000, WEB, 80, "S", 1, 0)));
+    lab.pass("internet", "app2", &tcp(WEB, 80, NAT_IP, out.sport, "SA", 100, 2));
+    assert_eq!(lab.gw.tracker().len(), 0, "no second entry: the NAT session tracks it");
+    assert_eq!(lab.gw.nats()[0].session_count(), 1);
+    // The default group loses its outbound rule: the flow carries on, a new one does not start.
+    swap(&mut lab, &src.replace("outbound = [ { destination = \"0.0.0.0/0\" } ]", "outbound = []"));
+    lab.pass("app2", "internet", &tcp(APP2, 40000, WEB, 80, "A", 2, 101));
+    lab.pass("internet", "app2", &tcp(WEB, 80, NAT_IP, out.sport, "PA", 101, 2));
+    let (a, _) = lab.send("app2", &tcp(APP2, 40001, WEB, 80, "S", 1, 0));
+    assert_eq!(a, Action::Drop(DropReason::SgDeny));
+    // Without the session (expired: the aws profile's 350 s), the flow is gone too.
+    lab.advance(351);
+    lab.expire();
+    let (a, _) = lab.send("app2", &tcp(APP2, 40000, WEB, 80, "A", 2, 101));
+    assert_eq!(a, Action::Drop(DropReason::SgDeny));
+}

@@ -512,6 +512,13 @@ impl NatGateway {
         Some(out)
     }
 
+    /// The direction `key` travels in a live session, without touching it
+    /// (security groups: a NATed flow is tracked by its session).
+    #[inline]
+    pub fn live_dir(&self, now_secs: u32, key: &FlowKey) -> Option<Dir> {
+        self.table.with(key, |s, d| (!s.is_expired(now_secs, &self.config.timeouts)).then_some(d)).flatten()
+    }
+
     /// The session under `key` and the direction `key` travels in it, without
     /// touching it: for a worker's flow cache, which then calls [`Self::carry`].
     pub fn session(&self, key: &FlowKey) -> Option<(Arc<Session>, Dir)> {

@@ -35,6 +35,8 @@ pub(super) struct SgNote {
     pub tracked: Option<Dir>,
     /// Allowed as a new flow: track it once forwarded.
     pub track: bool,
+    /// Tracked by a NAT gateway's session, not the tracker.
+    pub via_nat: bool,
 }
 
 impl Meta {
@@ -47,6 +49,12 @@ impl Meta {
             L4::Opaque => (0, 0),
         };
         FlowKey { src: self.src, dst: self.dst, sport, dport, proto: self.proto }
+    }
+
+    /// A TCP SYN (no ACK, no RST): the first packet of a connection.
+    fn opens_connection(&self) -> bool {
+        use crate::wire::tcp::flags;
+        matches!(self.l4, L4::Tcp { flags: f, .. } if f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN)
     }
 
     /// Whether the packet may start a tracked flow: anything but ICMP
@@ -74,12 +82,25 @@ impl Pipeline {
         let host = &self.topo.hosts[usize::from(h)];
         let mut note = SgNote { checked: true, ..SgNote::default() };
         let key = m.flow_key();
-        if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
+        if m.opens_connection() {
+            // A SYN: the rules decide (a retransmitted one finds its entry
+            // when it is tracked again), without two lookups per new flow.
+            if sg.check(usize::from(h), SgDirection::Outbound, &m.acl_packet()).is_none() {
+                self.counters.sg_denied(usize::from(ingress), SgDirection::Outbound);
+                return Err(Action::Drop(DropReason::SgDeny));
+            }
+            note.key = Some(key);
+            note.track = !host.untracked(m.proto);
+        } else if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
             note.key = Some(key);
             note.tracked = Some(dir);
+        } else if let Some(dir) = self.nat_tracked(now, host, m, &key) {
+            note.key = Some(key);
+            note.tracked = Some(dir);
+            note.via_nat = true;
         } else if self.related(now, pkt, m) {
             // Passes here and at the receiver: note.key stays None.
-        } else if sg.evaluate(&host.groups, SgDirection::Outbound, &m.acl_packet()).is_some() {
+        } else if sg.check(usize::from(h), SgDirection::Outbound, &m.acl_packet()).is_some() {
             note.key = Some(key);
             note.track = m.opens_flow() && !host.untracked(m.proto);
         } else {
@@ -106,9 +127,23 @@ impl Pipeline {
                 // From the internet: the first interface with groups is this one.
                 let key = m.flow_key();
                 note.checked = true;
-                if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
+                if m.opens_connection() {
+                    // A SYN: the rules decide (see `sg_leave`).
+                } else if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
                     note.key = Some(key);
                     note.tracked = Some(dir);
+                    self.note_sg(note);
+                    return Ok(());
+                }
+                // A reply through a NAT session this packet did not create.
+                let trace = self.trace.get();
+                if let Some((_, dir, _)) = trace.nat
+                    && !trace.nat_created
+                    && !host.untracked(m.proto)
+                {
+                    note.key = Some(key);
+                    note.tracked = Some(dir);
+                    note.via_nat = true;
                     self.note_sg(note);
                     return Ok(());
                 }
@@ -121,10 +156,16 @@ impl Pipeline {
             } else {
                 note.track |= m.opens_flow() && !host.untracked(m.proto);
             }
-            if sg.evaluate(&host.groups, SgDirection::Inbound, &m.acl_packet()).is_none() {
+            if sg.check(usize::from(h), SgDirection::Inbound, &m.acl_packet()).is_none() {
                 self.counters.sg_denied(usize::from(egress), SgDirection::Inbound);
                 return Err(Action::Drop(DropReason::SgDeny));
             }
+        }
+        if note.track && self.trace.get().nat.is_some() {
+            // Its NAT session, created on the way, tracks it.
+            note.track = false;
+            note.via_nat = true;
+            note.tracked = Some(Dir::Original);
         }
         if note.track
             && let Some(key) = note.key
@@ -139,13 +180,29 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A packet leaving `host` as `key` on a live NAT session: tracked by it
+    /// (unless `host`'s groups leave the protocol untracked).
+    fn nat_tracked(
+        &self,
+        now: Timestamp,
+        host: &crate::pipeline::topology::Host,
+        m: &Meta,
+        key: &FlowKey,
+    ) -> Option<Dir> {
+        if host.untracked(m.proto) {
+            return None;
+        }
+        self.gw.nats.iter().find_map(|n| n.live_dir(now.secs(), key))
+    }
+
     fn note_sg(&self, note: SgNote) {
         let mut trace = self.trace.get();
         trace.sg = note;
         self.trace.set(trace);
     }
 
-    /// An ICMP error whose quoted packet belongs to a tracked flow.
+    /// An ICMP error whose quoted packet belongs to a tracked flow (in the
+    /// tracker, or a NAT session).
     fn related(&self, now: Timestamp, pkt: &PacketBuf, m: &Meta) -> bool {
         let L4::Icmp { kind, .. } = m.l4 else { return false };
         if !icmpv4::is_error(kind) || m.is_fragment {
@@ -154,7 +211,10 @@ impl Pipeline {
         let b = pkt.bytes();
         let ihl = Ipv4Packet::new_unchecked(b).header_len();
         match icmp_error::parse(&b[ihl..]) {
-            Ok(q) => self.gw.tracker.contains(now.secs(), &q.key),
+            Ok(q) => {
+                self.gw.tracker.contains(now.secs(), &q.key)
+                    || self.gw.nats.iter().any(|n| n.live_dir(now.secs(), &q.key).is_some())
+            }
             Err(_) => false,
         }
     }

@@ -217,6 +217,8 @@ struct Trace {
     /// The decision may not be cached: two NAT sessions (hairpinning), or a
     /// packet too big for its egress.
     uncacheable: bool,
+    /// That NAT session was created by this packet.
+    nat_created: bool,
     /// What the security groups' steps found.
     sg: groups::SgNote,
 }
@@ -546,6 +548,8 @@ impl Pipeline {
         };
         // A tracked flow: the cache carries its entry as the walk would.
         let tracked: Option<(Arc<Session>, Dir)> = match (trace.sg.key, trace.sg.tracked) {
+            // Tracked by its NAT session, which `through` carries.
+            _ if trace.sg.via_nat => None,
             (Some(key), Some(dir)) => match self.gw.tracker.get(&key) {
                 Some((s, d)) if d == dir => Some((s, d)),
                 _ => return,

@@ -56,12 +56,13 @@ impl Pipeline {
     }
 
     /// Notes for the flow cache that the packet went through a NAT session.
-    fn trace_nat(&self, n: NatId, dir: Dir, key: FlowKey) {
+    fn trace_nat(&self, n: NatId, dir: Dir, key: FlowKey, created: bool) {
         let mut trace = self.trace.get();
         if trace.nat.is_some() {
             trace.uncacheable = true;
         }
         trace.nat = Some((n, dir, key));
+        trace.nat_created = created;
         self.trace.set(trace);
     }
 
@@ -159,7 +160,7 @@ impl Pipeline {
         let tcp_flags = m.tcp_flags();
         match nat.outbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
-                self.trace_nat(n, Dir::Original, key);
+                self.trace_nat(n, Dir::Original, key, t.created);
                 self.translate(pkt, m, &t, Side::Source);
                 Ok(())
             }
@@ -254,7 +255,7 @@ impl Pipeline {
         let tcp_flags = m.tcp_flags();
         match nat.inbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
-                self.trace_nat(n, Dir::Reply, key);
+                self.trace_nat(n, Dir::Reply, key, t.created);
                 self.translate(pkt, m, &t, Side::Destination);
                 Ok(())
             }

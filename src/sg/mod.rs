@@ -27,9 +27,9 @@ pub const MAX_RULES: usize = 60;
 #[serde(rename_all = "lowercase")]
 pub enum SgDirection {
     /// Arriving at the host.
-    Inbound,
+    Inbound = 0,
     /// Leaving the host.
-    Outbound,
+    Outbound = 1,
 }
 
 impl SgDirection {
@@ -125,12 +125,147 @@ pub struct SgMatch {
     pub rule: u16,
 }
 
+/// A rule as one interface's check reads it: every field a compare, 24
+/// bytes, the rules of all of the interface's groups in one list.
+#[derive(Clone, Copy, Debug)]
+struct Compiled {
+    /// Port range (every port: 0-65535).
+    lo: u16,
+    hi: u16,
+    /// Protocol number, when `ANY_PROTO` is not in `flags`.
+    proto: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+    flags: u8,
+    /// A CIDR peer: network and mask. A group peer: `group`'s members.
+    net: u32,
+    mask: u32,
+    group: u16,
+    /// Where the rule came from, for the verdict.
+    from_group: u16,
+    from_rule: u16,
+}
+
+const ANY_PROTO: u8 = 0x01;
+const HAS_TYPE: u8 = 0x02;
+const HAS_CODE: u8 = 0x04;
+const PORTS: u8 = 0x08;
+const GROUP_PEER: u8 = 0x10;
+
+impl Compiled {
+    fn new(r: &SgRule, from_group: GroupId, from_rule: usize) -> Compiled {
+        let mut flags = 0;
+        let proto = match r.protocol {
+            RuleProtocol::All => {
+                flags |= ANY_PROTO;
+                0
+            }
+            RuleProtocol::Number(n) => n,
+        };
+        let (lo, hi) = match r.ports {
+            Some(p) => {
+                flags |= PORTS;
+                p
+            }
+            None => (0, 65535),
+        };
+        if r.icmp_type.is_some() {
+            flags |= HAS_TYPE;
+        }
+        if r.icmp_code.is_some() {
+            flags |= HAS_CODE;
+        }
+        let (net, mask, group) = match &r.peer {
+            Peer::Cidr(p) => {
+                let mask = if p.prefix_len() == 0 { 0 } else { u32::MAX << (32 - u32::from(p.prefix_len())) };
+                (p.addr_u32() & mask, mask, 0)
+            }
+            Peer::Group(g) => {
+                flags |= GROUP_PEER;
+                (0, 0, g.0)
+            }
+        };
+        Compiled {
+            lo,
+            hi,
+            proto,
+            icmp_type: r.icmp_type.unwrap_or(0),
+            icmp_code: r.icmp_code.unwrap_or(0),
+            flags,
+            net,
+            mask,
+            group,
+            from_group: from_group.0,
+            from_rule: from_rule as u16,
+        }
+    }
+}
+
 /// Every group of a VPC, with each group's current members.
 #[derive(Clone, Debug, Default)]
 pub struct SecurityGroups {
     groups: Vec<SecurityGroup>,
     /// Per group, the private addresses of the interfaces that carry it, sorted.
     members: Vec<Vec<u32>>,
+    /// Per interface (in the order given to [`SecurityGroups::new`]): the
+    /// rules of all of its groups, inbound and outbound.
+    interfaces: Vec<[RuleIndex; 2]>,
+}
+
+/// One interface's rules for one direction, indexed by port. Rules only
+/// allow, so any rule that matches decides (the union AWS defines) and they
+/// may be looked at in any order: rules with a port range are found through
+/// the elementary intervals their bounds cut 0-65535 into (a binary search,
+/// then the few rules covering that interval); the others are checked in turn.
+#[derive(Clone, Debug, Default)]
+struct RuleIndex {
+    plain: Vec<Compiled>,
+    ported: Vec<Compiled>,
+    /// Starts of the elementary intervals, ascending, the first 0.
+    starts: Vec<u16>,
+    /// Per interval, its range in `ids`.
+    spans: Vec<(u32, u32)>,
+    /// Indexes into `ported`.
+    ids: Vec<u16>,
+}
+
+impl RuleIndex {
+    fn new(rules: Vec<Compiled>) -> RuleIndex {
+        let (ported, plain): (Vec<Compiled>, Vec<Compiled>) = rules.into_iter().partition(|r| r.flags & PORTS != 0);
+        let mut starts: Vec<u16> = vec![0];
+        for r in &ported {
+            starts.push(r.lo);
+            if r.hi < u16::MAX {
+                starts.push(r.hi + 1);
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        let (mut spans, mut ids) = (Vec::with_capacity(starts.len()), Vec::new());
+        for &start in &starts {
+            let from = ids.len() as u32;
+            ids.extend(
+                ported.iter().enumerate().filter(|(_, r)| r.lo <= start && start <= r.hi).map(|(i, _)| i as u16),
+            );
+            spans.push((from, ids.len() as u32));
+        }
+        RuleIndex { plain, ported, starts, spans, ids }
+    }
+
+    /// The rules that may allow a packet to `dport`: the ported ones
+    /// covering it, then every plain one.
+    #[inline]
+    fn candidates(&self, dport: Option<u16>) -> impl Iterator<Item = &Compiled> {
+        let covering: &[u16] = match dport {
+            Some(d) if !self.ported.is_empty() => {
+                let i = self.starts.partition_point(|s| *s <= d) - 1;
+                let (a, b) = self.spans[i];
+                &self.ids[a as usize..b as usize]
+            }
+            _ => &[],
+        };
+        covering.iter().map(|&i| &self.ported[usize::from(i)]).chain(self.plain.iter())
+    }
 }
 
 impl SecurityGroups {
@@ -148,7 +283,56 @@ impl SecurityGroups {
             m.sort_unstable();
             m.dedup();
         }
-        SecurityGroups { groups, members }
+        let compile = |gs: &[GroupId], dir: SgDirection| -> RuleIndex {
+            let mut v = Vec::new();
+            for &g in gs {
+                if let Some(group) = groups.get(usize::from(g.0)) {
+                    v.extend(group.rules(dir).iter().enumerate().map(|(i, r)| Compiled::new(r, g, i)));
+                }
+            }
+            RuleIndex::new(v)
+        };
+        let interfaces = interfaces
+            .iter()
+            .map(|(_, gs)| [compile(gs, SgDirection::Inbound), compile(gs, SgDirection::Outbound)])
+            .collect();
+        SecurityGroups { groups, members, interfaces }
+    }
+
+    /// A rule of interface `ifc`'s groups that allows `p` crossing it in
+    /// `dir` (any: they only allow); None: denied. `ifc` is the index in the
+    /// list given to [`SecurityGroups::new`] (the host's id).
+    #[inline]
+    pub fn check(&self, ifc: usize, dir: SgDirection, p: &AclPacket) -> Option<SgMatch> {
+        let rules = self.interfaces.get(ifc)?[dir as usize].candidates(p.dport);
+        let (dport, icmp) = (p.dport, p.icmp);
+        let addr = match dir {
+            SgDirection::Inbound => p.src,
+            SgDirection::Outbound => p.dst,
+        };
+        for r in rules {
+            if r.flags & ANY_PROTO == 0 && r.proto != p.proto {
+                continue;
+            }
+            if r.flags & PORTS != 0 && !dport.is_some_and(|d| r.lo <= d && d <= r.hi) {
+                continue;
+            }
+            if r.flags & (HAS_TYPE | HAS_CODE) != 0 {
+                let Some((t, c)) = icmp else { continue };
+                if (r.flags & HAS_TYPE != 0 && r.icmp_type != t) || (r.flags & HAS_CODE != 0 && r.icmp_code != c) {
+                    continue;
+                }
+            }
+            let peer_ok = if r.flags & GROUP_PEER != 0 {
+                self.members(GroupId(r.group)).binary_search(&addr).is_ok()
+            } else {
+                addr & r.mask == r.net
+            };
+            if peer_ok {
+                return Some(SgMatch { group: GroupId(r.from_group), rule: r.from_rule });
+            }
+        }
+        None
     }
 
     pub fn groups(&self) -> &[SecurityGroup] {
@@ -318,6 +502,66 @@ mod tests {
         assert_eq!(g.evaluate(&backend, SgDirection::Inbound, &tcp("10.0.1.10", "10.0.2.20", 22)), None);
         let r = &g.group(GroupId(1)).unwrap().inbound[0];
         assert_eq!(g.describe(r, SgDirection::Inbound), "tcp port 8080 from group frontend");
+    }
+
+    #[test]
+    fn the_compiled_check_agrees_with_the_rules() {
+        let g = groups();
+        let hosts: [&[GroupId]; 3] = [&[GroupId(0)], &[GroupId(0)], &[GroupId(1)]];
+        let srcs = ["10.0.1.10", "10.0.1.11", "10.0.2.20", "198.51.100.10", "10.0.3.30"];
+        for (i, gs) in hosts.iter().enumerate() {
+            for dir in [SgDirection::Inbound, SgDirection::Outbound] {
+                for src in srcs {
+                    for port in [22, 80, 8080] {
+                        let mut p = tcp(src, src, port);
+                        if port == 22 {
+                            p.proto = 17;
+                        }
+                        let (a, b) = (g.check(i, dir, &p), g.evaluate(gs, dir, &p));
+                        assert_eq!(a.is_some(), b.is_some(), "{i} {dir:?} {src} {port}");
+                    }
+                }
+            }
+            let ping =
+                AclPacket { proto: 1, src: ip("10.0.1.10"), dst: ip("10.0.1.10"), dport: None, icmp: Some((8, 0)) };
+            assert_eq!(g.check(i, SgDirection::Outbound, &ping), g.evaluate(gs, SgDirection::Outbound, &ping));
+        }
+    }
+
+    #[test]
+    fn the_port_index_finds_every_rule_that_covers_a_port() {
+        let ranges = [(0, 65535), (80, 80), (1024, 65535), (443, 8443), (8080, 8080), (65535, 65535), (0, 0)];
+        for skip in 0..ranges.len() {
+            let rules: Vec<SgRule> = ranges
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, r)| rule(RuleProtocol::Number(6), Some(*r), Peer::Cidr(Prefix::DEFAULT)))
+                .collect();
+            let g = SecurityGroup {
+                name: "g".into(),
+                description: String::new(),
+                inbound: rules.clone(),
+                outbound: vec![],
+            };
+            let sg = SecurityGroups::new(vec![g], &[(1, vec![GroupId(0)])]);
+            for port in [0u16, 1, 79, 80, 81, 443, 1000, 1023, 1024, 8080, 8443, 8444, 65534, 65535] {
+                let p = tcp("198.51.100.10", "10.0.1.10", port);
+                let want: Vec<u16> = rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.ports.is_some_and(|(lo, hi)| lo <= port && port <= hi))
+                    .map(|(i, _)| i as u16)
+                    .collect();
+                let got = sg.check(0, SgDirection::Inbound, &p).map(|m| m.rule);
+                assert_eq!(got.is_some(), !want.is_empty(), "port {port} without {skip}");
+                if let Some(r) = got {
+                    assert!(want.contains(&r), "port {port}: rule {r} does not cover it");
+                }
+                let covering: Vec<u16> = sg.interfaces[0][0].candidates(Some(port)).map(|c| c.from_rule).collect();
+                assert_eq!(covering, want, "port {port} without {skip}");
+            }
+        }
     }
 
     #[test]
