@@ -3,6 +3,7 @@
 //! and an optional third argument: rounds of them): a fixed workload
 //! for instruction-level profiling, e.g.
 //! `valgrind --tool=callgrind target/release/examples/hot_loop 100000 new`.
+//! `NATGW_HOT_CONFIG=FILE` runs it on another VPC file with the same hosts.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling driver: a panic is a failure
 
 use natgw::Timestamp;
@@ -22,7 +23,11 @@ fn syn(sport: u16) -> Vec<u8> {
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let gw = config::parse("hot.toml", config::DEFAULT_LAB).unwrap().build();
+    let src = match std::env::var("NATGW_HOT_CONFIG") {
+        Ok(path) => std::fs::read_to_string(path).unwrap(),
+        Err(_) => config::DEFAULT_LAB.to_string(),
+    };
+    let gw = config::parse("hot.toml", &src).unwrap().build();
     let mut pipe = gw.pipeline();
     let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
     let now = Timestamp::from_secs(1000);

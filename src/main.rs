@@ -42,6 +42,26 @@ enum Cmd {
     /// Delete a NAT gateway of a running gateway: routes to it become blackholes.
     #[command(name = "nat-gateway", subcommand)]
     NatGateway(NatGatewayCmd),
+    /// Explain what would happen to a packet and to its reply, hop by hop
+    /// (e.g. `natgw trace app 198.51.100.10 tcp 80`), without touching any state.
+    Trace {
+        #[command(flatten)]
+        target: Target,
+        /// Source: a host's name or an address (outside the VPC: from the internet).
+        src: String,
+        /// Destination: a host's name or an address.
+        dst: String,
+        /// tcp, udp or icmp.
+        proto: String,
+        /// Destination port (tcp, udp).
+        port: Option<u16>,
+        /// Source port (default 40000) or ICMP identifier (default 1).
+        #[arg(long)]
+        sport: Option<u16>,
+        /// Trace on this config file instead of a running gateway.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Read a running gateway's config file again: route tables, network ACLs,
     /// security groups, hosts' groups and Elastic IPs change without a stop.
     Reload {
@@ -436,6 +456,22 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::NatGateway(NatGatewayCmd::Delete { target, name }) => {
             ask(&target, &Request::NatGatewayDelete { name: name.clone() })?;
             println!("NAT gateway {name} deleted; routes to it are blackholes now (natgw routes)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trace { target, src, dst, proto, port, sport, config } => {
+            let query = natgw::control::trace::Query { src, dst, proto, port, sport };
+            let report = match config {
+                Some(p) => natgw::control::trace::trace(&load(Some(&p))?, &query)?,
+                None => match ask(&target, &Request::Trace { query })? {
+                    Reply::Trace(r) => *r,
+                    other => return Err(format!("unexpected answer: {other:?}")),
+                },
+            };
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", natgw::control::trace::render(&report));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { target, file } => {

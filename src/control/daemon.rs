@@ -430,6 +430,13 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::Trace { query } => {
+            let vpc = s.vpc.lock().clone();
+            match super::trace::trace(&vpc, query) {
+                Ok(r) => Reply::Trace(Box::new(r)),
+                Err(message) => Reply::Error { message },
+            }
+        }
         Request::Reload { path } => match super::config::load(std::path::Path::new(path)) {
             Ok(new) => change(s, |v| v.reload(new)),
             Err(e) => Reply::Error { message: e.to_string() },

@@ -10,3 +10,4 @@ pub mod lab;
 pub mod render;
 pub mod socket;
 pub mod steering;
+pub mod trace;

@@ -39,6 +39,10 @@ pub enum Request {
     Reload {
         path: String,
     },
+    /// What the current VPC would do with a packet (no state is touched).
+    Trace {
+        query: crate::control::trace::Query,
+    },
     Shutdown,
 }
 
@@ -114,6 +118,7 @@ pub enum Reply {
     Events {
         nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)>,
     },
+    Trace(Box<crate::control::trace::Report>),
     Ok,
     Error {
         message: String,

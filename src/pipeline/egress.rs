@@ -22,6 +22,7 @@ impl Pipeline {
     #[inline]
     pub(super) fn drop(&self, r: DropReason) -> Action {
         self.counters.count_drop(r);
+        self.note("verdict", || format!("dropped ({r})"));
         Action::Drop(r)
     }
 
@@ -54,11 +55,15 @@ impl Pipeline {
             && self.gw.settings.mss_clamp
         {
             let in_mtu = topo.interfaces.get(usize::from(ingress)).map_or(mtu, |i| usize::from(i.mtu));
-            clamp_mss(pkt, mtu.min(in_mtu));
+            if let Some(before) = clamp_mss(pkt, mtu.min(in_mtu)) {
+                self.note("MSS", || format!("SYN's MSS {before} lowered to {}", mtu.min(in_mtu) - 40));
+            }
         }
         if !too_big(pkt, mtu) {
+            self.note("verdict", || format!("forwarded out of interface {}", self.if_name(egress)));
             return Action::Forward(egress);
         }
+        self.note("MTU", || format!("{} bytes do not fit the MTU {mtu} of {}", pkt.len(), self.if_name(egress)));
         // Fragmented or refused: sizes vary within a flow, so this is no
         // decision to remember for it.
         let mut trace = self.trace.get();
@@ -259,18 +264,20 @@ pub(super) fn too_big(pkt: &PacketBuf, mtu: usize) -> bool {
 /// Lowers the MSS option of a SYN to what `mtu` allows (mtu - 40), with an
 /// incremental checksum update (none needed for an offloaded checksum: the
 /// option is not in the pseudo-header).
-fn clamp_mss(pkt: &mut PacketBuf, mtu: usize) {
+/// Lowers a SYN's MSS option to what `mtu` allows; the MSS before, if it did.
+fn clamp_mss(pkt: &mut PacketBuf, mtu: usize) -> Option<u16> {
     let limit = mtu.saturating_sub(40).min(usize::from(u16::MAX)) as u16;
     let partial = pkt.offload.csum.is_some();
     let mut ip = Ipv4Packet::new_unchecked(pkt.bytes_mut());
     let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
-    let Some((mss, at)) = tcp.mss_option() else { return };
+    let (mss, at) = tcp.mss_option()?;
     if mss <= limit {
-        return;
+        return None;
     }
     tcp.set_u16_raw(at, limit);
     if !partial {
         let c = Delta::ZERO.word(mss, limit).apply(tcp.checksum());
         tcp.set_checksum(c);
     }
+    Some(mss)
 }

@@ -78,15 +78,16 @@ impl Pipeline {
         pkt: &PacketBuf,
         m: &Meta,
     ) -> Result<(), Action> {
-        let Some(sg) = &self.topo.security_groups else { return Ok(()) };
+        if self.topo.security_groups.is_none() {
+            return Ok(());
+        }
         let host = &self.topo.hosts[usize::from(h)];
         let mut note = SgNote { checked: true, ..SgNote::default() };
         let key = m.flow_key();
         if m.opens_connection() {
             // A SYN: the rules decide (a retransmitted one finds its entry
             // when it is tracked again), without two lookups per new flow.
-            if sg.check(usize::from(h), SgDirection::Outbound, &m.acl_packet()).is_none() {
-                self.counters.sg_denied(usize::from(ingress), SgDirection::Outbound);
+            if !self.sg_rules(h, ingress, SgDirection::Outbound, m) {
                 return Err(Action::Drop(DropReason::SgDeny));
             }
             note.key = Some(key);
@@ -100,13 +101,13 @@ impl Pipeline {
             note.via_nat = true;
         } else if self.related(now, pkt, m) {
             // Passes here and at the receiver: note.key stays None.
-        } else if sg.check(usize::from(h), SgDirection::Outbound, &m.acl_packet()).is_some() {
+        } else if self.sg_rules(h, ingress, SgDirection::Outbound, m) {
             note.key = Some(key);
             note.track = m.opens_flow() && !host.untracked(m.proto);
         } else {
-            self.counters.sg_denied(usize::from(ingress), SgDirection::Outbound);
             return Err(Action::Drop(DropReason::SgDeny));
         }
+        self.note_tracked(&note, host, SgDirection::Outbound);
         self.note_sg(note);
         Ok(())
     }
@@ -116,7 +117,9 @@ impl Pipeline {
     #[inline]
     pub(super) fn sg_arrive(&self, now: Timestamp, egress: IfId, pkt: &PacketBuf, m: &Meta) -> Result<(), Action> {
         let topo = &*self.topo;
-        let Some(sg) = &topo.security_groups else { return Ok(()) };
+        if topo.security_groups.is_none() {
+            return Ok(());
+        }
         let mut note = self.trace.get().sg;
         if note.tracked.is_some() || (note.checked && note.key.is_none()) {
             return Ok(());
@@ -132,6 +135,7 @@ impl Pipeline {
                 } else if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
                     note.key = Some(key);
                     note.tracked = Some(dir);
+                    self.note_tracked(&note, host, SgDirection::Inbound);
                     self.note_sg(note);
                     return Ok(());
                 }
@@ -144,10 +148,12 @@ impl Pipeline {
                     note.key = Some(key);
                     note.tracked = Some(dir);
                     note.via_nat = true;
+                    self.note_tracked(&note, host, SgDirection::Inbound);
                     self.note_sg(note);
                     return Ok(());
                 }
                 if self.related(now, pkt, m) {
+                    self.note_tracked(&note, host, SgDirection::Inbound);
                     self.note_sg(note);
                     return Ok(());
                 }
@@ -156,13 +162,13 @@ impl Pipeline {
             } else {
                 note.track |= m.opens_flow() && !host.untracked(m.proto);
             }
-            if sg.check(usize::from(h), SgDirection::Inbound, &m.acl_packet()).is_none() {
-                self.counters.sg_denied(usize::from(egress), SgDirection::Inbound);
+            if !self.sg_rules(h, egress, SgDirection::Inbound, m) {
                 return Err(Action::Drop(DropReason::SgDeny));
             }
         }
         if note.track && self.trace.get().nat.is_some() {
             // Its NAT session, created on the way, tracks it.
+            self.note("security group", || "new flow tracked by its NAT gateway session".to_string());
             note.track = false;
             note.via_nat = true;
             note.tracked = Some(Dir::Original);
@@ -173,6 +179,7 @@ impl Pipeline {
             if self.gw.tracker.track(now.secs(), &key, m.tcp_flags(), pkt.len()).is_err() {
                 return Err(self.drop(DropReason::ConntrackFull));
             }
+            self.note("security group", || format!("new flow tracked: {key:?} (security group timeouts)"));
             note.track = false;
             note.tracked = Some(Dir::Original);
         }
@@ -193,6 +200,55 @@ impl Pipeline {
             return None;
         }
         self.gw.nats.iter().find_map(|n| n.live_dir(now.secs(), key))
+    }
+
+    /// Host `h`'s rules for a packet crossing its interface `ifc` in `dir`:
+    /// allowed, or counted as denied there. Recorded either way.
+    fn sg_rules(&self, h: HostId, ifc: IfId, dir: SgDirection, m: &Meta) -> bool {
+        let Some(sg) = &self.topo.security_groups else { return true };
+        let host = &self.topo.hosts[usize::from(h)];
+        match sg.check(usize::from(h), dir, &m.acl_packet()) {
+            Some(hit) => {
+                self.note("security group", || {
+                    let g = sg.group(hit.group);
+                    let rule = g.and_then(|g| g.rules(dir).get(usize::from(hit.rule)));
+                    format!(
+                        "{} {}: group {} {} rule {} ({}) allows",
+                        host.name,
+                        dir.name(),
+                        g.map_or("?", |g| g.name.as_str()),
+                        dir.name(),
+                        hit.rule + 1,
+                        rule.map_or(String::new(), |r| sg.describe(r, dir))
+                    )
+                });
+                true
+            }
+            None => {
+                self.counters.sg_denied(usize::from(ifc), dir);
+                self.note("security group", || {
+                    let names: Vec<&str> =
+                        host.groups.iter().filter_map(|g| sg.group(*g)).map(|g| g.name.as_str()).collect();
+                    format!("{} {}: no rule of {} allows it", host.name, dir.name(), names.join(", "))
+                });
+                self.note("verdict", || format!("dropped ({})", DropReason::SgDeny));
+                false
+            }
+        }
+    }
+
+    /// Records why a packet passed a host's groups without their rules.
+    fn note_tracked(&self, note: &SgNote, host: &crate::pipeline::topology::Host, dir: SgDirection) {
+        if !self.recording {
+            return;
+        }
+        let why = match (note.tracked, note.via_nat, note.key) {
+            (Some(d), true, _) => format!("a tracked flow ({d:?} direction of a NAT gateway session)"),
+            (Some(d), false, _) => format!("a tracked flow ({d:?} direction)"),
+            (None, _, None) => "an ICMP error about a tracked flow".to_string(),
+            _ => return,
+        };
+        self.note("security group", || format!("{} {}: {why}: passes whatever the rules say", host.name, dir.name()));
     }
 
     fn note_sg(&self, note: SgNote) {

@@ -30,6 +30,7 @@ pub mod frag;
 pub mod groups;
 pub mod nat_step;
 pub mod outbox;
+pub mod record;
 pub mod reply;
 pub mod topology;
 pub mod walk;
@@ -181,6 +182,8 @@ impl Gateway {
             head_len: 0,
             cache: FlowCache::new(),
             trace: Cell::new(Trace::default()),
+            recording: false,
+            record: RefCell::new(Vec::new()),
         }
     }
 }
@@ -207,6 +210,9 @@ pub struct Pipeline {
     cache: FlowCache,
     /// What the walk of the current packet did that its cache entry needs.
     trace: Cell<Trace>,
+    /// Record each step of the walk ([`record`], `natgw trace`).
+    recording: bool,
+    record: RefCell<Vec<record::Hop>>,
 }
 
 /// Noted during the walk, for the flow cache.
@@ -420,7 +426,7 @@ impl Pipeline {
         if self.gw.settings.route_only {
             return self.route_only(pkt);
         }
-        let probe = if self.gw.settings.flow_cache {
+        let probe = if self.gw.settings.flow_cache && !self.recording {
             match self.cached(now, ingress, pkt) {
                 Ok(a) => return a,
                 Err(p) => p,

@@ -161,10 +161,18 @@ impl Pipeline {
         match nat.outbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
                 self.trace_nat(n, Dir::Original, key, t.created);
+                self.note("NAT gateway", || {
+                    let how = if t.created { "new mapping" } else { "existing session" };
+                    let ext = std::net::Ipv4Addr::from(t.rewrite.addr);
+                    format!("{}: {how}, source {}:{} -> {ext}:{}", nat.name, key.src_addr(), key.sport, t.rewrite.port)
+                });
                 self.translate(pkt, m, &t, Side::Source);
                 Ok(())
             }
-            Err(e) => Err(self.nat_refused(now, topo, n, nat, ingress, pkt, m, e)),
+            Err(e) => {
+                self.note("NAT gateway", || format!("{}: no translation ({e:?})", nat.name));
+                Err(self.nat_refused(now, topo, n, nat, ingress, pkt, m, e))
+            }
         }
     }
 
@@ -256,10 +264,24 @@ impl Pipeline {
         match nat.inbound(now.secs(), &key, tcp_flags, pkt.len()) {
             Ok(t) => {
                 self.trace_nat(n, Dir::Reply, key, t.created);
+                self.note("NAT gateway", || {
+                    let how = if t.created { "new session (the filter lets it in)" } else { "the session's reply" };
+                    let to = std::net::Ipv4Addr::from(t.rewrite.addr);
+                    format!(
+                        "{}: {how}, destination {}:{} -> {to}:{}",
+                        nat.name,
+                        key.dst_addr(),
+                        key.dport,
+                        t.rewrite.port
+                    )
+                });
                 self.translate(pkt, m, &t, Side::Destination);
                 Ok(())
             }
-            Err(NatError::Filtered) => Err(self.drop(DropReason::NatFiltered)),
+            Err(NatError::Filtered) => {
+                self.note("NAT gateway", || format!("{}: the mapping's filter refuses {}", nat.name, key.src_addr()));
+                Err(self.drop(DropReason::NatFiltered))
+            }
             Err(_) => {
                 // RFC 5382 REQ-4: an unsolicited SYN may get a delayed answer.
                 if tcp_flags & (flags::SYN | flags::ACK) == flags::SYN && !m.is_fragment {

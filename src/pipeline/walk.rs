@@ -33,7 +33,14 @@ impl Pipeline {
         match ifc.kind {
             IfKind::Host(h) => {
                 let host = &topo.hosts[usize::from(h)];
+                self.note("interface", || {
+                    let s = &topo.subnets[usize::from(host.subnet)];
+                    format!("from host {} ({}) in subnet {} ({})", host.name, host.ip, s.name, s.cidr)
+                });
                 if host.source_dest_check && m.src != u32::from(host.ip) {
+                    self.note("source/destination check", || {
+                        format!("source {} is not {}'s own address", std::net::Ipv4Addr::from(m.src), host.name)
+                    });
                     return self.drop(DropReason::SourceCheck);
                 }
                 if let Err(a) = self.sg_leave(now, h, ingress, pkt, m) {
@@ -45,6 +52,9 @@ impl Pipeline {
                 }
                 // Inside one subnet the VPC is a switch: no hop, no ACL.
                 if subnet.cidr.contains_u32(m.dst) {
+                    self.note("subnet", || {
+                        format!("same subnet {}: delivered directly, no route table, no network ACL", subnet.name)
+                    });
                     return match topo.host_by_ip(m.dst) {
                         Some(peer) => self.forward(now, topo.hosts[usize::from(peer)].interface, ingress, pkt, m),
                         None => self.unreachable(
@@ -64,6 +74,7 @@ impl Pipeline {
                 self.route(now, topo, At::Subnet(host.subnet), ingress, pkt, m)
             }
             IfKind::Internet => {
+                self.note("interface", || "from the internet (through the internet gateway)".to_string());
                 if topo.is_own(m.dst) {
                     return self.to_gateway(ingress, pkt, m);
                 }
@@ -95,12 +106,28 @@ impl Pipeline {
             match at {
                 At::Subnet(s) => {
                     let subnet = &topo.subnets[usize::from(s)];
-                    let Some(route) = topo.route_tables[subnet.route_table].lookup(m.dst) else {
+                    let table = &topo.route_tables[subnet.route_table];
+                    let Some(route) = table.lookup(m.dst) else {
+                        self.note("route table", || {
+                            format!(
+                                "{} (subnet {}): no route to {}",
+                                table.name,
+                                subnet.name,
+                                std::net::Ipv4Addr::from(m.dst)
+                            )
+                        });
                         if translated {
                             return self.drop(DropReason::NoRoute);
                         }
                         return self.unreachable(now, ingress, pkt, m, DropReason::NoRoute, icmpv4::unreachable::NET);
                     };
+                    self.note("route table", || {
+                        let state = if route.effective() == Target::Blackhole { " (blackhole)" } else { "" };
+                        format!(
+                            "{} (subnet {}): {} -> {}{state}",
+                            table.name, subnet.name, route.destination, route.target_name
+                        )
+                    });
                     match route.effective() {
                         Target::Local => {
                             let Some(h) = topo.host_by_ip(m.dst) else {
@@ -147,6 +174,9 @@ impl Pipeline {
                                 let Some(eip) = host.elastic_ip else {
                                     return self.drop(DropReason::NoPublicIp);
                                 };
+                                self.note("internet gateway", || {
+                                    format!("source {} -> Elastic IP {eip} ({}'s, 1:1)", host.ip, host.name)
+                                });
                                 self.static_nat(pkt, m, Side::Source, eip.octets(), host.eip_delta);
                                 translated = true;
                             } else if topo.public_owner(m.src).is_none() {
@@ -158,6 +188,7 @@ impl Pipeline {
                                 at = At::Internet;
                                 continue;
                             }
+                            self.note("internet gateway", || "out to the internet".to_string());
                             return self.forward(now, internet.interface, ingress, pkt, m);
                         }
                         Target::NatGateway(n) => {
@@ -184,6 +215,14 @@ impl Pipeline {
                 At::Internet => match topo.public_owner(m.dst) {
                     Some(PublicOwner::Host(h)) => {
                         let host = &topo.hosts[usize::from(h)];
+                        self.note("internet gateway", || {
+                            format!(
+                                "Elastic IP {} is {}'s: destination -> {}",
+                                std::net::Ipv4Addr::from(m.dst),
+                                host.name,
+                                host.ip
+                            )
+                        });
                         if !self.acl(topo, host.subnet, AclDirection::Inbound, m) {
                             return self.drop(DropReason::AclDeny);
                         }
@@ -231,10 +270,22 @@ impl Pipeline {
     /// Evaluates subnet `s`'s network ACL for a packet crossing its boundary.
     #[inline]
     fn acl(&self, topo: &Topology, s: SubnetId, dir: AclDirection, m: &Meta) -> bool {
-        let Some(acl) = topo.subnets.get(usize::from(s)).and_then(|sub| topo.acls.get(sub.acl)) else {
+        let Some(sub) = topo.subnets.get(usize::from(s)) else { return true };
+        let Some(acl) = topo.acls.get(sub.acl) else { return true };
+        if acl.is_allow_all() && !self.recording {
             return true;
-        };
-        acl.is_allow_all() || acl.evaluate(dir, &m.acl_packet()).action == RuleAction::Allow
+        }
+        let v = acl.evaluate(dir, &m.acl_packet());
+        self.note("network ACL", || {
+            let d = match dir {
+                AclDirection::Inbound => "inbound",
+                AclDirection::Outbound => "outbound",
+            };
+            let rule = v.rule.map_or("*".to_string(), |n| n.to_string());
+            let action = if v.action == RuleAction::Allow { "allow" } else { "deny" };
+            format!("{} (subnet {}) {d}: rule {rule} {action}", acl.name, sub.name)
+        });
+        v.action == RuleAction::Allow
     }
 
     /// A packet leaving subnet `from` for subnet `to`: the outbound ACL of one

@@ -4,6 +4,7 @@
 //! Every view follows one pattern: `new_checked` validates once, then accessors
 //! cannot panic. No header offset appears outside this module.
 
+pub mod build;
 pub mod checksum;
 pub mod icmpv4;
 pub mod ipv4;
