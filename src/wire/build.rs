@@ -68,8 +68,11 @@ pub fn probe(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, tcp_
     b
 }
 
-/// The fields of a packet, for display: (proto, src, dst, sport, dport).
-pub fn fields(b: &[u8]) -> Option<(u8, [u8; 4], [u8; 4], u16, u16)> {
+/// A packet's protocol, addresses and ports (ICMP: the identifier twice).
+pub type Fields = (u8, [u8; 4], [u8; 4], u16, u16);
+
+/// The fields of a packet, for display.
+pub fn fields(b: &[u8]) -> Option<Fields> {
     let ip = Ipv4Packet::new_checked(b).ok()?;
     let (proto, p) = (ip.protocol(), ip.payload());
     let (sport, dport) = match proto {
