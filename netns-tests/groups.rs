@@ -176,3 +176,87 @@ fn a_network_acl_and_a_group_decide_side_by_side() {
     assert!(count("acl_deny") >= 1 && count("sg_deny") == 0, "the ACL, not the group: {drops:?}");
     finish(b8080);
 }
+
+/// `natgw trace --json` against the running lab.
+fn trace(lab: &TestLab, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["trace", "--lab", &lab.name, "--json"];
+    a.extend_from_slice(args);
+    let o = natgw(&a);
+    assert!(o.status.success(), "trace: {}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("trace json")
+}
+
+fn drop_count(lab: &TestLab, label: &str) -> u64 {
+    let s = lab.stats_json();
+    s["totals"]["drops"].as_array().unwrap().iter().find(|d| d[0] == label).and_then(|d| d[1].as_u64()).unwrap_or(0)
+}
+
+/// The number of entries `natgw conntrack` lists.
+fn entries(lab: &TestLab) -> usize {
+    lab.conntrack().lines().filter(|l| l.contains(" src=")).count()
+}
+
+#[test]
+fn trace_predicts_what_real_traffic_then_does() {
+    if !require_root() {
+        return;
+    }
+    // The private subnet's ACL forgot the ephemeral range.
+    let acl = "\n[[network_acls]]\nname = \"no-ephemeral\"\noutbound = [ { rule = 100, action = \"allow\", protocol = \"all\", cidr = \"0.0.0.0/0\" } ]\ninbound = [ { rule = 100, action = \"allow\", protocol = \"tcp\", cidr = \"10.0.0.0/16\", ports = \"22\" } ]\n";
+    let cfg = groups_config(
+        "sgtrace",
+        &[
+            ("route_table = \"private\"", "route_table = \"private\"\nnetwork_acl = \"no-ephemeral\""),
+            (
+                "[[security_groups]]\nname = \"bastion-sg\"",
+                &format!("{acl}\n[[security_groups]]\nname = \"bastion-sg\""),
+            ),
+        ],
+    );
+    let lab = TestLab::up("sgtrace", &["--config", &cfg]);
+    let web = http(&lab, "web", WEB, 80);
+    let b8080 = http(&lab, "bastion", BASTION, 8080);
+    let b9090 = http(&lab, "bastion", BASTION, 9090);
+    assert!(curl_ok(&lab, "bastion", &format!("http://{WEB}/hostname")), "a flow in the table first");
+    let before = entries(&lab);
+    assert!(before >= 1);
+
+    // 1. The NACL: the request passes, the reply dies at rule * of the
+    // private subnet's inbound ACL; then curl does exactly that.
+    let t = trace(&lab, &["app", WEB, "tcp", "80"]);
+    assert_eq!(t["request"]["verdict"], "forwarded", "{t}");
+    assert_eq!(t["reply"]["verdict"], "dropped (acl_deny)", "{t}");
+    let acl_hops: Vec<&str> = t["reply"]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["step"] == "network ACL")
+        .map(|h| h["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(acl_hops.last(), Some(&"no-ephemeral (subnet private) inbound: rule * deny"), "{t}");
+    assert_eq!(entries(&lab), before, "a trace leaves the table as it was");
+    let acl_before = drop_count(&lab, "acl_deny");
+    assert!(!curl_ok(&lab, "app", &format!("http://{WEB}/hostname")), "the reply is lost, as predicted");
+    assert!(drop_count(&lab, "acl_deny") > acl_before, "and counted at the ACL");
+
+    // 2. The group: 9090 has no rule on bastion-sg, 8080 has one.
+    let t = trace(&lab, &[WEB, BASTION_EIP, "tcp", "9090"]);
+    assert_eq!(t["request"]["verdict"], "dropped (sg_deny)", "{t}");
+    let hops = t["request"]["hops"].to_string();
+    assert!(hops.contains("bastion inbound: no rule of bastion-sg allows it"), "{hops}");
+    let denied_before = sg_denied(&lab, "bastion").0;
+    assert!(!curl_ok(&lab, "web", &format!("http://{BASTION_EIP}:9090/")));
+    assert!(sg_denied(&lab, "bastion").0 > denied_before, "denied where the trace said");
+    let t = trace(&lab, &[WEB, BASTION_EIP, "tcp", "8080"]);
+    assert_eq!(t["reply"]["verdict"], "forwarded", "{t}");
+    assert!(
+        t["request"]["hops"]
+            .to_string()
+            .contains("group bastion-sg inbound rule 1 (tcp port 8080 from 198.51.100.0/24) allows"),
+        "{t}"
+    );
+    assert!(curl_ok(&lab, "web", &format!("http://{BASTION_EIP}:8080/hostname")), "and it gets in");
+    for c in [web, b8080, b9090] {
+        finish(c);
+    }
+}

@@ -463,7 +463,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let report = match config {
                 Some(p) => natgw::control::trace::trace(&load(Some(&p))?, &query)?,
                 None => match ask(&target, &Request::Trace { query })? {
-                    Reply::Trace(r) => *r,
+                    Reply::Trace { report } => *report,
                     other => return Err(format!("unexpected answer: {other:?}")),
                 },
             };

@@ -433,7 +433,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::Trace { query } => {
             let vpc = s.vpc.lock().clone();
             match super::trace::trace(&vpc, query) {
-                Ok(r) => Reply::Trace(Box::new(r)),
+                Ok(r) => Reply::Trace { report: Box::new(r) },
                 Err(message) => Reply::Error { message },
             }
         }

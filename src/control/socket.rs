@@ -118,7 +118,9 @@ pub enum Reply {
     Events {
         nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)>,
     },
-    Trace(Box<crate::control::trace::Report>),
+    Trace {
+        report: Box<crate::control::trace::Report>,
+    },
     Ok,
     Error {
         message: String,
