@@ -252,19 +252,24 @@ impl RuleIndex {
         RuleIndex { plain, ported, starts, spans, ids }
     }
 
-    /// The rules that may allow a packet to `dport`: the ported ones
-    /// covering it, then every plain one.
+    /// The ported rules covering `dport` (indexes into `ported`).
     #[inline]
-    fn candidates(&self, dport: Option<u16>) -> impl Iterator<Item = &Compiled> {
-        let covering: &[u16] = match dport {
+    fn covering(&self, dport: Option<u16>) -> &[u16] {
+        match dport {
             Some(d) if !self.ported.is_empty() => {
                 let i = self.starts.partition_point(|s| *s <= d) - 1;
                 let (a, b) = self.spans[i];
                 &self.ids[a as usize..b as usize]
             }
             _ => &[],
-        };
-        covering.iter().map(|&i| &self.ported[usize::from(i)]).chain(self.plain.iter())
+        }
+    }
+
+    /// The rules that may allow a packet to `dport`: the ported ones
+    /// covering it, then every plain one.
+    #[cfg(test)]
+    fn candidates(&self, dport: Option<u16>) -> impl Iterator<Item = &Compiled> {
+        self.covering(dport).iter().map(|&i| &self.ported[usize::from(i)]).chain(self.plain.iter())
     }
 }
 
@@ -304,35 +309,43 @@ impl SecurityGroups {
     /// list given to [`SecurityGroups::new`] (the host's id).
     #[inline]
     pub fn check(&self, ifc: usize, dir: SgDirection, p: &AclPacket) -> Option<SgMatch> {
-        let rules = self.interfaces.get(ifc)?[dir as usize].candidates(p.dport);
-        let (dport, icmp) = (p.dport, p.icmp);
+        let index = &self.interfaces.get(ifc)?[dir as usize];
         let addr = match dir {
             SgDirection::Inbound => p.src,
             SgDirection::Outbound => p.dst,
         };
-        for r in rules {
+        let hit = |r: &Compiled| SgMatch { group: GroupId(r.from_group), rule: r.from_rule };
+        for &i in index.covering(p.dport) {
+            let r = &index.ported[usize::from(i)];
+            // A ported rule is TCP or UDP and covers the port: the protocol and the peer are left.
+            if r.proto == p.proto && self.peer_ok(r, addr) {
+                return Some(hit(r));
+            }
+        }
+        for r in &index.plain {
             if r.flags & ANY_PROTO == 0 && r.proto != p.proto {
                 continue;
             }
-            if r.flags & PORTS != 0 && !dport.is_some_and(|d| r.lo <= d && d <= r.hi) {
-                continue;
-            }
             if r.flags & (HAS_TYPE | HAS_CODE) != 0 {
-                let Some((t, c)) = icmp else { continue };
+                let Some((t, c)) = p.icmp else { continue };
                 if (r.flags & HAS_TYPE != 0 && r.icmp_type != t) || (r.flags & HAS_CODE != 0 && r.icmp_code != c) {
                     continue;
                 }
             }
-            let peer_ok = if r.flags & GROUP_PEER != 0 {
-                self.members(GroupId(r.group)).binary_search(&addr).is_ok()
-            } else {
-                addr & r.mask == r.net
-            };
-            if peer_ok {
-                return Some(SgMatch { group: GroupId(r.from_group), rule: r.from_rule });
+            if self.peer_ok(r, addr) {
+                return Some(hit(r));
             }
         }
         None
+    }
+
+    #[inline]
+    fn peer_ok(&self, r: &Compiled, addr: u32) -> bool {
+        if r.flags & GROUP_PEER != 0 {
+            self.members(GroupId(r.group)).binary_search(&addr).is_ok()
+        } else {
+            addr & r.mask == r.net
+        }
     }
 
     pub fn groups(&self) -> &[SecurityGroup] {
