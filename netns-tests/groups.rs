@@ -260,3 +260,25 @@ fn trace_predicts_what_real_traffic_then_does() {
         finish(c);
     }
 }
+
+/// Every scenario of `natgw lab scenario list`, run as a user runs it: each
+/// checks that `natgw trace` predicted what real traffic then did (verdicts,
+/// the ACL rule number, the group), and leaves no namespace behind.
+#[test]
+fn every_lab_scenario_runs_and_checks_itself() {
+    if !require_root() {
+        return;
+    }
+    let _guard = machine_lock();
+    let list = text(&natgw(&["lab", "scenario", "list"]));
+    let names: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(names.len() >= 5, "{list}");
+    for name in names {
+        let o = natgw(&["lab", "scenario", "run", name]);
+        let out = text(&o);
+        assert!(o.status.success() && out.contains("every check passed"), "scenario {name}:\n{out}");
+        assert!(!out.contains("FAILED"), "{out}");
+        let prefix = out.split("Tearing down the lab (").nth(1).and_then(|s| s.split("-*").next()).unwrap_or("?");
+        assert!(namespaces_with(prefix).is_empty(), "scenario {name} left {:?}", namespaces_with(prefix));
+    }
+}

@@ -35,6 +35,9 @@ pub fn require_root() -> bool {
         "nft",
         "turnserver",
         "turnutils_natdiscovery",
+        "/usr/sbin/sshd",
+        "ssh-keygen",
+        "nc",
     ] {
         assert!(
             Command::new("sh")

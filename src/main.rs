@@ -171,6 +171,10 @@ enum LabCmd {
         #[arg(long)]
         route_only: bool,
     },
+    /// The study notes' experiments, each one command that checks itself:
+    /// `natgw lab scenario list`, `natgw lab scenario run NAME`.
+    #[command(subcommand)]
+    Scenario(ScenarioCmd),
     /// Stop the gateway and remove the namespaces.
     Down {
         #[arg(long, default_value = "default")]
@@ -214,6 +218,14 @@ enum RouteCmd {
         table: String,
         destination: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCmd {
+    /// List the scenarios.
+    List,
+    /// Build a scenario's lab, run it, check it, tear it down.
+    Run { name: String },
 }
 
 #[derive(Subcommand)]
@@ -377,6 +389,14 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Lab(LabCmd::Demo { config, no_offload }) => {
             let cfg = read_config(config.as_deref())?;
             demo::run(cfg, &exe()?, no_offload.then_some(false)).map_err(|e| format!("demo: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Scenario(ScenarioCmd::List)) => {
+            print!("{}", natgw::control::scenario::list());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Scenario(ScenarioCmd::Run { name })) => {
+            natgw::control::scenario::run(&name, &exe()?).map_err(|e| format!("scenario {name}: {e}"))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::List) => {

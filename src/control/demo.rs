@@ -27,10 +27,10 @@ pub enum DemoError {
     Io { what: String, source: std::io::Error },
 }
 
-struct Demo {
-    state: LabState,
-    stop: Arc<AtomicBool>,
-    failures: Vec<String>,
+pub(super) struct Demo {
+    pub(super) state: LabState,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) failures: Vec<String>,
 }
 
 fn have(tool: &str) -> bool {
@@ -41,21 +41,21 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn indent(s: &str) -> String {
+pub(super) fn indent(s: &str) -> String {
     s.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 impl Demo {
-    fn check_stop(&self) -> Result<(), DemoError> {
+    pub(super) fn check_stop(&self) -> Result<(), DemoError> {
         if self.stop.load(Ordering::Relaxed) { Err(DemoError::Interrupted) } else { Ok(()) }
     }
 
-    fn ns(&self, host: &str) -> Result<String, DemoError> {
+    pub(super) fn ns(&self, host: &str) -> Result<String, DemoError> {
         Ok(self.state.namespace_of(host)?.to_string())
     }
 
     /// Runs `argv` in `host`, printing the command the user would type and its output.
-    fn show(&self, host: &str, argv: &[&str]) -> Result<(bool, String), DemoError> {
+    pub(super) fn show(&self, host: &str, argv: &[&str]) -> Result<(bool, String), DemoError> {
         self.check_stop()?;
         let shown: Vec<String> =
             argv.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.to_string() }).collect();
@@ -72,7 +72,7 @@ impl Demo {
     }
 
     /// Starts a long-running process in `host`, its output in `log`.
-    fn background(&self, host: &str, argv: &[&str], log: &Path) -> Result<Child, DemoError> {
+    pub(super) fn background(&self, host: &str, argv: &[&str], log: &Path) -> Result<Child, DemoError> {
         let f =
             std::fs::File::create(log).map_err(|source| DemoError::Io { what: log.display().to_string(), source })?;
         let f2 = f.try_clone().map_err(|source| DemoError::Io { what: "log".into(), source })?;
@@ -86,7 +86,7 @@ impl Demo {
     }
 
     /// Waits until something listens on `port` (`tcp` or `udp`) in `host`.
-    fn wait_listening(&self, host: &str, proto: &str, port: u16) -> Result<(), DemoError> {
+    pub(super) fn wait_listening(&self, host: &str, proto: &str, port: u16) -> Result<(), DemoError> {
         let flag = if proto == "tcp" { "-ltn" } else { "-lun" };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -102,7 +102,7 @@ impl Demo {
         Err(DemoError::Check(format!("nothing listens on {proto} port {port} in {host} after 10 s")))
     }
 
-    fn expect(&mut self, ok: bool, what: &str) {
+    pub(super) fn expect(&mut self, ok: bool, what: &str) {
         if ok {
             println!("  ok: {what}");
         } else {
@@ -111,7 +111,7 @@ impl Demo {
         }
     }
 
-    fn request(&self, r: &Request) -> Option<Reply> {
+    pub(super) fn request(&self, r: &Request) -> Option<Reply> {
         socket::request(&self.state.socket, r).ok()
     }
 }

@@ -8,6 +8,7 @@ pub mod flows;
 pub mod kernel_lab;
 pub mod lab;
 pub mod render;
+pub mod scenario;
 pub mod socket;
 pub mod steering;
 pub mod trace;

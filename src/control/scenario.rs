@@ -1,0 +1,508 @@
+//! `natgw lab scenario`: the study notes' experiments, each one command that
+//! builds its lab (examples/scenarios/NAME.toml), runs real tools in it,
+//! shows what `natgw trace` predicted next to what the traffic then did,
+//! checks both, and tears the lab down (also on failure or Ctrl-C).
+
+use super::demo::{Demo, DemoError, indent};
+use super::lab::{self, LabState, UpOptions};
+use super::socket::{Reply, Request};
+use super::trace::{self, Query};
+use crate::io::netns;
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// One step of a scenario.
+enum Step {
+    /// A sentence for the reader.
+    Say(&'static str),
+    /// Start a server in a host (`{dir}` in an argument: the lab's directory),
+    /// and wait until it listens on this TCP port.
+    Serve { host: &'static str, argv: &'static [&'static str], port: u16 },
+    /// A directory a daemon insists on (sshd's privilege separation
+    /// directory, which Debian's service would make): made if missing, kept.
+    MkDir(&'static str),
+    /// Write a file into the lab's directory (`{dir}` replaced).
+    File { name: &'static str, text: &'static str },
+    /// Run a command in a host: it must succeed (or fail), and its output
+    /// contain `want` when it succeeds.
+    Run { host: &'static str, argv: &'static [&'static str], ok: bool, want: &'static str, what: &'static str },
+    /// `natgw trace SRC DST PROTO PORT` against the running lab: the
+    /// request's and the reply's verdicts start with these, and some hop
+    /// says `hop`.
+    Trace {
+        q: (&'static str, &'static str, &'static str, Option<u16>),
+        request: &'static str,
+        reply: Option<&'static str>,
+        hop: &'static str,
+    },
+    /// Edit the lab's file (replace `from` by `to`) and `natgw reload` it.
+    Reload { from: &'static str, to: &'static str, what: &'static str },
+    /// A drop counter of `natgw stats` is above zero.
+    Dropped { reason: &'static str, what: &'static str },
+}
+
+/// A scenario.
+pub struct Scenario {
+    pub name: &'static str,
+    pub title: &'static str,
+    config: &'static str,
+    steps: &'static [Step],
+}
+
+const WEB_HTTP: &[&str] = &["python3", "-m", "http.server", "80", "--bind", "198.51.100.10", "--directory", "/etc"];
+const APP_CURL_WEB: &[&str] =
+    &["curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "http://198.51.100.10/hostname"];
+
+/// Every scenario.
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "nacl-ephemeral",
+        title: "a network ACL that forgot the ephemeral range: the request passes, the reply dies at rule *",
+        config: include_str!("../../examples/scenarios/nacl-ephemeral.toml"),
+        steps: &[
+            Step::Say("The private subnet's ACL admits SSH from the VPC only. app asks web for a page."),
+            Step::Serve { host: "web", argv: WEB_HTTP, port: 80 },
+            Step::Trace {
+                q: ("app", "198.51.100.10", "tcp", Some(80)),
+                request: "forwarded",
+                reply: Some("dropped (acl_deny)"),
+                hop: "private-acl (subnet private) inbound: rule * deny",
+            },
+            Step::Run {
+                host: "app",
+                argv: APP_CURL_WEB,
+                ok: false,
+                want: "",
+                what: "curl gets no answer: the reply died where the trace said",
+            },
+            Step::Dropped { reason: "acl_deny", what: "natgw stats counted the reply at the ACL" },
+            Step::Reload {
+                from: "ports = \"22\" },",
+                to: "ports = \"22\" },\n  { rule = 200, action = \"allow\", protocol = \"tcp\", cidr = \"0.0.0.0/0\", ports = \"1024-65535\" },",
+                what: "the fix: admit the ephemeral range 1024-65535, as AWS advises",
+            },
+            Step::Trace {
+                q: ("app", "198.51.100.10", "tcp", Some(80)),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "private-acl (subnet private) inbound: rule 200 allow",
+            },
+            Step::Run { host: "app", argv: APP_CURL_WEB, ok: true, want: "200", what: "curl gets its page" },
+        ],
+    },
+    Scenario {
+        name: "group-reference",
+        title: "a backend group that admits only the frontend group's members",
+        config: include_str!("../../examples/scenarios/group-reference.toml"),
+        steps: &[
+            Step::Say("api (backend-sg) admits TCP 8080 from members of frontend-sg, whatever their addresses."),
+            Step::Serve {
+                host: "api",
+                argv: &["python3", "-m", "http.server", "8080", "--bind", "10.0.1.20", "--directory", "/etc"],
+                port: 8080,
+            },
+            Step::Run {
+                host: "frontend1",
+                argv: &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://10.0.1.20:8080/hostname",
+                ],
+                ok: true,
+                want: "200",
+                what: "frontend1, a member, gets in",
+            },
+            Step::Run {
+                host: "bastion",
+                argv: &["curl", "-sS", "--max-time", "2", "http://10.0.1.20:8080/hostname"],
+                ok: false,
+                want: "",
+                what: "the bastion is no member: no answer",
+            },
+            Step::Run {
+                host: "frontend2",
+                argv: &["curl", "-sS", "--max-time", "2", "http://10.0.1.20:8080/hostname"],
+                ok: false,
+                want: "",
+                what: "frontend2 is not in the group yet",
+            },
+            Step::Reload {
+                from: "ip = \"10.0.0.22\"",
+                to: "ip = \"10.0.0.22\"\nsecurity_groups = [\"frontend-sg\"]",
+                what: "frontend2 joins frontend-sg (as an auto-scaled host would); backend-sg's rules do not change",
+            },
+            Step::Run {
+                host: "frontend2",
+                argv: &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://10.0.1.20:8080/hostname",
+                ],
+                ok: true,
+                want: "200",
+                what: "frontend2 gets in, with no rule changed",
+            },
+            Step::Trace {
+                q: ("bastion", "api", "tcp", Some(8080)),
+                request: "dropped (sg_deny)",
+                reply: None,
+                hop: "api inbound: no rule of backend-sg allows it",
+            },
+            Step::Dropped { reason: "sg_deny", what: "natgw stats counted the bastion's attempts at api's interface" },
+        ],
+    },
+    Scenario {
+        name: "stateful-stateless",
+        title: "one policy as a security group (stateful) and as a network ACL (stateless)",
+        config: include_str!("../../examples/scenarios/stateful-stateless.toml"),
+        steps: &[
+            Step::Say("app serves 8080 to the public subnet and starts nothing. First as app's security group:"),
+            Step::Serve {
+                host: "app",
+                argv: &["python3", "-m", "http.server", "8080", "--bind", "10.0.1.10", "--directory", "/etc"],
+                port: 8080,
+            },
+            Step::Trace {
+                q: ("bastion", "app", "tcp", Some(8080)),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "app outbound: a tracked flow",
+            },
+            Step::Run {
+                host: "bastion",
+                argv: &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://10.0.1.10:8080/hostname",
+                ],
+                ok: true,
+                want: "200",
+                what: "the reply leaves app with no outbound rule: the group is stateful",
+            },
+            Step::Reload {
+                from: "inbound = [ { protocol = \"tcp\", ports = \"8080\", source = \"10.0.0.0/24\" } ]\noutbound = []",
+                to: "inbound = [ { source = \"0.0.0.0/0\" } ]\noutbound = [ { destination = \"0.0.0.0/0\" } ]\n\n[[network_acls]]\nname = \"app-acl\"\ninbound = [ { rule = 100, action = \"allow\", protocol = \"tcp\", cidr = \"10.0.0.0/24\", ports = \"8080\" } ]\noutbound = []",
+                what: "the same policy as the private subnet's ACL (app's group now open): inbound 8080 from 10.0.0.0/24, nothing outbound",
+            },
+            Step::Reload {
+                from: "route_table = \"private\"",
+                to: "route_table = \"private\"\nnetwork_acl = \"app-acl\"",
+                what: "the ACL goes onto the private subnet",
+            },
+            Step::Trace {
+                q: ("bastion", "app", "tcp", Some(8080)),
+                request: "forwarded",
+                reply: Some("dropped (acl_deny)"),
+                hop: "app-acl (subnet private) outbound: rule * deny",
+            },
+            Step::Run {
+                host: "bastion",
+                argv: &["curl", "-sS", "--max-time", "2", "http://10.0.1.10:8080/hostname"],
+                ok: false,
+                want: "",
+                what: "the reply needs its own outbound rule (to 1024-65535): the ACL is stateless",
+            },
+        ],
+    },
+    Scenario {
+        name: "bastion-ssh",
+        title: "SSH to the bastion only from the company's address",
+        config: include_str!("../../examples/scenarios/bastion-ssh.toml"),
+        steps: &[
+            Step::Say("bastion runs sshd; bastion-sg admits TCP 22 from 198.51.100.10/32 (the office) only."),
+            Step::File {
+                name: "sshd_config",
+                text: "Port 22\nListenAddress 10.0.0.10\nHostKey {dir}/ssh_host_ed25519_key\nPidFile {dir}/sshd.pid\nUsePAM no\nPasswordAuthentication no\n",
+            },
+            Step::MkDir("/run/sshd"),
+            Step::Run {
+                host: "bastion",
+                argv: &["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "{dir}/ssh_host_ed25519_key"],
+                ok: true,
+                want: "",
+                what: "a host key for this run",
+            },
+            Step::Serve { host: "bastion", argv: &["/usr/sbin/sshd", "-D", "-e", "-f", "{dir}/sshd_config"], port: 22 },
+            Step::Run {
+                host: "web",
+                argv: &["nc", "-w", "2", "-s", "198.51.100.10", "203.0.113.10", "22"],
+                ok: true,
+                want: "SSH-2.0-OpenSSH",
+                what: "from the office, sshd answers through the Elastic IP",
+            },
+            Step::Run {
+                host: "web",
+                argv: &["nc", "-w", "2", "-s", "198.51.100.11", "203.0.113.10", "22"],
+                ok: false,
+                want: "",
+                what: "from anywhere else, nothing",
+            },
+            Step::Trace {
+                q: ("198.51.100.11", "203.0.113.10", "tcp", Some(22)),
+                request: "dropped (sg_deny)",
+                reply: None,
+                hop: "bastion inbound: no rule of bastion-sg allows it",
+            },
+            Step::Trace {
+                q: ("198.51.100.10", "203.0.113.10", "tcp", Some(22)),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "group bastion-sg inbound rule 1 (tcp port 22 from 198.51.100.10/32) allows",
+            },
+        ],
+    },
+    Scenario {
+        name: "partner-allowlist",
+        title: "a partner's API that admits only the NAT gateway's Elastic IP",
+        config: include_str!("../../examples/scenarios/partner-allowlist.toml"),
+        steps: &[
+            Step::Say(
+                "The partner (web, nginx) allow-lists 203.0.113.5, the NAT gateway's Elastic IP: every private host leaves as it.",
+            ),
+            Step::File {
+                name: "nginx.conf",
+                text: "worker_processes 1; pid {dir}/nginx.pid; error_log stderr; daemon off;\nevents { worker_connections 64; }\nhttp { access_log off; server { listen 198.51.100.10:8080; location / { if ($remote_addr != 203.0.113.5) { return 403; } return 200 \"partner API: hello\\n\"; } } }\n",
+            },
+            Step::Serve { host: "web", argv: &["nginx", "-c", "{dir}/nginx.conf"], port: 8080 },
+            Step::Trace {
+                q: ("app", "198.51.100.10", "tcp", Some(8080)),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "nat-1: new mapping, source 10.0.1.10:40000 -> 203.0.113.5:",
+            },
+            Step::Run {
+                host: "app",
+                argv: &["curl", "-sS", "--max-time", "2", "http://198.51.100.10:8080/"],
+                ok: true,
+                want: "partner API: hello",
+                what: "app, through the NAT gateway, is admitted",
+            },
+            Step::Run {
+                host: "bastion",
+                argv: &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://198.51.100.10:8080/",
+                ],
+                ok: true,
+                want: "403",
+                what: "the bastion leaves as its own Elastic IP 203.0.113.10: refused (403)",
+            },
+        ],
+    },
+];
+
+/// The scenarios, one a line.
+pub fn list() -> String {
+    ALL.iter().map(|s| format!("{:<20} {}\n", s.name, s.title)).collect()
+}
+
+/// Runs scenario `name`.
+pub fn run(name: &str, exe: &Path) -> Result<(), DemoError> {
+    let Some(sc) = ALL.iter().find(|s| s.name == name) else {
+        let names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        return Err(DemoError::Check(format!("no scenario `{name}`: one of {}", names.join(", "))));
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    println!("natgw lab scenario {}: {}", sc.name, sc.title);
+    let lab_name = format!("scn-{}", std::process::id());
+    let opts = UpOptions {
+        name: lab_name,
+        config: (format!("examples/scenarios/{}.toml", sc.name), sc.config.to_string()),
+        workers: 0,
+        offload: None,
+        steering: None,
+        exe: exe.to_path_buf(),
+        kernel: false,
+        route_only: false,
+    };
+    let (state, _) = lab::up(&opts)?;
+    let mut d = Demo { state, stop, failures: Vec::new() };
+    let mut children = Vec::new();
+    let result = steps(&mut d, sc, &mut children);
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    println!("\nTearing down the lab ({}-*) ...", d.state.prefix);
+    lab::teardown(&d.state);
+    let left: Vec<String> =
+        netns::list().into_iter().filter(|n| n.starts_with(&format!("{}-", d.state.prefix))).collect();
+    if !left.is_empty() {
+        d.failures.push(format!("namespaces left behind: {}", left.join(", ")));
+    }
+    result?;
+    if d.failures.is_empty() {
+        println!("natgw lab scenario {}: every check passed.", sc.name);
+        Ok(())
+    } else {
+        Err(DemoError::Check(format!("{} check(s) failed: {}", d.failures.len(), d.failures.join("; "))))
+    }
+}
+
+fn steps(d: &mut Demo, sc: &Scenario, children: &mut Vec<Child>) -> Result<(), DemoError> {
+    let dir = LabState::dir(&d.state.name);
+    let dir_s = dir.display().to_string();
+    let fill = |a: &str| a.replace("{dir}", &dir_s);
+    let mut config = sc.config.to_string();
+    for (i, step) in sc.steps.iter().enumerate() {
+        d.check_stop()?;
+        match step {
+            Step::Say(s) => println!("\n{s}"),
+            Step::MkDir(path) => {
+                std::fs::create_dir_all(path).map_err(|source| DemoError::Io { what: path.to_string(), source })?;
+            }
+            Step::File { name, text } => {
+                let path = dir.join(name);
+                std::fs::write(&path, fill(text))
+                    .map_err(|source| DemoError::Io { what: path.display().to_string(), source })?;
+            }
+            Step::Serve { host, argv, port } => {
+                let argv: Vec<String> = argv.iter().map(|a| fill(a)).collect();
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let log = dir.join(format!("server-{i}.log"));
+                println!("\n(in {host}, in the background: {})", argv.join(" "));
+                children.push(d.background(host, &argv, &log)?);
+                if let Err(e) = d.wait_listening(host, "tcp", *port) {
+                    print!("{}", indent(&std::fs::read_to_string(&log).unwrap_or_default()));
+                    return Err(e);
+                }
+            }
+            Step::Run { host, argv, ok, want, what } => {
+                println!();
+                let argv: Vec<String> = argv.iter().map(|a| fill(a)).collect();
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let (success, out) = d.show(host, &argv)?;
+                d.expect(success == *ok && (!ok || out.contains(want)), what);
+            }
+            Step::Trace { q, request, reply, hop } => {
+                let query = Query { src: q.0.into(), dst: q.1.into(), proto: q.2.into(), port: q.3, sport: None };
+                let flag = format!(" --lab {}", d.state.name);
+                let port = q.3.map_or(String::new(), |p| format!(" {p}"));
+                println!("\n$ natgw trace{flag} {} {} {}{port}", q.0, q.1, q.2);
+                let Some(Reply::Trace { report }) = d.request(&Request::Trace { query }) else {
+                    d.expect(false, "natgw trace answers");
+                    continue;
+                };
+                print!("{}", indent(&trace::render(&report)));
+                let reply_ok = match (reply, &report.reply) {
+                    (None, None) => true,
+                    (Some(want), Some(leg)) => leg.verdict.starts_with(want),
+                    _ => false,
+                };
+                let hops = report.request.hops.iter().chain(report.reply.iter().flat_map(|r| r.hops.iter()));
+                let named = hops.map(|h| h.detail.as_str()).any(|h| h.contains(hop));
+                let what = format!(
+                    "trace: request {request}{}, and a hop says \"{hop}\"",
+                    reply.map_or(String::new(), |r| format!(", reply {r}"))
+                );
+                d.expect(report.request.verdict.starts_with(request) && reply_ok && named, &what);
+            }
+            Step::Reload { from, to, what } => {
+                println!("\n{what}:");
+                if !config.contains(from) {
+                    d.expect(false, &format!("the scenario's file has `{from}`"));
+                    continue;
+                }
+                config = config.replacen(from, to, 1);
+                let path = dir.join("vpc.toml");
+                std::fs::write(&path, &config)
+                    .map_err(|source| DemoError::Io { what: path.display().to_string(), source })?;
+                println!("$ natgw reload --lab {} {}", d.state.name, path.display());
+                let reply = d.request(&Request::Reload { path: path.display().to_string() });
+                let ok = matches!(reply, Some(Reply::Ok));
+                if let Some(Reply::Error { message }) = &reply {
+                    println!("    {message}");
+                }
+                d.expect(ok, "the gateway took the edited file");
+            }
+            Step::Dropped { reason, what } => {
+                let n = match d.request(&Request::Stats) {
+                    Some(Reply::Stats(s)) => s.totals.drop_count(reason),
+                    _ => 0,
+                };
+                println!("\n$ natgw stats --lab {}   ({reason}: {n})", d.state.name);
+                d.expect(n > 0, what);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_file_loads_and_every_edit_applies() {
+        for sc in ALL {
+            let mut text = sc.config.to_string();
+            crate::control::config::parse(sc.name, &text).unwrap_or_else(|e| panic!("{}: {e}", sc.name));
+            for step in sc.steps {
+                if let Step::Reload { from, to, .. } = step {
+                    assert!(text.contains(from), "{}: `{from}`", sc.name);
+                    text = text.replacen(from, to, 1);
+                    crate::control::config::parse(sc.name, &text).unwrap_or_else(|e| panic!("{}: {e}", sc.name));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_trace_step_predicts_what_it_says_on_the_scenarios_file() {
+        for sc in ALL {
+            let mut text = sc.config.to_string();
+            for step in sc.steps {
+                match step {
+                    Step::Reload { from, to, .. } => text = text.replacen(from, to, 1),
+                    Step::Trace { q, request, reply, hop } => {
+                        let vpc = crate::control::config::parse(sc.name, &text).unwrap();
+                        let query =
+                            Query { src: q.0.into(), dst: q.1.into(), proto: q.2.into(), port: q.3, sport: None };
+                        let r = trace::trace(&vpc, &query).unwrap();
+                        assert!(r.request.verdict.starts_with(request), "{}: {}", sc.name, trace::render(&r));
+                        assert_eq!(
+                            r.reply.as_ref().map(|l| l.verdict.starts_with(reply.unwrap_or("?"))),
+                            reply.map(|_| true),
+                            "{}: {}",
+                            sc.name,
+                            trace::render(&r)
+                        );
+                        let all = trace::render(&r);
+                        assert!(all.contains(hop), "{}: `{hop}` in\n{all}", sc.name);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
