@@ -185,7 +185,7 @@ impl Drop for TestLab {
         }
         // The files this test wrote: its config (`lab_config`) and captures.
         let short = self.name.trim_start_matches("t-");
-        for ext in ["toml", "pcap", "conf", "pid"] {
+        for ext in ["toml", "pcap", "conf", "pid", "log"] {
             let _ = std::fs::remove_file(format!("/run/natgw/test-{short}.{ext}"));
             let _ = std::fs::remove_file(format!("/run/natgw/test-{}.{ext}", self.name));
         }

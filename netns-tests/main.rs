@@ -5,6 +5,7 @@
 //! guard takes it down again, also when the test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
+mod flow_logs;
 mod groups;
 mod harness;
 mod hold_up;

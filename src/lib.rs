@@ -37,6 +37,7 @@
 //! - [`sg`]: security groups.
 //! - [`conntrack`]: flow keys, sessions, the TCP state machine, timeouts.
 //! - [`nat`]: port allocation, mappings, rewrites, ICMP error translation.
+//! - [`flowlog`]: VPC Flow Logs: per-worker aggregation, formats.
 //! - [`control`]: config files, the lab, the control socket.
 
 pub mod acl;
@@ -44,6 +45,7 @@ pub mod clock;
 pub mod conntrack;
 pub mod control;
 pub mod counter;
+pub mod flowlog;
 pub mod io;
 pub mod nat;
 pub mod pipeline;

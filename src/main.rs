@@ -62,6 +62,18 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the VPC Flow Log records a running gateway wrote (AWS's format).
+    #[command(name = "flow-logs")]
+    FlowLogs {
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing records as they are written (Ctrl-C stops).
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Read a running gateway's config file again: route tables, network ACLs,
     /// security groups, hosts' groups and Elastic IPs change without a stop.
     Reload {
@@ -493,6 +505,46 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 print!("{}", natgw::control::trace::render(&report));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::FlowLogs { target, follow, count } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+            }
+            let (mut after, mut shown) = (0u64, 0usize);
+            loop {
+                let Reply::FlowLogs { lines, status } = ask(&target, &Request::FlowLogs { after })? else {
+                    return Err("unexpected answer".into());
+                };
+                if after == 0 && !target.json {
+                    eprintln!(
+                        "natgw: flow logs to {} every {} s ({} records written, {} write errors, {} lost, {} skipped{})",
+                        status.path,
+                        status.interval,
+                        status.records_written,
+                        status.write_errors,
+                        status.records_lost,
+                        status.records_skipped,
+                        if status.last_error.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; last error: {}", status.last_error)
+                        }
+                    );
+                }
+                for (seq, line) in lines {
+                    after = seq;
+                    println!("{line}");
+                    shown += 1;
+                    if count.is_some_and(|c| shown >= c) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                if !follow || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
         }
         Cmd::Reload { target, file } => {
             // Checked here first, so that a mistake is named before anything is sent.

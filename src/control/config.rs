@@ -69,6 +69,19 @@ struct File {
     network_acls: Vec<AclSection>,
     #[serde(default)]
     security_groups: Vec<groups::SgSection>,
+    flow_logs: Option<FlowLogSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowLogSection {
+    /// The file records are appended to (relative to the config's directory).
+    path: S,
+    /// Aggregation interval in seconds: AWS's 600 or 60, or shorter for a lab.
+    interval: Option<Spanned<u32>>,
+    /// AWS's custom format (`${field} ...`); default: the default format.
+    format: Option<S>,
+    account_id: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +341,17 @@ pub struct Vpc {
     /// Things that load but are probably mistakes (stateless ACLs without the
     /// ephemeral range, ...).
     pub warnings: Vec<String>,
+    /// VPC Flow Logs, if the file asks for them.
+    pub flow_logs: Option<FlowLogSettings>,
+}
+
+/// The `[flow_logs]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowLogSettings {
+    pub path: std::path::PathBuf,
+    pub interval: u32,
+    pub format: crate::flowlog::Format,
+    pub account_id: String,
 }
 
 // ---------------------------------------------------------------- validation
@@ -900,6 +924,37 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         None => None,
     };
 
+    let flow_logs = match &f.flow_logs {
+        None => None,
+        Some(fl) => {
+            let interval = fl.interval.as_ref().map_or(600, |i| *i.get_ref());
+            if let Some(i) = &fl.interval
+                && !(1..=600).contains(i.get_ref())
+            {
+                return Err(cx.err(
+                    i.span(),
+                    format!("a flow log interval of {} s", i.get_ref()),
+                    "AWS aggregates over 600 or 60 seconds; a lab may use 1 to 600",
+                ));
+            }
+            let format = match &fl.format {
+                Some(s) => crate::flowlog::Format::parse(s.get_ref())
+                    .map_err(|e| cx.err(s.span(), e, "see docs/FLOW-LOGS.md for the fields"))?,
+                None => crate::flowlog::Format::parse(crate::flowlog::DEFAULT_FORMAT).expect("the default format"),
+            };
+            let account_id = fl.account_id.as_ref().map_or_else(|| "123456789012".to_string(), |a| a.get_ref().clone());
+            if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+                let span = fl.account_id.as_ref().map_or(fl.path.span(), |a| a.span());
+                return Err(cx.err(
+                    span,
+                    format!("account id `{account_id}` is not 12 digits"),
+                    "write e.g. \"123456789012\"",
+                ));
+            }
+            Some(FlowLogSettings { path: cx.relative(fl.path.get_ref()), interval, format, account_id })
+        }
+    };
+
     let g = &f.gateway;
     let gateway = GatewaySettings {
         workers: g.workers.unwrap_or(0),
@@ -938,6 +993,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         main_table,
         igw_name,
         warnings,
+        flow_logs,
     })
 }
 
@@ -1150,6 +1206,7 @@ impl Vpc {
             mss_clamp: self.gateway.mss_clamp,
             flow_cache: self.gateway.flow_cache,
             route_only,
+            flow_log_interval: self.flow_logs.as_ref().map(|f| f.interval),
             ..crate::pipeline::Settings::default()
         };
         crate::pipeline::Gateway::new(topo, nats, settings)
@@ -1336,6 +1393,9 @@ impl Vpc {
         }
         if new.gateway != self.gateway {
             return refuse("the [gateway] settings differ");
+        }
+        if new.flow_logs != self.flow_logs {
+            return refuse("the [flow_logs] section differs");
         }
         let nat_id = |v: &Vpc| -> Vec<String> {
             v.parts

@@ -99,6 +99,8 @@ struct Shared {
     /// The eBPF steering, if in use (`cpu` or `auto`, more than one worker).
     steer: Option<Arc<Steer>>,
     stop: Arc<AtomicBool>,
+    /// VPC Flow Logs' writer, if the file asks for flow logs.
+    flow_logs: Option<super::flow_writer::FlowLogWriter>,
 }
 
 impl Daemon {
@@ -175,7 +177,12 @@ impl Daemon {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
+        // The clock's second 0 in Unix time, for the flow logs' start and end.
+        let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let flow_logs =
+            super::flow_writer::FlowLogWriter::new(&vpc, unix_now.saturating_sub(u64::from(clock.now().secs())));
         let shared = Arc::new(Shared {
+            flow_logs,
             gw: gw.clone(),
             vpc: parking_lot::Mutex::new(vpc),
             counters: workers.counters().to_vec(),
@@ -204,6 +211,15 @@ impl Daemon {
                 .spawn(move || reaper(&s))
                 .map_err(StartError::Workers)?,
         );
+        if shared.flow_logs.is_some() {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("natgw-flowlogs".into())
+                    .spawn(move || flow_log_writer(&s))
+                    .map_err(StartError::Workers)?,
+            );
+        }
         let s = shared.clone();
         threads.push(
             std::thread::Builder::new()
@@ -311,6 +327,16 @@ fn auto_steer(s: &Shared, steer: &Steer) {
         }
         last = now;
     }
+}
+
+/// Writes the flow log records the workers flushed, twice a second.
+fn flow_log_writer(s: &Shared) {
+    let Some(w) = &s.flow_logs else { return };
+    while !s.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        w.pass(&s.gw, s.clock.now().secs());
+    }
+    w.pass(&s.gw, u32::MAX);
 }
 
 /// Ends sessions as they time out, and port hold-downs, with bounded work per pass.
@@ -430,6 +456,10 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::FlowLogs { after } => match &s.flow_logs {
+            Some(w) => Reply::FlowLogs { lines: w.lines_after(*after), status: w.status() },
+            None => Reply::Error { message: "this gateway's VPC file has no [flow_logs] section".into() },
+        },
         Request::Trace { query } => {
             let vpc = s.vpc.lock().clone();
             match super::trace::trace(&vpc, query) {

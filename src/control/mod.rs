@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod flow_writer;
 pub mod flows;
 pub mod kernel_lab;
 pub mod lab;

@@ -39,6 +39,10 @@ pub enum Request {
     Reload {
         path: String,
     },
+    /// Flow log lines written after sequence number `after`.
+    FlowLogs {
+        after: u64,
+    },
     /// What the current VPC would do with a packet (no state is touched).
     Trace {
         query: crate::control::trace::Query,
@@ -120,6 +124,10 @@ pub enum Reply {
     },
     Trace {
         report: Box<crate::control::trace::Report>,
+    },
+    FlowLogs {
+        lines: Vec<(u64, String)>,
+        status: crate::control::flow_writer::FlowLogStatus,
     },
     Ok,
     Error {

@@ -226,6 +226,11 @@ impl Pipeline {
             }
             None => {
                 self.counters.sg_denied(usize::from(ifc), dir);
+                if dir == SgDirection::Inbound {
+                    let mut trace = self.trace.get();
+                    trace.reject_at = Some(ifc);
+                    self.trace.set(trace);
+                }
                 self.note("security group", || {
                     let names: Vec<&str> =
                         host.groups.iter().filter_map(|g| sg.group(*g)).map(|g| g.name.as_str()).collect();

@@ -26,6 +26,7 @@ pub mod coalesce;
 pub mod counters;
 pub mod egress;
 pub mod flow_cache;
+pub mod flow_logs;
 pub mod frag;
 pub mod groups;
 pub mod nat_step;
@@ -83,6 +84,8 @@ pub struct Settings {
     pub flow_cache: bool,
     /// Flows the security groups' tracker holds at most.
     pub max_tracked_flows: usize,
+    /// VPC Flow Logs' aggregation interval in seconds; None: no flow logs.
+    pub flow_log_interval: Option<u32>,
 }
 
 impl Default for Settings {
@@ -95,6 +98,7 @@ impl Default for Settings {
             route_only: false,
             flow_cache: true,
             max_tracked_flows: 1_000_000,
+            flow_log_interval: None,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct Gateway {
     nats: Vec<Arc<NatGateway>>,
     /// Flows the security groups decided (see [`groups`]).
     tracker: Tracker,
+    /// Flow log records the workers flushed, for the control plane's writer.
+    flow_sink: crate::flowlog::Sink,
     frags: Mutex<FragTable>,
     pub settings: Settings,
 }
@@ -123,6 +129,7 @@ impl Gateway {
             graveyard: Mutex::new(Vec::new()),
             nats,
             tracker: Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows),
+            flow_sink: crate::flowlog::Sink::default(),
             frags: Mutex::new(FragTable::new(settings.frag)),
             settings,
         })
@@ -158,6 +165,11 @@ impl Gateway {
         &self.tracker
     }
 
+    /// Flow log records flushed by the workers.
+    pub fn flow_sink(&self) -> &crate::flowlog::Sink {
+        &self.flow_sink
+    }
+
     /// Fragments waiting for their first fragment, and datagrams remembered.
     pub fn fragments(&self) -> (usize, usize) {
         let t = self.frags.lock();
@@ -167,6 +179,7 @@ impl Gateway {
     /// A pipeline for one worker, with its own counters.
     pub fn pipeline(self: &Arc<Gateway>) -> Pipeline {
         let topo = self.topology();
+        let enis = topo.interfaces.len() + topo.nat_gateways.len();
         let counters = Arc::new(Counters::new(topo.interfaces.len()));
         let max_mtu = topo.interfaces.iter().map(|i| usize::from(i.mtu)).max().unwrap_or(1500);
         let slot = max_mtu.max(self.settings.frag.buffer_size);
@@ -184,6 +197,7 @@ impl Gateway {
             trace: Cell::new(Trace::default()),
             recording: false,
             record: RefCell::new(Vec::new()),
+            flow_log: self.settings.flow_log_interval.map(|i| crate::flowlog::Table::new(enis, i)),
         }
     }
 }
@@ -213,6 +227,8 @@ pub struct Pipeline {
     /// Record each step of the walk ([`record`], `natgw trace`).
     recording: bool,
     record: RefCell<Vec<record::Hop>>,
+    /// This worker's flow log records of the current interval ([`crate::flowlog`]).
+    flow_log: Option<crate::flowlog::Table>,
 }
 
 /// Noted during the walk, for the flow cache.
@@ -225,6 +241,8 @@ struct Trace {
     uncacheable: bool,
     /// That NAT session was created by this packet.
     nat_created: bool,
+    /// A security group or ACL refused the packet on its way into this host's interface.
+    reject_at: Option<IfId>,
     /// What the security groups' steps found.
     sg: groups::SgNote,
 }
@@ -461,9 +479,13 @@ impl Pipeline {
         {
             return a;
         }
+        let orig = m.flow_key();
         let action = this.walk(now, ingress, pkt, &mut m);
         if let (Some(k), Action::Forward(egress)) = (probe.key, action) {
             self.remember(k, ttl, egress, pkt);
+        }
+        if self.flow_log.is_some() {
+            self.log_walk(now, ingress, &orig, action, &m, pkt.len());
         }
         action
     }
@@ -499,7 +521,8 @@ impl Pipeline {
         let key = CacheKey { src, dst, sport, dport, ingress, proto };
         let miss = Probe { key: Some(key), header_ok: true };
         let Some(hit) = self.cache.get(&key) else { return Err(miss) };
-        let d = hit.decision;
+        let d = *hit.decision;
+        let nat = hit.through.map(|t| (t.nat, t.dir));
         // Anything past the total length is link padding.
         pkt.set_len(total);
         if (d.ttl && ttl <= 1) || egress::too_big(pkt, usize::from(d.mtu)) {
@@ -535,6 +558,18 @@ impl Pipeline {
             return Err(miss);
         }
         d.apply(pkt);
+        if self.flow_log.is_some() {
+            let orig = FlowKey { src, dst, sport, dport, proto };
+            let fin = FlowKey {
+                src: u32::from_be_bytes(d.src),
+                dst: u32::from_be_bytes(d.dst),
+                sport: d.sport,
+                dport: d.dport,
+                proto,
+            };
+            let len = pkt.len();
+            self.log_forward(now, ingress, &orig, d.egress, &fin, nat, len, flags);
+        }
         self.counters.cache.hits.inc();
         Ok(Action::Forward(d.egress))
     }
@@ -617,6 +652,11 @@ impl Pipeline {
     /// Timers: ends fragments that waited too long and sends the ICMP answers
     /// to unsolicited SYNs that are due. Workers call this once per wake-up.
     pub fn poll(&mut self, now: Timestamp) {
+        if let Some(t) = self.flow_log.as_mut()
+            && t.due(now.secs())
+        {
+            t.flush(now.secs(), &self.gw.flow_sink);
+        }
         let timed_out = {
             let mut t = self.gw.frags.lock();
             t.expire(now);

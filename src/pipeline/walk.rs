@@ -145,7 +145,7 @@ impl Pipeline {
                             };
                             let host = &topo.hosts[usize::from(h)];
                             if host.subnet != s && !self.cross(topo, s, host.subnet, m) {
-                                return self.drop(DropReason::AclDeny);
+                                return self.refused_at(host.interface);
                             }
                             return self.forward(now, host.interface, ingress, pkt, m);
                         }
@@ -154,7 +154,7 @@ impl Pipeline {
                                 return self.drop(DropReason::Blackhole);
                             };
                             if host.subnet != s && !self.cross(topo, s, host.subnet, m) {
-                                return self.drop(DropReason::AclDeny);
+                                return self.refused_at(host.interface);
                             }
                             return self.forward(now, host.interface, ingress, pkt, m);
                         }
@@ -224,7 +224,7 @@ impl Pipeline {
                             )
                         });
                         if !self.acl(topo, host.subnet, AclDirection::Inbound, m) {
-                            return self.drop(DropReason::AclDeny);
+                            return self.refused_at(host.interface);
                         }
                         self.static_nat(pkt, m, Side::Destination, host.ip.octets(), host.eip_delta.reversed());
                         return self.forward(now, host.interface, ingress, pkt, m);
@@ -265,6 +265,14 @@ impl Pipeline {
             return Action::Reply { egress: ingress, cause: DropReason::ToGateway };
         }
         self.drop(DropReason::ToGateway)
+    }
+
+    /// A packet a network ACL refused on its way to host interface `at`.
+    fn refused_at(&self, at: IfId) -> Action {
+        let mut trace = self.trace.get();
+        trace.reject_at = Some(at);
+        self.trace.set(trace);
+        self.drop(DropReason::AclDeny)
     }
 
     /// Evaluates subnet `s`'s network ACL for a packet crossing its boundary.
