@@ -50,6 +50,11 @@ fn lab_with(flow_cache: bool) -> (Arc<Gateway>, Pipeline, u16) {
 /// outbound rules each, and only the fifth group's last rule (TCP 443 to
 /// anywhere) allows its traffic; bastion admits TCP 443 from the private subnet.
 fn lab_with_groups() -> (Arc<Gateway>, Pipeline, u16) {
+    lab_with_groups_and(false)
+}
+
+/// The same, with VPC Flow Logs on (records counted per packet, written nowhere: no writer runs here).
+fn lab_with_groups_and(flow_logs: bool) -> (Arc<Gateway>, Pipeline, u16) {
     let mut src = config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 1\nfair_share = false");
     src = src
         .replace("elastic_ip = \"203.0.113.10\"", "elastic_ip = \"203.0.113.10\"\nsecurity_groups = [\"bastion-sg\"]");
@@ -71,6 +76,9 @@ fn lab_with_groups() -> (Arc<Gateway>, Pipeline, u16) {
             }
         }
         src.push_str("]\n");
+    }
+    if flow_logs {
+        src.push_str("\n[flow_logs]\npath = \"/dev/null\"\ninterval = 60\n");
     }
     let gw = config::parse("bench.toml", &src).unwrap().build();
     let pipe = gw.pipeline();
@@ -150,32 +158,35 @@ fn established(c: &mut Criterion) {
         });
     }
     // `established_64B_groups`: app -> bastion, both with groups, a tracked
-    // flow (no NAT): the cache carries the tracker's entry.
-    let (gw, mut pipe, app) = lab_with_groups();
-    let now = Timestamp::from_secs(1000);
-    let bastion_ip = [10, 0, 0, 10];
-    let bastion = gw.topology().interfaces.iter().position(|i| i.name == "bastion").unwrap() as u16;
-    let mut b = PacketBuf::from_slice(&syn_to(40000, bastion_ip));
-    assert_eq!(pipe.process(now, app, &mut b), Action::Forward(bastion));
-    let mut synack = Vec::new();
-    etherparse::PacketBuilder::ipv4(bastion_ip, APP, 64)
-        .tcp(443, 40000, 0, 64240)
-        .syn()
-        .ack(1)
-        .write(&mut synack, &[])
-        .unwrap();
-    let mut b = PacketBuf::from_slice(&synack);
-    assert_eq!(pipe.process(now, bastion, &mut b), Action::Forward(app));
-    assert_eq!(gw.tracker().len(), 1);
-    let pkt = tcp(40000, bastion_ip, 64 - 40);
-    let mut buf = PacketBuf::with_capacity(65536);
-    g.bench_function("established_64B_groups", |bch| {
-        bch.iter(|| {
-            buf.buffer_mut()[..pkt.len()].copy_from_slice(&pkt);
-            buf.set_len(pkt.len());
-            black_box(pipe.process(now, app, &mut buf))
-        })
-    });
+    // flow (no NAT): the cache carries the tracker's entry. `_flowlogs`: the
+    // same with flow logs on (two records a packet: app's and bastion's).
+    for (name, flow_logs) in [("established_64B_groups", false), ("established_64B_groups_flowlogs", true)] {
+        let (gw, mut pipe, app) = lab_with_groups_and(flow_logs);
+        let now = Timestamp::from_secs(1000);
+        let bastion_ip = [10, 0, 0, 10];
+        let bastion = gw.topology().interfaces.iter().position(|i| i.name == "bastion").unwrap() as u16;
+        let mut b = PacketBuf::from_slice(&syn_to(40000, bastion_ip));
+        assert_eq!(pipe.process(now, app, &mut b), Action::Forward(bastion));
+        let mut synack = Vec::new();
+        etherparse::PacketBuilder::ipv4(bastion_ip, APP, 64)
+            .tcp(443, 40000, 0, 64240)
+            .syn()
+            .ack(1)
+            .write(&mut synack, &[])
+            .unwrap();
+        let mut b = PacketBuf::from_slice(&synack);
+        assert_eq!(pipe.process(now, bastion, &mut b), Action::Forward(app));
+        assert_eq!(gw.tracker().len(), 1);
+        let pkt = tcp(40000, bastion_ip, 64 - 40);
+        let mut buf = PacketBuf::with_capacity(65536);
+        g.bench_function(name, |bch| {
+            bch.iter(|| {
+                buf.buffer_mut()[..pkt.len()].copy_from_slice(&pkt);
+                buf.set_len(pkt.len());
+                black_box(pipe.process(now, app, &mut buf))
+            })
+        });
+    }
     g.finish();
 }
 

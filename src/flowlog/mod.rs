@@ -84,13 +84,52 @@ pub fn merge(records: Vec<Record>) -> Vec<Record> {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
-    used: bool,
-    key: RecordKey,
-    packets: u64,
+    /// The key packed in three words (see [`pack`]); all zero: free (no
+    /// record has a zero first word: its addresses are never both 0.0.0.0).
+    words: [u64; 3],
     bytes: u64,
+    packets: u32,
     start: u32,
     end: u32,
     tcp_flags: u8,
+}
+
+impl Slot {
+    fn used(&self) -> bool {
+        self.words[0] != 0
+    }
+}
+
+/// A key as three words: one compare each, and the hash's input.
+#[inline]
+fn pack(k: &RecordKey) -> [u64; 3] {
+    [
+        u64::from(k.flow.src) << 32 | u64::from(k.flow.dst),
+        u64::from(k.flow.sport) << 48
+            | u64::from(k.flow.dport) << 32
+            | u64::from(k.flow.proto) << 24
+            | u64::from(k.eni) << 8
+            | u64::from(k.reject) << 1
+            | u64::from(k.ingress),
+        u64::from(k.pkt_src) << 32 | u64::from(k.pkt_dst),
+    ]
+}
+
+fn unpack(w: &[u64; 3]) -> RecordKey {
+    RecordKey {
+        eni: (w[1] >> 8) as u16,
+        flow: FlowKey {
+            src: (w[0] >> 32) as u32,
+            dst: w[0] as u32,
+            sport: (w[1] >> 48) as u16,
+            dport: (w[1] >> 32) as u16,
+            proto: (w[1] >> 24) as u8,
+        },
+        pkt_src: (w[2] >> 32) as u32,
+        pkt_dst: w[2] as u32,
+        reject: w[1] & 2 != 0,
+        ingress: w[1] & 1 != 0,
+    }
 }
 
 /// A worker's records for the current interval.
@@ -103,19 +142,25 @@ pub struct Table {
     /// The interval the records belong to: its first second.
     interval_start: u32,
     interval: u32,
+    /// Counts the flushes: a slot index handed out by [`Table::add`] holds
+    /// its record until the epoch changes.
+    epoch: u32,
 }
 
-fn hash(k: &RecordKey) -> usize {
-    let a = (u64::from(k.flow.src) << 32 | u64::from(k.flow.dst)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let b = (u64::from(k.flow.sport) << 48
-        | u64::from(k.flow.dport) << 32
-        | u64::from(k.flow.proto) << 24
-        | u64::from(k.eni) << 8
-        | u64::from(k.reject) << 1
-        | u64::from(k.ingress))
-    .wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+/// Where a flow's records are in a worker's table, for its next packets
+/// (the flow cache keeps one per slot): valid while the table's epoch is
+/// `epoch`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Refs {
+    pub epoch: u32,
+    pub slots: [u16; 4],
+    pub n: u8,
+}
+
+#[inline]
+fn hash(w: &[u64; 3]) -> usize {
+    let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w[1] ^ w[2].rotate_left(17);
     // A final avalanche: every key bit reaches the low bits the table uses.
-    let mut h = a ^ b ^ u64::from(k.pkt_src ^ k.pkt_dst.rotate_left(16));
     h ^= h >> 31;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -131,45 +176,61 @@ impl Table {
             used: 0,
             interval_start: 0,
             interval: interval.max(1),
+            epoch: 1,
         }
     }
 
-    /// Adds one packet to its record.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Adds one packet to the records `refs` points to, if they still hold
+    /// (true), else nothing (false: add the packet by its keys).
     #[inline]
-    pub fn add(&mut self, now_secs: u32, key: &RecordKey, len: usize, tcp_flags: u8) {
+    pub fn bump(&mut self, refs: &Refs, now_secs: u32, len: usize, tcp_flags: u8) -> bool {
+        if refs.epoch != self.epoch {
+            return false;
+        }
+        for &i in &refs.slots[..usize::from(refs.n)] {
+            let s = &mut self.slots[usize::from(i)];
+            s.packets = s.packets.wrapping_add(1);
+            s.bytes += len as u64;
+            s.end = now_secs;
+            s.tcp_flags |= tcp_flags;
+        }
+        true
+    }
+
+    /// Adds one packet to its record; the record's slot, unless skipped.
+    #[inline]
+    pub fn add(&mut self, now_secs: u32, key: &RecordKey, len: usize, tcp_flags: u8) -> Option<u16> {
         let mask = TABLE_SLOTS - 1;
-        let mut i = hash(key) & mask;
+        let words = pack(key);
+        let mut i = hash(&words) & mask;
         // Probe at most 8 slots; three quarters full counts as full.
         for _ in 0..8 {
             let s = &mut self.slots[i];
-            if s.used && s.key == *key {
-                s.packets += 1;
+            if s.words == words {
+                s.packets = s.packets.wrapping_add(1);
                 s.bytes += len as u64;
                 s.end = now_secs;
                 s.tcp_flags |= tcp_flags;
-                return;
+                return Some(i as u16);
             }
-            if !s.used {
+            if !s.used() {
                 if self.used >= TABLE_SLOTS / 4 * 3 {
                     break;
                 }
-                *s = Slot {
-                    used: true,
-                    key: *key,
-                    packets: 1,
-                    bytes: len as u64,
-                    start: now_secs,
-                    end: now_secs,
-                    tcp_flags,
-                };
+                *s = Slot { words, packets: 1, bytes: len as u64, start: now_secs, end: now_secs, tcp_flags };
                 self.used += 1;
-                return;
+                return Some(i as u16);
             }
             i = (i + 1) & mask;
         }
         if let Some(n) = self.skipped.get_mut(usize::from(key.eni)) {
             *n = n.saturating_add(1);
         }
+        None
     }
 
     /// Whether the interval the records belong to has ended at `now_secs`.
@@ -182,11 +243,11 @@ impl Table {
     pub fn flush(&mut self, now_secs: u32, sink: &Sink) {
         if self.used > 0 || self.skipped.iter().any(|n| *n > 0) {
             let mut out = sink.records.lock();
-            for s in self.slots.iter_mut().filter(|s| s.used) {
+            for s in self.slots.iter_mut().filter(|s| s.used()) {
                 if out.len() < SINK_MAX {
                     out.push(Record {
-                        key: s.key,
-                        packets: s.packets,
+                        key: unpack(&s.words),
+                        packets: u64::from(s.packets),
                         bytes: s.bytes,
                         start: s.start,
                         end: s.end,
@@ -196,7 +257,7 @@ impl Table {
                 } else {
                     sink.lost.fetch_add(1, Relaxed);
                 }
-                s.used = false;
+                s.words = [0; 3];
             }
             let mut skipped = sink.skipped.lock();
             for (eni, n) in self.skipped.iter_mut().enumerate() {
@@ -208,6 +269,7 @@ impl Table {
             }
         }
         self.used = 0;
+        self.epoch = self.epoch.wrapping_add(1).max(1);
         self.interval_start = now_secs - now_secs % self.interval;
     }
 }
@@ -417,6 +479,14 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!((v[0].packets, v[0].bytes, v[0].start, v[0].end), (3, 180, 100, 103));
         assert_eq!((v[1].packets, v[1].bytes), (1, 70));
+    }
+
+    #[test]
+    fn keys_pack_and_unpack() {
+        let mut k = key(7, 65535);
+        k.reject = true;
+        k.pkt_dst = 0xffff_ffff;
+        assert_eq!(unpack(&pack(&k)), k);
     }
 
     #[test]

@@ -181,6 +181,9 @@ struct Slot {
 #[derive(Debug)]
 pub struct FlowCache {
     slots: Box<[Slot]>,
+    /// Per slot, where its flow's flow log records are (beside the slots,
+    /// which fill their cache line).
+    logs: Box<[crate::flowlog::Refs]>,
     seed: [u64; 2],
     retired: Vec<Arc<Session>>,
 }
@@ -204,6 +207,7 @@ impl FlowCache {
         let mut rng: StdRng = rand::make_rng();
         FlowCache {
             slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
+            logs: vec![crate::flowlog::Refs::default(); SLOTS].into_boxed_slice(),
             seed: [rng.random(), rng.random()],
             retired: Vec::with_capacity(RETIRED),
         }
@@ -234,8 +238,19 @@ impl FlowCache {
         }
     }
 
+    /// Where the flow in `slot` has its flow log records.
+    #[inline]
+    pub fn flow_log_refs(&self, slot: usize) -> &crate::flowlog::Refs {
+        &self.logs[slot]
+    }
+
+    pub fn set_flow_log_refs(&mut self, slot: usize, refs: crate::flowlog::Refs) {
+        self.logs[slot] = refs;
+    }
+
     /// Forgets the entry a hit came from (its session is gone).
     pub fn invalidate(&mut self, slot: usize) {
+        self.logs[slot] = crate::flowlog::Refs::default();
         let s = &mut self.slots[slot];
         s.valid = false;
         let (through, tracked) = (s.session.take(), s.tracked.take());
@@ -265,6 +280,7 @@ impl FlowCache {
             None => (None, 0, Dir::Original),
         };
         let slot = Slot { key, valid: true, nat, nat_dir, tracked_dir, decision, session, tracked };
+        self.logs[i] = crate::flowlog::Refs::default();
         let old = std::mem::replace(&mut self.slots[i], slot);
         if let Some(t) = old.session {
             self.retire(t);

@@ -37,7 +37,8 @@ impl Pipeline {
                 let trace = self.trace.get();
                 let nat = trace.nat.map(|(n, d, _)| (n, d));
                 let fin = m.flow_key();
-                self.log_forward(now, ingress, orig, egress, &fin, nat, len, flags);
+                let refs = self.log_forward(now, ingress, orig, egress, &fin, nat, len, flags);
+                let _ = refs; // the flow cache learns its refs on its first hit
             }
             Action::Drop(DropReason::SgDeny | DropReason::AclDeny) => {
                 let (eni, flow) = match self.trace.get().reject_at {
@@ -62,7 +63,8 @@ impl Pipeline {
     }
 
     /// The ACCEPT records of a forwarded packet that came in as `orig` and
-    /// left as `fin`, through NAT gateway session `nat` if any.
+    /// left as `fin`, through NAT gateway session `nat` if any; where they
+    /// are, for the flow's next packets.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(super) fn log_forward(
@@ -75,14 +77,23 @@ impl Pipeline {
         nat: Option<(NatId, Dir)>,
         len: usize,
         flags: u8,
-    ) {
+    ) -> crate::flowlog::Refs {
         let (from_host, to_host) = (self.is_host(ingress), self.is_host(egress));
         let nat_eni = nat.and_then(|(n, d)| {
             let private = u32::from(self.topo.nat_gateways.get(usize::from(n))?.private_ip);
             Some((self.topo.interfaces.len() as u16 + n, d, private))
         });
-        let Some(t) = self.flow_log.as_mut() else { return };
+        let Some(t) = self.flow_log.as_mut() else { return crate::flowlog::Refs::default() };
         let secs = now.secs();
+        let mut refs = crate::flowlog::Refs { epoch: t.epoch(), ..Default::default() };
+        let mut complete = true;
+        let mut put = |r: Option<u16>| match r {
+            Some(i) if usize::from(refs.n) < refs.slots.len() => {
+                refs.slots[usize::from(refs.n)] = i;
+                refs.n += 1;
+            }
+            _ => complete = false,
+        };
         let rec = |eni, flow: FlowKey, pkt_src, pkt_dst, ingress| RecordKey {
             eni,
             flow,
@@ -92,7 +103,7 @@ impl Pipeline {
             ingress,
         };
         if from_host {
-            t.add(secs, &rec(ingress, *orig, orig.src, orig.dst, false), len, flags);
+            put(t.add(secs, &rec(ingress, *orig, orig.src, orig.dst, false), len, flags));
         }
         if let Some((eni, dir, private)) = nat_eni {
             let (inbound, outbound) = match dir {
@@ -107,11 +118,16 @@ impl Pipeline {
                     rec(eni, FlowKey { src: private, ..*fin }, orig.src, fin.dst, false),
                 ),
             };
-            t.add(secs, &inbound, len, flags);
-            t.add(secs, &outbound, len, flags);
+            put(t.add(secs, &inbound, len, flags));
+            put(t.add(secs, &outbound, len, flags));
         }
         if to_host {
-            t.add(secs, &rec(egress, *fin, fin.src, fin.dst, true), len, flags);
+            put(t.add(secs, &rec(egress, *fin, fin.src, fin.dst, true), len, flags));
         }
+        // A skipped record: no shortcut, the next packet tries again.
+        if !complete {
+            refs.epoch = 0;
+        }
+        refs
     }
 }

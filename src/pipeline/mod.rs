@@ -558,7 +558,10 @@ impl Pipeline {
             return Err(miss);
         }
         d.apply(pkt);
-        if self.flow_log.is_some() {
+        let slot = hit.slot();
+        if let Some(t) = self.flow_log.as_mut()
+            && !t.bump(self.cache.flow_log_refs(slot), now.secs(), pkt.len(), flags)
+        {
             let orig = FlowKey { src, dst, sport, dport, proto };
             let fin = FlowKey {
                 src: u32::from_be_bytes(d.src),
@@ -568,7 +571,8 @@ impl Pipeline {
                 proto,
             };
             let len = pkt.len();
-            self.log_forward(now, ingress, &orig, d.egress, &fin, nat, len, flags);
+            let refs = self.log_forward(now, ingress, &orig, d.egress, &fin, nat, len, flags);
+            self.cache.set_flow_log_refs(slot, refs);
         }
         self.counters.cache.hits.inc();
         Ok(Action::Forward(d.egress))
