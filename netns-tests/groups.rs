@@ -106,6 +106,8 @@ fn security_groups_admit_deny_and_reference_members() {
     let nat_line = ct.lines().find(|l| l.contains(&format!("src={APP} dst={WEB}"))).unwrap_or_default();
     assert!(nat_line.contains("nat=nat-1") && !nat_line.contains("zone="), "{ct}");
     assert!(ct.contains("rewrite=\"elastic-ip 203.0.113.10\""), "web -> bastion goes through its Elastic IP: {ct}");
+    let ports = text(&natgw(&["ports", "--lab", &lab.name]));
+    assert!(ports.contains("203.0.113.5") && ports.contains(APP) && ports.contains("latest mappings"), "{ports}");
 
     // app2 joins bastion-sg: no rule changes, and app admits it.
     let joined =

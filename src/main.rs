@@ -62,6 +62,9 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Per NAT gateway: ports in use, held down and free per Elastic IP and
+    /// protocol, the ports each host holds, the latest mappings.
+    Ports(Target),
     /// Print the VPC Flow Log records a running gateway wrote (AWS's format).
     #[command(name = "flow-logs")]
     FlowLogs {
@@ -506,6 +509,17 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Ports(t) => match ask(&t, &Request::Ports)? {
+            Reply::Ports { nat } => {
+                if t.json {
+                    println!("{}", serde_json::to_string_pretty(&nat).map_err(|e| e.to_string())?);
+                } else {
+                    print!("{}", render::ports(&nat));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            other => Err(format!("unexpected answer: {other:?}")),
+        },
         Cmd::FlowLogs { target, follow, count } => {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -340,3 +340,22 @@ fn time_only_moves_through_now() {
     let ifc = a.ifc("internet");
     assert_eq!(a.pipe.process(far, ifc, &mut buf), Action::Drop(DropReason::NatNoSession));
 }
+
+#[test]
+fn the_port_report_shows_pools_hosts_and_the_latest_mappings() {
+    let mut lab = Lab::new();
+    let out = seen(&lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q")));
+    lab.pass("app", "internet", &udp(APP, 5001, WEB, 53, b"q"));
+    let r = lab.gw.nats()[0].port_report();
+    assert_eq!(r.pools.len(), 1, "{r:?}");
+    let p = &r.pools[0];
+    assert_eq!((p.addr.as_str(), p.proto, p.in_use, p.held, p.free), ("203.0.113.5", 17, 2, 0, 64510));
+    assert_eq!(r.hosts, vec![("10.0.1.10".to_string(), 2, 2)]);
+    assert_eq!(r.latest.len(), 2);
+    assert_eq!(r.latest[1].3, format!("203.0.113.5:{}", out.sport), "the latest first");
+    // The sessions expire: their ports wait out the hold-down, then are free.
+    lab.advance(351);
+    lab.expire();
+    let p = lab.gw.nats()[0].port_report().pools[0].clone();
+    assert_eq!((p.in_use, p.held, p.free), (0, 2, 64510), "{p:?}");
+}

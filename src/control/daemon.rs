@@ -456,6 +456,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::Ports => Reply::Ports { nat: s.gw.nats().iter().map(|n| n.port_report()).collect() },
         Request::FlowLogs { after } => match &s.flow_logs {
             Some(w) => Reply::FlowLogs { lines: w.lines_after(*after), status: w.status() },
             None => Reply::Error { message: "this gateway's VPC file has no [flow_logs] section".into() },

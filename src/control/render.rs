@@ -35,6 +35,43 @@ pub fn conntrack(nats: &[NatSessions], tracked: &[crate::control::flows::Tracked
     out
 }
 
+/// `natgw ports`: per NAT gateway, its pools, its hosts, its latest mappings.
+pub fn ports(nats: &[crate::nat::gateway::PortReport]) -> String {
+    let mut out = String::new();
+    for n in nats {
+        let _ = writeln!(out, "NAT gateway {}", n.name);
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<5} {:<12} {:>8} {:>8} {:>8}",
+            "Elastic IP", "proto", "range", "in use", "held", "free"
+        );
+        for p in &n.pools {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<5} {:<12} {:>8} {:>8} {:>8}",
+                p.addr,
+                proto_name(p.proto),
+                p.range,
+                p.in_use,
+                p.held,
+                p.free
+            );
+        }
+        if n.pools.is_empty() {
+            let _ = writeln!(out, "  (no port taken yet)");
+        }
+        let _ = writeln!(out, "  {:<16} {:>8} {:>8}", "host", "ports", "sessions");
+        for (h, ports, sessions) in &n.hosts {
+            let _ = writeln!(out, "  {h:<16} {ports:>8} {sessions:>8}");
+        }
+        let _ = writeln!(out, "  latest mappings:");
+        for (at, proto, i, e) in &n.latest {
+            let _ = writeln!(out, "    {at:>8} s  {:<4} {i} -> {e}", proto_name(*proto));
+        }
+    }
+    out
+}
+
 /// One flow in conntrack(8)'s words, without the line's end.
 fn entry(out: &mut String, s: &crate::conntrack::SessionView) {
     let _ = write!(out, "{:<8} {:<2} {:<6} ", proto_name(s.proto), s.proto, s.expires_in);

@@ -39,6 +39,8 @@ pub enum Request {
     Reload {
         path: String,
     },
+    /// Ports per NAT gateway: pools, hosts, latest mappings.
+    Ports,
     /// Flow log lines written after sequence number `after`.
     FlowLogs {
         after: u64,
@@ -124,6 +126,9 @@ pub enum Reply {
     },
     Trace {
         report: Box<crate::control::trace::Report>,
+    },
+    Ports {
+        nat: Vec<crate::nat::gateway::PortReport>,
     },
     FlowLogs {
         lines: Vec<(u64, String)>,

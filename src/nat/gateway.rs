@@ -365,6 +365,36 @@ struct Slow {
     recent: Map<FlowKey, u32>,
     /// With port blocks: each internal address's blocks, per protocol.
     blocks: Map<(u32, u8), Vec<PortBlock>>,
+    /// The latest mappings made: (second, internal, external), for `natgw ports`.
+    latest: std::collections::VecDeque<(u32, Endpoint, Endpoint)>,
+}
+
+/// Mappings `natgw ports` lists as the latest.
+const LATEST: usize = 16;
+
+/// A NAT gateway's ports, for `natgw ports`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortReport {
+    pub name: String,
+    /// Per Elastic IP and protocol.
+    pub pools: Vec<PoolView>,
+    /// Per internal host: ports (mappings) and sessions it holds.
+    pub hosts: Vec<(String, u32, u32)>,
+    /// The latest mappings: (seconds since start, protocol, internal, external).
+    pub latest: Vec<(u32, u8, String, String)>,
+}
+
+/// One port pool.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolView {
+    pub addr: String,
+    pub proto: u8,
+    pub range: String,
+    /// Ports of live mappings.
+    pub in_use: u32,
+    /// Ports whose mapping ended, waiting out their hold-down.
+    pub held: u32,
+    pub free: u32,
 }
 
 /// Sessions the tables have room for before they first grow.
@@ -424,6 +454,7 @@ impl NatGateway {
                 rng,
                 recent: map(0),
                 blocks: map(0),
+                latest: std::collections::VecDeque::with_capacity(LATEST),
             }),
             events: Mutex::new(std::collections::VecDeque::new()),
             sessions: AtomicUsize::new(0),
@@ -648,6 +679,10 @@ impl NatGateway {
             slow.by_external.insert(external, mk);
         }
         self.stats.mappings_created.inc();
+        if slow.latest.len() == LATEST {
+            slow.latest.pop_front();
+        }
+        slow.latest.push_back((now_secs, mk.internal, external));
         if self.config.log_mappings {
             self.event(now_secs, NatEventKind::MappingCreated, proto, mk.internal.to_string(), external.to_string());
         }
@@ -1050,6 +1085,36 @@ impl NatGateway {
             .collect();
         v.sort_by(|a, b| (a.proto, &a.orig_src, a.orig_sport).cmp(&(b.proto, &b.orig_src, b.orig_sport)));
         v
+    }
+
+    /// Ports per Elastic IP and protocol (in use, held down, free), per
+    /// internal host, and the latest mappings.
+    pub fn port_report(&self) -> PortReport {
+        let slow = self.slow.lock();
+        let held = slow.hold.counts();
+        let range = &self.config.ports.range;
+        let span = u32::from(*range.end()) - u32::from(*range.start()) + 1;
+        let mut pools: Vec<PoolView> = slow
+            .pools
+            .iter()
+            .map(|(&(a, p), pool)| {
+                let h = held.get(&(a, p)).copied().unwrap_or(0);
+                PoolView {
+                    addr: Ipv4Addr::from(a).to_string(),
+                    proto: p,
+                    range: format!("{}-{}", range.start(), range.end()),
+                    in_use: pool.in_use().saturating_sub(h),
+                    held: h,
+                    free: span.saturating_sub(pool.in_use()),
+                }
+            })
+            .collect();
+        pools.sort_by(|a, b| (&a.addr, a.proto).cmp(&(&b.addr, b.proto)));
+        let mut hosts: Vec<(String, u32, u32)> =
+            slow.subscribers.iter().map(|(a, s)| (Ipv4Addr::from(*a).to_string(), s.ports, s.sessions)).collect();
+        hosts.sort();
+        let latest = slow.latest.iter().rev().map(|(at, i, e)| (*at, i.proto, i.to_string(), e.to_string())).collect();
+        PortReport { name: self.name.clone(), pools, hosts, latest }
     }
 
     /// Ports in use (including held down) per public address and protocol.

@@ -249,6 +249,15 @@ impl HoldDown {
     }
 
     /// True when some port's hold-down has ended by `now_secs`.
+    /// Ports held down, per (address, protocol).
+    pub fn counts(&self) -> std::collections::HashMap<(u32, u8), u32> {
+        let mut m = std::collections::HashMap::new();
+        for &(_, addr, proto, _) in &self.queue {
+            *m.entry((addr, proto)).or_insert(0) += 1;
+        }
+        m
+    }
+
     pub fn has_due(&self, now_secs: u32) -> bool {
         self.queue.front().is_some_and(|&(t, ..)| t <= now_secs)
     }
