@@ -286,3 +286,34 @@ fn every_lab_scenario_runs_and_checks_itself() {
         assert!(namespaces_with(prefix).is_empty(), "scenario {name} left {:?}", namespaces_with(prefix));
     }
 }
+
+#[test]
+fn trace_live_prints_the_decisions_of_real_packets() {
+    if !require_root() {
+        return;
+    }
+    let lab = TestLab::up("tracelive", &[]);
+    let web = http(&lab, "web", WEB, 80);
+    let tracer = lab.spawn(
+        "web",
+        &[NATGW, "trace", "--live", "--lab", &lab.name, "--count", "2", "--seconds", "10", "tcp", "port", "80"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(curl_ok(&lab, "app", &format!("http://{WEB}/hostname")));
+    let out = finish_waiting(tracer);
+    assert!(out.contains("natgw: 2 packet(s) traced"), "{out}");
+    assert!(out.contains("tcp 10.0.1.10:") && out.contains("nat-1: new mapping"), "the SYN's walk: {out}");
+    assert!(out.contains("nat-1: the session's reply"), "its reply's walk: {out}");
+    finish(web);
+}
+
+/// Waits (at most 15 s) for a child to end, then reads what it wrote.
+fn finish_waiting(mut c: std::process::Child) -> String {
+    for _ in 0..150 {
+        if c.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    finish(c)
+}

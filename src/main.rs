@@ -47,14 +47,19 @@ enum Cmd {
     Trace {
         #[command(flatten)]
         target: Target,
-        /// Source: a host's name or an address (outside the VPC: from the internet).
-        src: String,
-        /// Destination: a host's name or an address.
-        dst: String,
-        /// tcp, udp or icmp.
-        proto: String,
-        /// Destination port (tcp, udp).
-        port: Option<u16>,
+        /// SRC DST PROTO [PORT]: a host's name or an address (outside the VPC:
+        /// from the internet), a host's name or an address, tcp, udp or icmp,
+        /// the destination port. With --live: a filter, e.g. `tcp 198.51.100.10 port 80`.
+        words: Vec<String>,
+        /// Print the decisions of the next real packets that match instead.
+        #[arg(long)]
+        live: bool,
+        /// With --live: packets to trace (1-100).
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        /// With --live: seconds to wait at most (1-60).
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
         /// Source port (default 40000) or ICMP identifier (default 1).
         #[arg(long)]
         sport: Option<u16>,
@@ -493,7 +498,33 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             println!("NAT gateway {name} deleted; routes to it are blackholes now (natgw routes)");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Trace { target, src, dst, proto, port, sport, config } => {
+        Cmd::Trace { target, words, live: true, count, seconds, .. } => {
+            let filter = natgw::pipeline::live::Filter::parse(&words)?;
+            let Reply::TraceLive { traced } = ask(&target, &Request::TraceLive { filter, count, seconds })? else {
+                return Err("unexpected answer".into());
+            };
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&traced).map_err(|e| e.to_string())?);
+            } else {
+                for t in &traced {
+                    println!("{} (in on {})", t.packet, t.ingress);
+                    for (i, h) in t.hops.iter().enumerate() {
+                        println!("  {:>2}. {:<26} {}", i + 1, h.step, h.detail);
+                    }
+                }
+                println!("natgw: {} packet(s) traced", traced.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trace { target, words, sport, config, .. } => {
+            let (src, dst, proto, port) = match words.as_slice() {
+                [s, d, p] => (s.clone(), d.clone(), p.clone(), None),
+                [s, d, p, port] => {
+                    let port = port.parse().map_err(|_| format!("`{port}` is not a port"))?;
+                    (s.clone(), d.clone(), p.clone(), Some(port))
+                }
+                _ => return Err("trace SRC DST PROTO [PORT], e.g. `natgw trace app 198.51.100.10 tcp 80`".into()),
+            };
             let query = natgw::control::trace::Query { src, dst, proto, port, sport };
             let report = match config {
                 Some(p) => natgw::control::trace::trace(&load(Some(&p))?, &query)?,

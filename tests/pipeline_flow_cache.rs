@@ -275,3 +275,26 @@ fn hairpinned_flows_are_cached() {
     assert_eq!(cache_count(&with, "hits"), 8);
     assert_eq!(with.totals().nat, without.totals().nat);
 }
+
+#[test]
+fn a_live_trace_records_the_next_matching_packets_even_of_cached_flows() {
+    let mut lab = Lab::new();
+    // The flow is cached first.
+    for _ in 0..3 {
+        lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q"));
+    }
+    let words: Vec<String> = "udp port 53".split_whitespace().map(String::from).collect();
+    lab.gw.live().arm(natgw::pipeline::live::Filter::parse(&words).unwrap(), 2);
+    lab.pass("app", "internet", &udp(APP, 6000, WEB, 9, b"other"));
+    lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q"));
+    lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q"));
+    lab.pass("app", "internet", &udp(APP, 5000, WEB, 53, b"q"));
+    let traced = lab.gw.live().results();
+    assert_eq!(traced.len(), 2, "two packets, then the trace disarms: {traced:#?}");
+    assert!(!lab.gw.live().armed());
+    for t in &traced {
+        assert_eq!(t.packet, "udp 10.0.1.10:5000 -> 198.51.100.10:53");
+        assert!(t.hops.iter().any(|h| h.detail.contains("nat-1: existing session")), "{:#?}", t.hops);
+        assert_eq!(t.hops.last().unwrap().detail, "forwarded out of interface internet");
+    }
+}

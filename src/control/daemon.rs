@@ -456,6 +456,21 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::TraceLive { filter, count, seconds } => {
+            if *count == 0 || *count > 100 || *seconds == 0 || *seconds > 60 {
+                return Reply::Error { message: "trace --live takes 1 to 100 packets and 1 to 60 seconds".into() };
+            }
+            let live = s.gw.live();
+            live.arm(filter.clone(), *count);
+            let deadline = std::time::Instant::now() + Duration::from_secs(u64::from(*seconds));
+            while live.left() > 0 && std::time::Instant::now() < deadline && !s.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            live.disarm();
+            // A packet taken just before the disarm finishes its walk first.
+            std::thread::sleep(Duration::from_millis(20));
+            Reply::TraceLive { traced: live.results() }
+        }
         Request::Ports => Reply::Ports { nat: s.gw.nats().iter().map(|n| n.port_report()).collect() },
         Request::FlowLogs { after } => match &s.flow_logs {
             Some(w) => Reply::FlowLogs { lines: w.lines_after(*after), status: w.status() },

@@ -41,6 +41,13 @@ pub enum Request {
     },
     /// Ports per NAT gateway: pools, hosts, latest mappings.
     Ports,
+    /// The recorded decisions of the next `count` real packets matching
+    /// `filter`, waiting at most `seconds`.
+    TraceLive {
+        filter: crate::pipeline::live::Filter,
+        count: u32,
+        seconds: u32,
+    },
     /// Flow log lines written after sequence number `after`.
     FlowLogs {
         after: u64,
@@ -129,6 +136,9 @@ pub enum Reply {
     },
     Ports {
         nat: Vec<crate::nat::gateway::PortReport>,
+    },
+    TraceLive {
+        traced: Vec<crate::pipeline::live::Traced>,
     },
     FlowLogs {
         lines: Vec<(u64, String)>,

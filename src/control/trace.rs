@@ -58,19 +58,7 @@ pub struct Report {
     pub summary: String,
 }
 
-fn describe(b: &[u8]) -> String {
-    match build::fields(b) {
-        Some((p, s, d, sp, dp)) => {
-            let name = crate::conntrack::key::proto_name(p);
-            if p == protocol::ICMP {
-                format!("{name} {} -> {} id {sp}", Ipv4Addr::from(s), Ipv4Addr::from(d))
-            } else {
-                format!("{name} {}:{sp} -> {}:{dp}", Ipv4Addr::from(s), Ipv4Addr::from(d))
-            }
-        }
-        None => "?".into(),
-    }
-}
+use build::describe;
 
 /// Resolves a query's end: a host name, or an address.
 fn address(vpc: &Vpc, what: &str, word: &str) -> Result<Ipv4Addr, String> {

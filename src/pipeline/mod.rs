@@ -29,6 +29,7 @@ pub mod flow_cache;
 pub mod flow_logs;
 pub mod frag;
 pub mod groups;
+pub mod live;
 pub mod nat_step;
 pub mod outbox;
 pub mod record;
@@ -116,6 +117,8 @@ pub struct Gateway {
     tracker: Tracker,
     /// Flow log records the workers flushed, for the control plane's writer.
     flow_sink: crate::flowlog::Sink,
+    /// `natgw trace --live`.
+    live: live::Live,
     frags: Mutex<FragTable>,
     pub settings: Settings,
 }
@@ -130,6 +133,7 @@ impl Gateway {
             nats,
             tracker: Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows),
             flow_sink: crate::flowlog::Sink::default(),
+            live: live::Live::default(),
             frags: Mutex::new(FragTable::new(settings.frag)),
             settings,
         })
@@ -163,6 +167,11 @@ impl Gateway {
     /// The flows security groups track.
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The live trace (`natgw trace --live`).
+    pub fn live(&self) -> &live::Live {
+        &self.live
     }
 
     /// Flow log records flushed by the workers.
@@ -440,6 +449,24 @@ impl Pipeline {
     /// Runs one packet that arrived on `ingress` through the pipeline, in place.
     /// Afterwards, [`Pipeline::next_pending`] may have more packets to send.
     pub fn process(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Action {
+        if !self.gw.live.armed() {
+            return self.process_packet(now, ingress, pkt);
+        }
+        // `natgw trace --live`: a matching packet takes the walk, recorded.
+        if self.recording || !self.gw.live.wants(pkt.bytes()) {
+            return self.process_packet(now, ingress, pkt);
+        }
+        let packet = crate::wire::build::describe(pkt.bytes());
+        self.set_recording(true);
+        let action = self.process_packet(now, ingress, pkt);
+        let hops = self.take_record();
+        self.recording = false;
+        let ingress = self.if_name(ingress).to_string();
+        self.gw.live.push(live::Traced { packet, ingress, hops });
+        action
+    }
+
+    fn process_packet(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Action {
         self.counters.rx(usize::from(ingress), pkt.len());
         if self.gw.settings.route_only {
             return self.route_only(pkt);

@@ -68,6 +68,27 @@ pub fn probe(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, tcp_
     b
 }
 
+/// A packet in words: `tcp 10.0.1.10:40000 -> 198.51.100.10:80`.
+pub fn describe(b: &[u8]) -> String {
+    match fields(b) {
+        Some((p, s, d, sp, dp)) => {
+            let name = match p {
+                protocol::TCP => "tcp".to_string(),
+                protocol::UDP => "udp".to_string(),
+                protocol::ICMP => "icmp".to_string(),
+                n => format!("protocol {n}"),
+            };
+            let (s, d) = (std::net::Ipv4Addr::from(s), std::net::Ipv4Addr::from(d));
+            match p {
+                protocol::TCP | protocol::UDP => format!("{name} {s}:{sp} -> {d}:{dp}"),
+                protocol::ICMP => format!("{name} {s} -> {d} id {sp}"),
+                _ => format!("{name} {s} -> {d}"),
+            }
+        }
+        None => "(not an IPv4 packet)".into(),
+    }
+}
+
 /// A packet's protocol, addresses and ports (ICMP: the identifier twice).
 pub type Fields = (u8, [u8; 4], [u8; 4], u16, u16);
 
