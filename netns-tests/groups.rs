@@ -317,3 +317,26 @@ fn finish_waiting(mut c: std::process::Child) -> String {
     }
     finish(c)
 }
+
+#[test]
+fn conntrack_events_follow_a_real_connection() {
+    if !require_root() {
+        return;
+    }
+    let lab = TestLab::up("ctevents", &[]);
+    let web = http(&lab, "web", WEB, 80);
+    let listener = lab.spawn("web", &[NATGW, "conntrack", "--events", "--lab", &lab.name, "--count", "3"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(curl_ok(&lab, "app", &format!("http://{WEB}/hostname")));
+    let out = finish_waiting(listener);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 3, "{out}");
+    assert!(lines[0].contains("[NEW]") && lines[0].contains("SYN_SENT") && lines[0].contains("nat=nat-1"), "{out}");
+    assert!(
+        lines[0].contains(&format!("src={APP} dst={WEB}")) && lines[0].contains("dst=203.0.113.5"),
+        "both tuples: {out}"
+    );
+    assert!(lines[1].contains("[UPDATE]") && lines[1].contains("SYN_RECV"), "{out}");
+    assert!(lines[2].contains("[UPDATE]") && lines[2].contains("ESTABLISHED"), "{out}");
+    finish(web);
+}

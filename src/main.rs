@@ -22,8 +22,18 @@ enum Cmd {
     /// Build, use and tear down a lab of namespaces.
     #[command(subcommand)]
     Lab(LabCmd),
-    /// List the tracked flows and NAT translations of a running gateway (like `conntrack -L`).
-    Conntrack(Target),
+    /// List the tracked flows and NAT translations of a running gateway (like
+    /// `conntrack -L`), or with --events follow them (like `conntrack -E`).
+    Conntrack {
+        #[command(flatten)]
+        target: Target,
+        /// Print [NEW], [UPDATE] and [DESTROY] events as they happen (Ctrl-C stops).
+        #[arg(long)]
+        events: bool,
+        /// With --events: stop after this many.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Print the counters of a running gateway: traffic, NAT metrics, drops by reason.
     Stats(Target),
     /// Print the NAT's abuse-tracing log (port blocks; mappings with log_mappings).
@@ -435,7 +445,38 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Conntrack(t) => match ask(&t, &Request::Conntrack)? {
+        Cmd::Conntrack { target, events: true, count } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+            }
+            // The first ask arms the events; only what happens after it is shown.
+            let (mut after, mut shown, mut first) = (0u64, 0usize, true);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Reply::ConntrackEvents { events, .. } = ask(&target, &Request::ConntrackEvents { after })? else {
+                    return Err("unexpected answer".into());
+                };
+                for (seq, e) in events {
+                    after = seq;
+                    if first {
+                        continue;
+                    }
+                    if target.json {
+                        println!("{}", serde_json::to_string(&e).map_err(|e| e.to_string())?);
+                    } else {
+                        println!("{}", render::event(&e));
+                    }
+                    shown += 1;
+                    if count.is_some_and(|c| shown >= c) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                first = false;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Conntrack { target: t, .. } => match ask(&t, &Request::Conntrack)? {
             Reply::Conntrack { nat, tracked } => {
                 if t.json {
                     let v = serde_json::json!({ "nat": nat, "tracked": tracked });

@@ -359,3 +359,33 @@ fn the_port_report_shows_pools_hosts_and_the_latest_mappings() {
     let p = lab.gw.nats()[0].port_report().pools[0].clone();
     assert_eq!((p.in_use, p.held, p.free), (0, 2, 64510), "{p:?}");
 }
+
+#[test]
+fn conntrack_events_say_new_update_and_destroy_with_the_reason() {
+    use natgw::conntrack::events::Kind;
+    let mut lab = Lab::new();
+    lab.pass("app", "internet", &udp(APP, 4000, WEB, 53, b"before")); // no listener: no event
+    lab.gw.events().arm(true);
+    let out = seen(&lab.pass("app", "internet", &tcp(APP, 40000, WEB, 80, "S", 1, 0)));
+    lab.pass("internet", "app", &tcp(WEB, 80, NAT_IP, out.sport, "SA", 100, 2));
+    lab.pass("app", "internet", &tcp(APP, 40000, WEB, 80, "A", 2, 101));
+    lab.pass("app", "internet", &tcp(APP, 40000, WEB, 80, "R", 2, 101));
+    lab.advance(351);
+    lab.expire();
+    let ev: Vec<(Kind, Option<String>, Option<String>)> =
+        lab.gw.events().after(0).into_iter().map(|(_, e)| (e.kind, e.state, e.reason)).collect();
+    let s = |x: &str| Some(x.to_string());
+    assert_eq!(
+        ev,
+        vec![
+            (Kind::New, s("SYN_SENT"), None),
+            (Kind::Update, s("SYN_RECV"), None),
+            (Kind::Update, s("ESTABLISHED"), None),
+            (Kind::Update, s("CLOSE"), None),
+            (Kind::Destroy, None, s("timeout")),
+            (Kind::Destroy, s("CLOSE"), s("rst")),
+        ],
+        "the UDP flow started before the listener: only its end is there"
+    );
+    assert_eq!(lab.gw.events().after(0)[0].1.zone, "nat-1");
+}

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 /// A directional 5-tuple. For ICMP queries both "ports" hold the query identifier
 /// (RFC 5508 §3.1: the identifier is mapped like a port), so [`FlowKey::reply`]
 /// works the same for every protocol.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct FlowKey {
     pub src: u32,
     pub dst: u32,

@@ -5,6 +5,7 @@
 //! a reaped session is never revived by a late packet; timers are driven only
 //! by the `now` passed in.
 
+pub mod events;
 pub mod key;
 pub mod session;
 pub mod table;

@@ -27,7 +27,7 @@
 use super::key::FlowKey;
 use super::session::{Session, SessionView};
 use super::table::FlowTable;
-use super::tcp::{Dir, TcpState, Verdict};
+use super::tcp::{Dir, Verdict};
 use super::timeouts::Timeouts;
 use crate::counter::Counter;
 use crate::wire::ipv4::protocol;
@@ -71,6 +71,7 @@ pub struct Tracker {
     slow: Mutex<Slow>,
     live: AtomicUsize,
     pub stats: TrackerStats,
+    hub: Option<Arc<super::events::Hub>>,
 }
 
 impl Tracker {
@@ -82,6 +83,21 @@ impl Tracker {
             slow: Mutex::new(Slow::default()),
             live: AtomicUsize::new(0),
             stats: TrackerStats::default(),
+            hub: None,
+        }
+    }
+
+    /// Sends the tracker's events to `hub`.
+    pub fn attach_events(&mut self, hub: Arc<super::events::Hub>) {
+        self.hub = Some(hub);
+    }
+
+    #[inline]
+    fn event_about(&self, at: u32, kind: super::events::Kind, s: &Session, reason: Option<&str>) {
+        if let Some(h) = &self.hub
+            && h.armed()
+        {
+            h.emit(at, kind, "security-groups", s, reason);
         }
     }
 
@@ -127,7 +143,11 @@ impl Tracker {
         if s.orig.proto == protocol::TCP {
             // Out-of-window segments are the hosts' business: a security
             // group does not drop them (nor does AWS document that it would).
-            let _: (Verdict, TcpState) = s.track_tcp(dir, tcp_flags);
+            if let (Verdict::Move(next), before) = s.track_tcp(dir, tcp_flags)
+                && next != before
+            {
+                self.event_about(now_secs, super::events::Kind::Update, s, None);
+            }
         }
         s.touch(now_secs);
         s.account(dir, len);
@@ -169,6 +189,9 @@ impl Tracker {
         slow.wheel.entry(at).or_default().push(s);
         self.live.store(self.len() + 1, Relaxed); // under the lock
         self.stats.created.inc();
+        if let Some(s) = slow.wheel.get(&at).and_then(|b| b.last()) {
+            self.event_about(now_secs, super::events::Kind::New, s, None);
+        }
         Ok(())
     }
 
@@ -199,6 +222,7 @@ impl Tracker {
                     continue;
                 }
                 if s.try_kill(now_secs, &self.timeouts) {
+                    self.event_about(now_secs, super::events::Kind::Destroy, &s, Some(super::events::end_reason(&s)));
                     self.release(&s);
                     self.stats.expired.inc();
                 } else {

@@ -101,6 +101,9 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// VPC Flow Logs' writer, if the file asks for flow logs.
     flow_logs: Option<super::flow_writer::FlowLogWriter>,
+    /// When `natgw conntrack --events` last asked (clock seconds): the
+    /// events stay armed for 5 s after.
+    events_asked: std::sync::atomic::AtomicU32,
 }
 
 impl Daemon {
@@ -183,6 +186,7 @@ impl Daemon {
             super::flow_writer::FlowLogWriter::new(&vpc, unix_now.saturating_sub(u64::from(clock.now().secs())));
         let shared = Arc::new(Shared {
             flow_logs,
+            events_asked: std::sync::atomic::AtomicU32::new(0),
             gw: gw.clone(),
             vpc: parking_lot::Mutex::new(vpc),
             counters: workers.counters().to_vec(),
@@ -344,6 +348,10 @@ fn reaper(s: &Shared) {
     while !s.stop.load(Ordering::Relaxed) {
         s.gw.collect_garbage();
         let now = s.clock.now().secs();
+        // Nobody has asked for events for 5 s: stop making them.
+        if s.gw.events().armed() && now > s.events_asked.load(Ordering::Relaxed).saturating_add(5) {
+            s.gw.events().arm(false);
+        }
         for nat in s.gw.nats() {
             // Bounded passes: yield between them so the slow path gets the lock.
             for _ in 0..100 {
@@ -470,6 +478,12 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             // A packet taken just before the disarm finishes its walk first.
             std::thread::sleep(Duration::from_millis(20));
             Reply::TraceLive { traced: live.results() }
+        }
+        Request::ConntrackEvents { after } => {
+            s.events_asked.store(now.secs(), Ordering::Relaxed);
+            let hub = s.gw.events();
+            hub.arm(true);
+            Reply::ConntrackEvents { events: hub.after(*after), lost: hub.lost.load(Ordering::Relaxed) }
         }
         Request::Ports => Reply::Ports { nat: s.gw.nats().iter().map(|n| n.port_report()).collect() },
         Request::FlowLogs { after } => match &s.flow_logs {

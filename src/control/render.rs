@@ -72,6 +72,43 @@ pub fn ports(nats: &[crate::nat::gateway::PortReport]) -> String {
     out
 }
 
+/// One event as `conntrack -E` prints it.
+pub fn event(e: &crate::conntrack::events::Event) -> String {
+    use crate::conntrack::events::Kind;
+    let kind = match e.kind {
+        Kind::New => "    [NEW]",
+        Kind::Update => " [UPDATE]",
+        Kind::Destroy => "[DESTROY]",
+    };
+    let mut out = format!("{kind} {:<8} {:<2} ", proto_name(e.orig.proto), e.orig.proto);
+    if let Some(st) = &e.state {
+        let _ = write!(out, "{st} ");
+    }
+    let (sp, dp) = if e.orig.proto == 1 { ("id", "id") } else { ("sport", "dport") };
+    let (o, r) = (&e.orig, &e.reply);
+    let _ = write!(
+        out,
+        "src={} dst={} {sp}={} {dp}={} src={} dst={} {sp}={} {dp}={}",
+        o.src_addr(),
+        o.dst_addr(),
+        o.sport,
+        o.dport,
+        r.src_addr(),
+        r.dst_addr(),
+        r.sport,
+        r.dport
+    );
+    if e.zone == "security-groups" {
+        out.push_str(" zone=security-groups");
+    } else {
+        let _ = write!(out, " nat={}", e.zone);
+    }
+    if let Some(reason) = &e.reason {
+        let _ = write!(out, " reason={reason}");
+    }
+    out
+}
+
 /// One flow in conntrack(8)'s words, without the line's end.
 fn entry(out: &mut String, s: &crate::conntrack::SessionView) {
     let _ = write!(out, "{:<8} {:<2} {:<6} ", proto_name(s.proto), s.proto, s.expires_in);

@@ -41,6 +41,11 @@ pub enum Request {
     },
     /// Ports per NAT gateway: pools, hosts, latest mappings.
     Ports,
+    /// Connection tracking events after sequence number `after` (asking
+    /// keeps the events armed for 5 s).
+    ConntrackEvents {
+        after: u64,
+    },
     /// The recorded decisions of the next `count` real packets matching
     /// `filter`, waiting at most `seconds`.
     TraceLive {
@@ -139,6 +144,10 @@ pub enum Reply {
     },
     TraceLive {
         traced: Vec<crate::pipeline::live::Traced>,
+    },
+    ConntrackEvents {
+        events: Vec<(u64, crate::conntrack::events::Event)>,
+        lost: u64,
     },
     FlowLogs {
         lines: Vec<(u64, String)>,

@@ -418,6 +418,8 @@ pub struct NatGateway {
     events: Mutex<std::collections::VecDeque<NatEvent>>,
     /// Second of the earliest deferred answer (u32::MAX: none), read without the lock.
     next_deferred: std::sync::atomic::AtomicU32,
+    /// `natgw conntrack --events`, once the gateway attaches its hub.
+    hub: std::sync::OnceLock<Arc<crate::conntrack::events::Hub>>,
 }
 
 /// What one expiry pass did.
@@ -461,7 +463,22 @@ impl NatGateway {
             stats: NatStats::default(),
             deferred: Mutex::new(std::collections::VecDeque::with_capacity(MAX_DEFERRED_SYNS)),
             next_deferred: std::sync::atomic::AtomicU32::new(u32::MAX),
+            hub: std::sync::OnceLock::new(),
             config,
+        }
+    }
+
+    /// Sends this gateway's connection tracking events to `hub`.
+    pub fn attach_events(&self, hub: Arc<crate::conntrack::events::Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    #[inline]
+    fn event_about(&self, at: u32, kind: crate::conntrack::events::Kind, s: &Session, reason: Option<&str>) {
+        if let Some(h) = self.hub.get()
+            && h.armed()
+        {
+            h.emit(at, kind, &self.name, s, reason);
         }
     }
 
@@ -528,7 +545,15 @@ impl NatGateway {
         let tcp = s.orig.proto == protocol::TCP;
         if tcp {
             match s.track_tcp(dir, tcp_flags) {
-                (Verdict::Move(TcpState::Established), before) => out.established = before != TcpState::Established,
+                (Verdict::Move(TcpState::Established), before) => {
+                    out.established = before != TcpState::Established;
+                    if out.established {
+                        self.event_about(now_secs, crate::conntrack::events::Kind::Update, s, None);
+                    }
+                }
+                (Verdict::Move(next), before) if next != before => {
+                    self.event_about(now_secs, crate::conntrack::events::Kind::Update, s, None);
+                }
                 (Verdict::Invalid, _) => out.tcp_invalid = true,
                 _ => {}
             }
@@ -814,6 +839,7 @@ impl NatGateway {
         }
         let first_look = now_secs.saturating_add(session.timeout(&self.config.timeouts).min(RECHECK_SECS) + 1);
         let rewrite = session.rewrite(dir);
+        self.event_about(now_secs, crate::conntrack::events::Kind::New, &session, None);
         slow.wheel.schedule(first_look, session);
         Translated { rewrite, created: true, established: false, tcp_invalid }
     }
@@ -916,7 +942,7 @@ impl NatGateway {
         }
         match victim {
             Some(s) if s.kill() => {
-                self.release(slow, &s, now_secs);
+                self.release(slow, &s, now_secs, "early-drop");
                 self.stats.early_drops.inc();
                 true
             }
@@ -935,7 +961,8 @@ impl NatGateway {
             Ok(live) => Some(live),
             Err(expired) => {
                 if expired.kill() {
-                    self.release(slow, &expired, now_secs);
+                    let reason = crate::conntrack::events::end_reason(&expired);
+                    self.release(slow, &expired, now_secs, reason);
                 }
                 None
             }
@@ -944,7 +971,8 @@ impl NatGateway {
 
     /// Removes a dead session from the table and its mapping; frees the mapping
     /// (into the port hold-down) when it was the last session.
-    fn release(&self, slow: &mut Slow, s: &Arc<Session>, now_secs: u32) {
+    fn release(&self, slow: &mut Slow, s: &Arc<Session>, now_secs: u32, reason: &str) {
+        self.event_about(now_secs, crate::conntrack::events::Kind::Destroy, s, Some(reason));
         self.table.remove(s);
         self.sessions.store(self.sessions.load(Relaxed).saturating_sub(1), Relaxed); // under the slow lock
         let freed = self.release_from_mapping(slow, s, now_secs);
@@ -1049,7 +1077,7 @@ impl NatGateway {
                     continue; // replaced or flushed: already released
                 }
                 if s.try_kill(now_secs, &self.config.timeouts) {
-                    self.release(&mut slow, &s, now_secs);
+                    self.release(&mut slow, &s, now_secs, crate::conntrack::events::end_reason(&s));
                     self.stats.idle_timeouts.inc();
                     report.expired += 1;
                 } else {

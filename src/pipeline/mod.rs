@@ -119,6 +119,8 @@ pub struct Gateway {
     flow_sink: crate::flowlog::Sink,
     /// `natgw trace --live`.
     live: live::Live,
+    /// `natgw conntrack --events`.
+    events: Arc<crate::conntrack::events::Hub>,
     frags: Mutex<FragTable>,
     pub settings: Settings,
 }
@@ -127,11 +129,18 @@ impl Gateway {
     /// A gateway for `topology` whose NAT gateways are `nats`, in the
     /// topology's NAT gateway order.
     pub fn new(topology: Topology, nats: Vec<Arc<NatGateway>>, settings: Settings) -> Arc<Gateway> {
+        let events = Arc::new(crate::conntrack::events::Hub::default());
+        for n in &nats {
+            n.attach_events(events.clone());
+        }
+        let mut tracker = Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows);
+        tracker.attach_events(events.clone());
         Arc::new(Gateway {
+            events,
             topology: ArcSwap::from_pointee(topology),
             graveyard: Mutex::new(Vec::new()),
             nats,
-            tracker: Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows),
+            tracker,
             flow_sink: crate::flowlog::Sink::default(),
             live: live::Live::default(),
             frags: Mutex::new(FragTable::new(settings.frag)),
@@ -167,6 +176,11 @@ impl Gateway {
     /// The flows security groups track.
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// Connection tracking events (`natgw conntrack --events`).
+    pub fn events(&self) -> &crate::conntrack::events::Hub {
+        &self.events
     }
 
     /// The live trace (`natgw trace --live`).
