@@ -1023,38 +1023,9 @@ fn rule(cx: &Ctx<'_>, r: &RuleSection) -> Result<AclRule, ConfigError> {
             ));
         }
     };
-    let protocol = match r.protocol.get_ref().to_ascii_lowercase().as_str() {
-        "all" | "-1" => RuleProtocol::All,
-        "tcp" => RuleProtocol::Number(6),
-        "udp" => RuleProtocol::Number(17),
-        "icmp" => RuleProtocol::Number(1),
-        other => match other.parse::<u8>() {
-            Ok(n) => RuleProtocol::Number(n),
-            Err(_) => {
-                return Err(cx.err(
-                    r.protocol.span(),
-                    format!("protocol `{other}` is not known"),
-                    "write \"all\", \"tcp\", \"udp\", \"icmp\" or a protocol number",
-                ));
-            }
-        },
-    };
+    let protocol = rule_protocol(cx, &r.protocol)?;
     let cidr = cx.prefix(&r.cidr, "rule CIDR")?;
-    let ports = match &r.ports {
-        Some(p) => {
-            if !matches!(protocol, RuleProtocol::Number(6 | 17)) {
-                return Err(cx.err(
-                    p.span(),
-                    "a port range applies to TCP and UDP rules only",
-                    "remove `ports`, or set protocol = \"tcp\" or \"udp\"",
-                ));
-            }
-            Some(port_range(p.get_ref()).ok_or_else(|| {
-                cx.err(p.span(), format!("`{}` is not a port range", p.get_ref()), "write \"443\" or \"1024-65535\"")
-            })?)
-        }
-        None => None,
-    };
+    let ports = r.ports.as_ref().map(|p| rule_ports(cx, p, protocol)).transpose()?;
     if (r.icmp_type.is_some() || r.icmp_code.is_some()) && protocol != RuleProtocol::Number(1) {
         return Err(cx.err(
             r.protocol.span(),
@@ -1063,6 +1034,37 @@ fn rule(cx: &Ctx<'_>, r: &RuleSection) -> Result<AclRule, ConfigError> {
         ));
     }
     Ok(AclRule { number: n as u16, action, protocol, cidr, ports, icmp_type: r.icmp_type, icmp_code: r.icmp_code })
+}
+
+/// A rule's protocol (network ACLs and security groups): a name or a number.
+fn rule_protocol(cx: &Ctx<'_>, p: &S) -> Result<RuleProtocol, ConfigError> {
+    Ok(match p.get_ref().to_ascii_lowercase().as_str() {
+        "all" | "-1" => RuleProtocol::All,
+        "tcp" => RuleProtocol::Number(6),
+        "udp" => RuleProtocol::Number(17),
+        "icmp" => RuleProtocol::Number(1),
+        other => other.parse::<u8>().map(RuleProtocol::Number).map_err(|_| {
+            cx.err(
+                p.span(),
+                format!("protocol `{other}` is not known"),
+                "write \"all\", \"tcp\", \"udp\", \"icmp\" or a protocol number",
+            )
+        })?,
+    })
+}
+
+/// A rule's port range, which only TCP and UDP rules have.
+fn rule_ports(cx: &Ctx<'_>, p: &S, protocol: RuleProtocol) -> Result<(u16, u16), ConfigError> {
+    if !matches!(protocol, RuleProtocol::Number(6 | 17)) {
+        return Err(cx.err(
+            p.span(),
+            "a port range applies to TCP and UDP rules only",
+            "remove `ports`, or set protocol = \"tcp\" or \"udp\"",
+        ));
+    }
+    port_range(p.get_ref()).ok_or_else(|| {
+        cx.err(p.span(), format!("`{}` is not a port range", p.get_ref()), "write \"443\" or \"1024-65535\"")
+    })
 }
 
 fn nat_config(cx: &Ctx<'_>, o: &NatOptions, public_ips: Vec<Ipv4Addr>) -> Result<NatConfig, ConfigError> {

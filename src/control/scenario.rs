@@ -28,6 +28,9 @@ enum Step {
     /// Run a command in a host: it must succeed (or fail), and its output
     /// contain `want` when it succeeds.
     Run { host: &'static str, argv: &'static [&'static str], ok: bool, want: &'static str, what: &'static str },
+    /// `curl URL` in a host (2 s at most; the body and then the status code
+    /// are its output): like `Run`.
+    Curl { host: &'static str, url: &'static str, ok: bool, want: &'static str, what: &'static str },
     /// `natgw trace SRC DST PROTO PORT` against the running lab: the
     /// request's and the reply's verdicts start with these, and some hop
     /// says `hop`.
@@ -52,8 +55,7 @@ pub struct Scenario {
 }
 
 const WEB_HTTP: &[&str] = &["python3", "-m", "http.server", "80", "--bind", "198.51.100.10", "--directory", "/etc"];
-const APP_CURL_WEB: &[&str] =
-    &["curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "http://198.51.100.10/hostname"];
+const WEB_PAGE: &str = "http://198.51.100.10/hostname";
 
 /// Every scenario.
 pub const ALL: &[Scenario] = &[
@@ -70,9 +72,9 @@ pub const ALL: &[Scenario] = &[
                 reply: Some("dropped (acl_deny)"),
                 hop: "private-acl (subnet private) inbound: rule * deny",
             },
-            Step::Run {
+            Step::Curl {
                 host: "app",
-                argv: APP_CURL_WEB,
+                url: WEB_PAGE,
                 ok: false,
                 want: "",
                 what: "curl gets no answer: the reply died where the trace said",
@@ -89,7 +91,7 @@ pub const ALL: &[Scenario] = &[
                 reply: Some("forwarded"),
                 hop: "private-acl (subnet private) inbound: rule 200 allow",
             },
-            Step::Run { host: "app", argv: APP_CURL_WEB, ok: true, want: "200", what: "curl gets its page" },
+            Step::Curl { host: "app", url: WEB_PAGE, ok: true, want: "HTTP 200", what: "curl gets its page" },
         ],
     },
     Scenario {
@@ -103,33 +105,23 @@ pub const ALL: &[Scenario] = &[
                 argv: &["python3", "-m", "http.server", "8080", "--bind", "10.0.1.20", "--directory", "/etc"],
                 port: 8080,
             },
-            Step::Run {
+            Step::Curl {
                 host: "frontend1",
-                argv: &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://10.0.1.20:8080/hostname",
-                ],
+                url: "http://10.0.1.20:8080/hostname",
                 ok: true,
-                want: "200",
+                want: "HTTP 200",
                 what: "frontend1, a member, gets in",
             },
-            Step::Run {
+            Step::Curl {
                 host: "bastion",
-                argv: &["curl", "-sS", "--max-time", "2", "http://10.0.1.20:8080/hostname"],
+                url: "http://10.0.1.20:8080/hostname",
                 ok: false,
                 want: "",
                 what: "the bastion is no member: no answer",
             },
-            Step::Run {
+            Step::Curl {
                 host: "frontend2",
-                argv: &["curl", "-sS", "--max-time", "2", "http://10.0.1.20:8080/hostname"],
+                url: "http://10.0.1.20:8080/hostname",
                 ok: false,
                 want: "",
                 what: "frontend2 is not in the group yet",
@@ -139,21 +131,11 @@ pub const ALL: &[Scenario] = &[
                 to: "ip = \"10.0.0.22\"\nsecurity_groups = [\"frontend-sg\"]",
                 what: "frontend2 joins frontend-sg (as an auto-scaled host would); backend-sg's rules do not change",
             },
-            Step::Run {
+            Step::Curl {
                 host: "frontend2",
-                argv: &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://10.0.1.20:8080/hostname",
-                ],
+                url: "http://10.0.1.20:8080/hostname",
                 ok: true,
-                want: "200",
+                want: "HTTP 200",
                 what: "frontend2 gets in, with no rule changed",
             },
             Step::Trace {
@@ -182,21 +164,11 @@ pub const ALL: &[Scenario] = &[
                 reply: Some("forwarded"),
                 hop: "app outbound: a tracked flow",
             },
-            Step::Run {
+            Step::Curl {
                 host: "bastion",
-                argv: &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://10.0.1.10:8080/hostname",
-                ],
+                url: "http://10.0.1.10:8080/hostname",
                 ok: true,
-                want: "200",
+                want: "HTTP 200",
                 what: "the reply leaves app with no outbound rule: the group is stateful",
             },
             Step::Reload {
@@ -215,9 +187,9 @@ pub const ALL: &[Scenario] = &[
                 reply: Some("dropped (acl_deny)"),
                 hop: "app-acl (subnet private) outbound: rule * deny",
             },
-            Step::Run {
+            Step::Curl {
                 host: "bastion",
-                argv: &["curl", "-sS", "--max-time", "2", "http://10.0.1.10:8080/hostname"],
+                url: "http://10.0.1.10:8080/hostname",
                 ok: false,
                 want: "",
                 what: "the reply needs its own outbound rule (to 1024-65535): the ACL is stateless",
@@ -290,28 +262,18 @@ pub const ALL: &[Scenario] = &[
                 reply: Some("forwarded"),
                 hop: "nat-1: new mapping, source 10.0.1.10:40000 -> 203.0.113.5:",
             },
-            Step::Run {
+            Step::Curl {
                 host: "app",
-                argv: &["curl", "-sS", "--max-time", "2", "http://198.51.100.10:8080/"],
+                url: "http://198.51.100.10:8080/",
                 ok: true,
                 want: "partner API: hello",
                 what: "app, through the NAT gateway, is admitted",
             },
-            Step::Run {
+            Step::Curl {
                 host: "bastion",
-                argv: &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://198.51.100.10:8080/",
-                ],
+                url: "http://198.51.100.10:8080/",
                 ok: true,
-                want: "403",
+                want: "HTTP 403",
                 what: "the bastion leaves as its own Elastic IP 203.0.113.10: refused (403)",
             },
         ],
@@ -401,6 +363,12 @@ fn steps(d: &mut Demo, sc: &Scenario, children: &mut Vec<Child>) -> Result<(), D
                 println!();
                 let argv: Vec<String> = argv.iter().map(|a| fill(a)).collect();
                 let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let (success, out) = d.show(host, &argv)?;
+                d.expect(success == *ok && (!ok || out.contains(want)), what);
+            }
+            Step::Curl { host, url, ok, want, what } => {
+                println!();
+                let argv = ["curl", "-sS", "--max-time", "2", "-w", "HTTP %{http_code}", url];
                 let (success, out) = d.show(host, &argv)?;
                 d.expect(success == *ok && (!ok || out.contains(want)), what);
             }

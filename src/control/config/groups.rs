@@ -1,7 +1,7 @@
 //! The config pass for security groups: `[[security_groups]]` sections and
 //! each host's `security_groups`, checked as AWS checks them.
 
-use super::{Ctx, S, port_range};
+use super::{Ctx, S, rule_ports, rule_protocol};
 use crate::acl::RuleProtocol;
 use crate::route::Prefix;
 use crate::sg::{GroupId, MAX_GROUPS_PER_INTERFACE, MAX_RULES, Peer, SecurityGroup, SgDirection, SgRule};
@@ -208,38 +208,9 @@ fn rule(
     };
     let protocol = match &r.protocol {
         None => RuleProtocol::All,
-        Some(p) => match p.get_ref().to_ascii_lowercase().as_str() {
-            "all" | "-1" => RuleProtocol::All,
-            "tcp" => RuleProtocol::Number(6),
-            "udp" => RuleProtocol::Number(17),
-            "icmp" => RuleProtocol::Number(1),
-            other => match other.parse::<u8>() {
-                Ok(n) => RuleProtocol::Number(n),
-                Err(_) => {
-                    return Err(cx.err(
-                        p.span(),
-                        format!("protocol `{other}` is not known"),
-                        "write \"all\", \"tcp\", \"udp\", \"icmp\" or a protocol number",
-                    ));
-                }
-            },
-        },
+        Some(p) => rule_protocol(cx, p)?,
     };
-    let ports = match &r.ports {
-        Some(p) => {
-            if !matches!(protocol, RuleProtocol::Number(6 | 17)) {
-                return Err(cx.err(
-                    p.span(),
-                    "a port range applies to TCP and UDP rules only",
-                    "remove `ports`, or set protocol = \"tcp\" or \"udp\"",
-                ));
-            }
-            Some(port_range(p.get_ref()).ok_or_else(|| {
-                cx.err(p.span(), format!("`{}` is not a port range", p.get_ref()), "write \"443\" or \"1024-65535\"")
-            })?)
-        }
-        None => None,
-    };
+    let ports = r.ports.as_ref().map(|p| rule_ports(cx, p, protocol)).transpose()?;
     let icmp = |v: &Option<Spanned<i32>>, what: &str| -> Result<Option<u8>, crate::control::config::ConfigError> {
         let Some(v) = v else { return Ok(None) };
         if protocol != RuleProtocol::Number(1) {
