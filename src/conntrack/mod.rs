@@ -12,6 +12,7 @@ pub mod table;
 pub mod tcp;
 pub mod timeouts;
 pub mod tracker;
+pub mod wheel;
 
 pub use key::{Endpoint, FlowKey};
 pub use session::{Rewrite, Session, SessionView};

@@ -32,12 +32,9 @@ use super::timeouts::Timeouts;
 use crate::counter::Counter;
 use crate::wire::ipv4::protocol;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-/// The reaper looks at an entry at least this often (a RST shortens its timer).
-const RECHECK_SECS: u32 = 30;
 /// Entries the table has room for before it first grows.
 const INITIAL: usize = 4096;
 
@@ -52,7 +49,7 @@ pub struct TrackerStats {
 
 #[derive(Debug, Default)]
 struct Slow {
-    wheel: BTreeMap<u32, Vec<Arc<Session>>>,
+    wheel: super::wheel::Wheel,
 }
 
 /// Why a flow could not be tracked.
@@ -185,13 +182,10 @@ impl Tracker {
         }
         s.account(Dir::Original, len);
         self.table.insert(&s);
-        let at = s.deadline(&self.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
-        slow.wheel.entry(at).or_default().push(s);
+        self.event_about(now_secs, super::events::Kind::New, &s, None);
+        slow.wheel.reschedule(s, now_secs, &self.timeouts);
         self.live.store(self.len() + 1, Relaxed); // under the lock
         self.stats.created.inc();
-        if let Some(s) = slow.wheel.get(&at).and_then(|b| b.last()) {
-            self.event_about(now_secs, super::events::Kind::New, s, None);
-        }
         Ok(())
     }
 
@@ -204,31 +198,18 @@ impl Tracker {
     /// entries; true when work was left for another pass.
     pub fn expire(&self, now_secs: u32, budget: usize) -> bool {
         let mut slow = self.slow.lock();
-        let mut looked = 0;
-        while looked < budget {
-            let Some(mut entry) = slow.wheel.first_entry() else { break };
-            if *entry.key() > now_secs {
-                break;
+        let batch = slow.wheel.take_due(now_secs, budget);
+        let looked = batch.len();
+        for s in batch {
+            if s.is_dead() {
+                continue;
             }
-            let bucket = entry.get_mut();
-            let take = bucket.len().min(budget - looked);
-            let batch: Vec<Arc<Session>> = bucket.drain(bucket.len() - take..).collect();
-            if bucket.is_empty() {
-                entry.remove();
-            }
-            looked += batch.len();
-            for s in batch {
-                if s.is_dead() {
-                    continue;
-                }
-                if s.try_kill(now_secs, &self.timeouts) {
-                    self.event_about(now_secs, super::events::Kind::Destroy, &s, Some(super::events::end_reason(&s)));
-                    self.release(&s);
-                    self.stats.expired.inc();
-                } else {
-                    let at = s.deadline(&self.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
-                    slow.wheel.entry(at.max(now_secs + 1)).or_default().push(s);
-                }
+            if s.try_kill(now_secs, &self.timeouts) {
+                self.event_about(now_secs, super::events::Kind::Destroy, &s, Some(super::events::end_reason(&s)));
+                self.release(&s);
+                self.stats.expired.inc();
+            } else {
+                slow.wheel.reschedule(s, now_secs, &self.timeouts);
             }
         }
         looked >= budget
@@ -238,7 +219,7 @@ impl Tracker {
     pub fn flush(&self) -> usize {
         let mut slow = self.slow.lock();
         let mut n = 0;
-        for (_, bucket) in std::mem::take(&mut slow.wheel) {
+        for (_, bucket) in std::mem::take(&mut slow.wheel.slots) {
             for s in bucket {
                 if s.kill() {
                     self.release(&s);

@@ -86,11 +86,6 @@ impl FlowLogWriter {
         })
     }
 
-    /// The interface ids, by name, for display.
-    pub fn eni_of(&self, index: usize) -> Option<&str> {
-        self.enis.get(index).map(|e| e.id.as_str())
-    }
-
     /// Writes the records of the intervals that ended a second or more
     /// before `now_secs` (every worker has flushed them by then: an idle
     /// worker wakes every half second), one record per flow,

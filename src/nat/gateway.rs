@@ -8,6 +8,7 @@
 
 use super::ports::{HoldDown, PortBlock, PortPolicy, PortPool};
 use crate::conntrack::tcp::{Segment, TcpState, Verdict};
+use crate::conntrack::wheel::{RECHECK_SECS, Wheel};
 use crate::conntrack::{Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts};
 use crate::counter::Counter;
 use crate::wire::icmpv4;
@@ -17,7 +18,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -330,18 +331,6 @@ pub struct NatStats {
     pub early_drops: Counter,
 }
 
-/// Sessions waiting for a look by the reaper, by second.
-#[derive(Debug, Default)]
-struct Wheel {
-    slots: BTreeMap<u32, Vec<Arc<Session>>>,
-}
-
-impl Wheel {
-    fn schedule(&mut self, at: u32, s: Arc<Session>) {
-        self.slots.entry(at).or_default().push(s);
-    }
-}
-
 /// Maps of the slow path: keyed (inside hosts choose part of the keys), fast.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -399,10 +388,6 @@ pub struct PoolView {
 
 /// Sessions the tables have room for before they first grow.
 const INITIAL_SESSIONS: usize = 4096;
-
-/// The reaper looks at a session at least this often, so a session whose timer
-/// shrank (a RST in an established connection) does not linger.
-const RECHECK_SECS: u32 = 30;
 
 /// A NAT gateway: its configuration, flow table and slow-path state.
 #[derive(Debug)]
@@ -1057,33 +1042,18 @@ impl NatGateway {
                 report.ports_released += 1;
             }
         }
-        let mut looked = 0;
-        while looked < budget {
-            let Some(mut entry) = slow.wheel.slots.first_entry() else {
-                break;
-            };
-            if *entry.key() > now_secs {
-                break;
+        let batch = slow.wheel.take_due(now_secs, budget);
+        let looked = batch.len();
+        for s in batch {
+            if s.is_dead() {
+                continue; // replaced or flushed: already released
             }
-            let bucket = entry.get_mut();
-            let take = bucket.len().min(budget - looked);
-            let batch: Vec<Arc<Session>> = bucket.drain(bucket.len() - take..).collect();
-            if bucket.is_empty() {
-                entry.remove();
-            }
-            looked += batch.len();
-            for s in batch {
-                if s.is_dead() {
-                    continue; // replaced or flushed: already released
-                }
-                if s.try_kill(now_secs, &self.config.timeouts) {
-                    self.release(&mut slow, &s, now_secs, crate::conntrack::events::end_reason(&s));
-                    self.stats.idle_timeouts.inc();
-                    report.expired += 1;
-                } else {
-                    let at = s.deadline(&self.config.timeouts).min(now_secs.saturating_add(RECHECK_SECS)) + 1;
-                    slow.wheel.schedule(at.max(now_secs + 1), s);
-                }
+            if s.try_kill(now_secs, &self.config.timeouts) {
+                self.release(&mut slow, &s, now_secs, crate::conntrack::events::end_reason(&s));
+                self.stats.idle_timeouts.inc();
+                report.expired += 1;
+            } else {
+                slow.wheel.reschedule(s, now_secs, &self.config.timeouts);
             }
         }
         if slow.recent.len() > 4 * budget.max(1) || looked < budget {

@@ -21,6 +21,14 @@ impl Pipeline {
         matches!(self.topo.interfaces.get(usize::from(i)).map(|x| x.kind), Some(IfKind::Host(_)))
     }
 
+    /// A group or ACL refused the packet on its way into host interface
+    /// `at`: that interface gets the REJECT record (else the sender's does).
+    pub(super) fn rejected_at(&self, at: IfId) {
+        let mut trace = self.trace.get();
+        trace.reject_at = Some(at);
+        self.trace.set(trace);
+    }
+
     /// After the walk: the records of its verdict.
     pub(super) fn log_walk(
         &mut self,
@@ -37,8 +45,8 @@ impl Pipeline {
                 let trace = self.trace.get();
                 let nat = trace.nat.map(|(n, d, _)| (n, d));
                 let fin = m.flow_key();
-                let refs = self.log_forward(now, ingress, orig, egress, &fin, nat, len, flags);
-                let _ = refs; // the flow cache learns its refs on its first hit
+                // The flow cache learns where the records are on its first hit.
+                self.log_forward(now, ingress, orig, egress, &fin, nat, len, flags);
             }
             Action::Drop(DropReason::SgDeny | DropReason::AclDeny) => {
                 let (eni, flow) = match self.trace.get().reject_at {

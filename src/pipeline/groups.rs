@@ -82,32 +82,23 @@ impl Pipeline {
             return Ok(());
         }
         let host = &self.topo.hosts[usize::from(h)];
-        let mut note = SgNote { checked: true, ..SgNote::default() };
         let key = m.flow_key();
-        if m.opens_connection() {
-            // A SYN: the rules decide (a retransmitted one finds its entry
-            // when it is tracked again), without two lookups per new flow.
-            if !self.sg_rules(h, ingress, SgDirection::Outbound, m) {
-                return Err(Action::Drop(DropReason::SgDeny));
+        // A SYN is decided by the rules (see `passes_tracked`), also without
+        // the NAT sessions' lookup.
+        let nat = || if m.opens_connection() { None } else { self.nat_tracked(now, host, m, &key) };
+        let note = match self.passes_tracked(now, pkt, m, key, nat) {
+            Some(note) => {
+                self.note_tracked(&note, host, SgDirection::Outbound);
+                note
             }
-            note.key = Some(key);
-            note.track = !host.untracked(m.proto);
-        } else if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
-            note.key = Some(key);
-            note.tracked = Some(dir);
-        } else if let Some(dir) = self.nat_tracked(now, host, m, &key) {
-            note.key = Some(key);
-            note.tracked = Some(dir);
-            note.via_nat = true;
-        } else if self.related(now, pkt, m) {
-            // Passes here and at the receiver: note.key stays None.
-        } else if self.sg_rules(h, ingress, SgDirection::Outbound, m) {
-            note.key = Some(key);
-            note.track = m.opens_flow() && !host.untracked(m.proto);
-        } else {
-            return Err(Action::Drop(DropReason::SgDeny));
-        }
-        self.note_tracked(&note, host, SgDirection::Outbound);
+            None if self.sg_rules(h, ingress, SgDirection::Outbound, m) => SgNote {
+                checked: true,
+                key: Some(key),
+                track: m.opens_flow() && !host.untracked(m.proto),
+                ..SgNote::default()
+            },
+            None => return Err(Action::Drop(DropReason::SgDeny)),
+        };
         self.note_sg(note);
         Ok(())
     }
@@ -129,36 +120,23 @@ impl Pipeline {
             if !note.checked {
                 // From the internet: the first interface with groups is this one.
                 let key = m.flow_key();
-                note.checked = true;
-                if m.opens_connection() {
-                    // A SYN: the rules decide (see `sg_leave`).
-                } else if let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len()) {
-                    note.key = Some(key);
-                    note.tracked = Some(dir);
-                    self.note_tracked(&note, host, SgDirection::Inbound);
-                    self.note_sg(note);
-                    return Ok(());
-                }
                 // A reply through a NAT session this packet did not create.
                 let trace = self.trace.get();
-                if let Some((_, dir, _)) = trace.nat
-                    && !trace.nat_created
-                    && !host.untracked(m.proto)
-                {
-                    note.key = Some(key);
-                    note.tracked = Some(dir);
-                    note.via_nat = true;
-                    self.note_tracked(&note, host, SgDirection::Inbound);
-                    self.note_sg(note);
+                let nat = || match trace.nat {
+                    Some((_, dir, _)) if !trace.nat_created && !host.untracked(m.proto) => Some(dir),
+                    _ => None,
+                };
+                if let Some(tracked) = self.passes_tracked(now, pkt, m, key, nat) {
+                    self.note_tracked(&tracked, host, SgDirection::Inbound);
+                    self.note_sg(tracked);
                     return Ok(());
                 }
-                if self.related(now, pkt, m) {
-                    self.note_tracked(&note, host, SgDirection::Inbound);
-                    self.note_sg(note);
-                    return Ok(());
-                }
-                note.key = Some(key);
-                note.track = m.opens_flow() && !host.untracked(m.proto);
+                note = SgNote {
+                    checked: true,
+                    key: Some(key),
+                    track: m.opens_flow() && !host.untracked(m.proto),
+                    ..SgNote::default()
+                };
             } else {
                 note.track |= m.opens_flow() && !host.untracked(m.proto);
             }
@@ -185,6 +163,33 @@ impl Pipeline {
         }
         self.note_sg(note);
         Ok(())
+    }
+
+    /// At the first interface with groups: the note of a packet that passes
+    /// without the rules, as part of a tracked flow (the tracker's, or the
+    /// NAT session `nat` finds) or as an ICMP error about one. A SYN is not
+    /// looked up in the tracker: the rules decide it (a retransmitted one
+    /// finds its entry when it is tracked again), which saves a lookup per
+    /// new connection.
+    fn passes_tracked(
+        &self,
+        now: Timestamp,
+        pkt: &PacketBuf,
+        m: &Meta,
+        key: FlowKey,
+        nat: impl FnOnce() -> Option<Dir>,
+    ) -> Option<SgNote> {
+        let note = SgNote { checked: true, key: Some(key), ..SgNote::default() };
+        if !m.opens_connection()
+            && let Some(dir) = self.gw.tracker.lookup(now.secs(), &key, m.tcp_flags(), pkt.len())
+        {
+            return Some(SgNote { tracked: Some(dir), ..note });
+        }
+        if let Some(dir) = nat() {
+            return Some(SgNote { tracked: Some(dir), via_nat: true, ..note });
+        }
+        // An ICMP error: passes here and at the receiver (no key).
+        self.related(now, pkt, m).then_some(SgNote { key: None, ..note })
     }
 
     /// A packet leaving `host` as `key` on a live NAT session: tracked by it
@@ -227,9 +232,7 @@ impl Pipeline {
             None => {
                 self.counters.sg_denied(usize::from(ifc), dir);
                 if dir == SgDirection::Inbound {
-                    let mut trace = self.trace.get();
-                    trace.reject_at = Some(ifc);
-                    self.trace.set(trace);
+                    self.rejected_at(ifc);
                 }
                 self.note("security group", || {
                     let names: Vec<&str> =

@@ -520,12 +520,13 @@ impl Pipeline {
         {
             return a;
         }
-        let orig = m.flow_key();
+        // The tuple as it came, for the flow logs (the walk rewrites `m`).
+        let orig = this.flow_log.is_some().then(|| m.flow_key());
         let action = this.walk(now, ingress, pkt, &mut m);
         if let (Some(k), Action::Forward(egress)) = (probe.key, action) {
             self.remember(k, ttl, egress, pkt);
         }
-        if self.flow_log.is_some() {
+        if let Some(orig) = orig {
             self.log_walk(now, ingress, &orig, action, &m, pkt.len());
         }
         action

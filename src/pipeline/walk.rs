@@ -269,9 +269,7 @@ impl Pipeline {
 
     /// A packet a network ACL refused on its way to host interface `at`.
     fn refused_at(&self, at: IfId) -> Action {
-        let mut trace = self.trace.get();
-        trace.reject_at = Some(at);
-        self.trace.set(trace);
+        self.rejected_at(at);
         self.drop(DropReason::AclDeny)
     }
 

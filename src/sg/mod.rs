@@ -366,6 +366,8 @@ impl SecurityGroups {
         self.members.get(usize::from(id.0)).map_or(&[], Vec::as_slice)
     }
 
+    /// The rules as written, for the tests' oracle of [`Self::check`].
+    #[cfg(test)]
     fn peer_matches(&self, peer: &Peer, addr: u32) -> bool {
         match peer {
             Peer::Cidr(p) => p.contains_u32(addr),
@@ -373,6 +375,7 @@ impl SecurityGroups {
         }
     }
 
+    #[cfg(test)]
     fn rule_matches(&self, r: &SgRule, dir: SgDirection, p: &AclPacket) -> bool {
         if let RuleProtocol::Number(n) = r.protocol
             && n != p.proto
@@ -399,8 +402,10 @@ impl SecurityGroups {
     }
 
     /// The first rule of `groups` (in order) that allows `p` crossing the
-    /// interface in `dir`; None: denied (no rule allows it).
-    #[inline]
+    /// interface in `dir`, read from the rules as written: the tests'
+    /// oracle for the compiled [`Self::check`] the pipeline uses. None:
+    /// denied (no rule allows it).
+    #[cfg(test)]
     pub fn evaluate(&self, groups: &[GroupId], dir: SgDirection, p: &AclPacket) -> Option<SgMatch> {
         for &g in groups {
             let Some(group) = self.group(g) else { continue };
