@@ -38,6 +38,9 @@ pub fn require_root() -> bool {
         "/usr/sbin/sshd",
         "ssh-keygen",
         "nc",
+        "dig",
+        "nslookup",
+        "dnsperf",
     ] {
         assert!(
             Command::new("sh")

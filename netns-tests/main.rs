@@ -5,6 +5,7 @@
 //! guard takes it down again, also when the test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
+mod dns;
 mod flow_logs;
 mod groups;
 mod harness;
@@ -175,12 +176,12 @@ fn a_second_lab_with_the_same_name_is_refused_and_down_leaves_nothing() {
     }
     let lab = TestLab::up("twice", &[]);
     let prefix = lab.prefix();
-    assert_eq!(namespaces_with(&prefix).len(), 3);
+    assert_eq!(namespaces_with(&prefix).len(), 4, "app, bastion, web, dns");
     let o = natgw(&["lab", "up", "--name", &lab.name]);
     assert!(!o.status.success());
     let t = text(&o);
     assert!(t.contains("already up") && t.contains("natgw lab down"), "{t}");
-    assert_eq!(namespaces_with(&prefix).len(), 3, "the refused run must not touch the running lab");
+    assert_eq!(namespaces_with(&prefix).len(), 4, "the refused run must not touch the running lab");
     let name = lab.name.clone();
     drop(lab);
     assert!(namespaces_with(&prefix).is_empty(), "namespaces left: {:?}", namespaces_with(&prefix));
@@ -218,7 +219,7 @@ fn a_killed_lab_is_cleaned_by_the_next_run() {
     // The gateway dies without cleaning up.
     signal(pid, nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(namespaces_with(&prefix).len(), 3, "leftovers exist before the next run");
+    assert_eq!(namespaces_with(&prefix).len(), 4, "leftovers exist before the next run");
     // Any next `lab up` removes them.
     let o = natgw(&["lab", "up", "--name", "t-crash2"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -45,6 +45,7 @@ pub mod clock;
 pub mod conntrack;
 pub mod control;
 pub mod counter;
+pub mod dns;
 pub mod flowlog;
 pub mod io;
 pub mod nat;

@@ -18,7 +18,10 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 use toml::Spanned;
 
+mod dns;
 mod groups;
+
+pub use dns::{DnsSettings, zone_of};
 
 /// The default lab, embedded (also `examples/default-lab.toml`).
 pub const DEFAULT_LAB: &str = include_str!("../../examples/default-lab.toml");
@@ -70,6 +73,7 @@ struct File {
     #[serde(default)]
     security_groups: Vec<groups::SgSection>,
     flow_logs: Option<FlowLogSection>,
+    dns: Option<dns::DnsSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,13 @@ struct VpcSection {
     #[serde(default)]
     name: Option<String>,
     cidr: S,
+    /// The region, for DNS names (default us-east-1).
+    region: Option<S>,
+    /// The VPC's resolver answers (default true, as on AWS).
+    enable_dns_support: Option<Spanned<bool>>,
+    /// Public addresses get public DNS names (default false, as on AWS for a
+    /// VPC that is not the default one).
+    enable_dns_hostnames: Option<Spanned<bool>>,
 }
 
 /// Which queue of a TUN device (so which worker) the kernel puts a packet on.
@@ -343,6 +354,8 @@ pub struct Vpc {
     pub warnings: Vec<String>,
     /// VPC Flow Logs, if the file asks for them.
     pub flow_logs: Option<FlowLogSettings>,
+    /// The VPC's DNS resolver.
+    pub dns: DnsSettings,
 }
 
 /// The `[flow_logs]` section.
@@ -912,6 +925,24 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         None => None,
     };
 
+    // The VPC's resolver: an interface of its own after the internet side.
+    let host_namespaces: Vec<String> = attachments.iter().map(|a| a.namespace.clone()).collect();
+    let dns_keys = dns::VpcDnsKeys {
+        region: f.vpc.region.as_ref(),
+        support: f.vpc.enable_dns_support.as_ref(),
+        hostnames: f.vpc.enable_dns_hostnames.as_ref(),
+    };
+    let dns = dns::compile(cx, &dns_keys, f.dns.as_ref(), vpc, &host_namespaces)?;
+    if dns.support {
+        attachments.push(Attachment {
+            interface: "dns".into(),
+            namespace: dns.namespace.clone(),
+            addresses: dns.addresses.iter().map(|a| (*a, 32)).collect(),
+            gateway: subnets.first().map_or(vpc.nth(1), |s| s.router()),
+            mtu: 0,
+        });
+    }
+
     // Security groups, once every host is known (a group's members).
     let host_groups: Vec<Option<Spanned<Vec<S>>>> = f.hosts.iter().map(|h| h.security_groups.clone()).collect();
     let security_groups = match groups::compile(cx, &f.security_groups, &host_groups)? {
@@ -983,6 +1014,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         mtu: gateway.mtu,
         interface_mtus: attachments.iter().map(|a| a.mtu).collect(),
         security_groups,
+        dns: Some(crate::pipeline::topology::DnsParts { addresses: dns.addresses, serving: dns.support }),
     };
     Ok(Vpc {
         name: f.vpc.name.clone().unwrap_or_else(|| "vpc".into()),
@@ -994,6 +1026,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         igw_name,
         warnings,
         flow_logs,
+        dns,
     })
 }
 
@@ -1181,6 +1214,33 @@ impl Vpc {
     /// The names a route table's routes point to, for `natgw routes`.
     pub fn subnets_of_table(&self, table: usize) -> Vec<String> {
         self.parts.subnets.iter().filter(|s| s.route_table == table).map(|s| s.name.clone()).collect()
+    }
+
+    /// The lab's own names: every host, `<host>-public` for its Elastic IP,
+    /// the NAT gateways (their first Elastic IP), the internet namespace.
+    pub fn lab_names(&self) -> Vec<(Ipv4Addr, String)> {
+        let mut v: Vec<(Ipv4Addr, String)> = self.parts.hosts.iter().map(|h| (h.ip, h.name.clone())).collect();
+        for h in &self.parts.hosts {
+            if let Some(e) = h.elastic_ip {
+                v.push((e, format!("{}-public", h.name)));
+            }
+        }
+        for n in &self.parts.nat_gateways {
+            if let Some(e) = n.public_ips.first() {
+                v.push((*e, n.name.clone()));
+            }
+        }
+        for a in self.attachments.iter().filter(|a| a.interface == "internet") {
+            if let Some((ip, _)) = a.addresses.first() {
+                v.push((*ip, a.namespace.clone()));
+            }
+        }
+        v
+    }
+
+    /// The attachment of the VPC's resolver, if it answers.
+    pub fn dns_attachment(&self) -> Option<&Attachment> {
+        self.attachments.iter().find(|a| a.interface == "dns")
     }
 
     /// Namespaces this VPC attaches to, without duplicates, in order.
@@ -1399,6 +1459,9 @@ impl Vpc {
         if new.flow_logs != self.flow_logs {
             return refuse("the [flow_logs] section differs");
         }
+        if new.dns.rate_limit != self.dns.rate_limit {
+            return refuse("the [dns] rate_limit differs");
+        }
         let nat_id = |v: &Vpc| -> Vec<String> {
             v.parts
                 .nat_gateways
@@ -1457,8 +1520,54 @@ mod tests {
         assert_eq!(v.nats[0].1.public_ips, vec![Ipv4Addr::new(203, 0, 113, 5)]);
         assert!(v.parts.subnets.iter().any(|s| s.name == "public" && s.public));
         assert!(v.parts.subnets.iter().any(|s| s.name == "private" && !s.public));
-        assert_eq!(v.attachments.len(), 3);
+        // app, bastion, the internet, the VPC's resolver.
+        assert_eq!(v.attachments.len(), 4);
         assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    }
+
+    #[test]
+    fn the_vpc_resolver_as_aws_configures_it() {
+        let v = parse("default-lab.toml", DEFAULT_LAB).unwrap();
+        assert_eq!(v.dns.addresses, [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(169, 254, 169, 253)]);
+        assert!(v.dns.support && v.dns.hostnames);
+        assert_eq!(v.dns.rate_limit, 1024);
+        let a = v.dns_attachment().unwrap();
+        assert_eq!((a.namespace.as_str(), a.addresses.len()), ("dns", 2));
+        let z = zone_of(&v);
+        let app = Ipv4Addr::new(10, 0, 1, 10);
+        assert_eq!(z.a("ip-10-0-1-10.ap-northeast-2.compute.internal"), Some(&[app][..]));
+        assert_eq!(z.ptr(app), Some("ip-10-0-1-10.ap-northeast-2.compute.internal"));
+        assert_eq!(z.a("app"), Some(&[app][..]));
+        // Inside the VPC, the bastion's public name answers its private address.
+        let bastion = Ipv4Addr::new(10, 0, 0, 10);
+        assert_eq!(z.a("ec2-203-0-113-10.ap-northeast-2.compute.amazonaws.com"), Some(&[bastion][..]));
+        // Hostnames off: no public names; support off: no resolver interface.
+        let off = with("enable_dns_hostnames = true", "enable_dns_hostnames = false").unwrap();
+        assert_eq!(zone_of(&off).a("ec2-203-0-113-10.ap-northeast-2.compute.amazonaws.com"), None);
+        let none =
+            with("enable_dns_support = true\nenable_dns_hostnames = true", "enable_dns_support = false").unwrap();
+        assert!(none.dns_attachment().is_none() && none.attachments.len() == 3);
+        let t = crate::pipeline::Topology::new(none.parts.clone());
+        assert!(t.dns.is_some_and(|d| d.interface.is_none() && d.is_resolver(u32::from(Ipv4Addr::new(10, 0, 0, 2)))));
+    }
+
+    #[test]
+    fn dns_settings_are_checked() {
+        let e = with("enable_dns_support = true", "enable_dns_support = false").unwrap_err();
+        assert!(e.message.contains("needs enable_dns_support") && e.fix.contains("enable_dns_support = true"), "{e}");
+        assert_eq!(e.line, line_of("enable_dns_hostnames = true"));
+        let e = with("region = \"ap-northeast-2\"", "region = \"Seoul\"").unwrap_err();
+        assert!(e.message.contains("not a region") && e.fix.contains("ap-northeast-2"), "{e}");
+        let rec = "\n[dns]\nrate_limit = 0\nrecords = [{ name = \"db.corp.internal\", address = \"10.0.1.20\" }]\n";
+        let v = parse("lab.toml", &format!("{DEFAULT_LAB}{rec}")).unwrap();
+        assert_eq!(v.dns.rate_limit, 0);
+        assert_eq!(zone_of(&v).a("DB.corp.internal."), Some(&[Ipv4Addr::new(10, 0, 1, 20)][..]));
+        let bad = "\n[dns]\nrecords = [{ name = \"bad..name\", address = \"10.0.1.20\" }]\n";
+        let e = parse("lab.toml", &format!("{DEFAULT_LAB}{bad}")).unwrap_err();
+        assert!(e.message.contains("not a DNS name"), "{e}");
+        let clash = "\n[dns]\nnamespace = \"app\"\n";
+        let e = parse("lab.toml", &format!("{DEFAULT_LAB}{clash}")).unwrap_err();
+        assert!(e.message.contains("also a host's"), "{e}");
     }
 
     fn with(replace: &str, by: &str) -> Result<Vpc, ConfigError> {
@@ -1559,7 +1668,7 @@ outbound = [ { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0
         let v = parse("minimal", &text).unwrap();
         assert_eq!(v.parts.hosts[0].ip, Ipv4Addr::new(10, 0, 1, 10));
         assert_eq!(v.nats[0].1.public_ips, vec![Ipv4Addr::new(203, 0, 113, 5)]);
-        assert_eq!(v.attachments.iter().map(|a| a.namespace.as_str()).collect::<Vec<_>>(), ["app", "web"]);
+        assert_eq!(v.attachments.iter().map(|a| a.namespace.as_str()).collect::<Vec<_>>(), ["app", "web", "dns"]);
         assert!(minimal("app:10.0.1.10", "web:198.51.100.10/24", "203.0.113.5").unwrap_err().contains("prefix length"));
         assert!(minimal("app:10.0.0.10/16", "web:198.51.100.10/24", "203.0.113.5").unwrap_err().contains("/17"));
         assert!(minimal("app:10.0.1.10/24", "web:198.51.100.10/24", "nope").unwrap_err().contains("--public-ip"));

@@ -49,6 +49,8 @@ pub enum StartError {
     TunExists { dev: String, ns: String },
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
+    #[error("starting the VPC's DNS resolver in namespace {ns}: {source} (is port 53 taken there?)")]
+    Dns { ns: String, source: std::io::Error },
     #[error("control socket {path}: {source}")]
     Socket { path: String, source: std::io::Error },
     #[error("control socket {0} belongs to a running natgw: give this one its own with --socket")]
@@ -69,6 +71,17 @@ pub fn namespace_name(prefix: Option<&str>, ns: &str) -> String {
     }
 }
 
+/// The namespace of attachment `a`. Outside a lab the resolver's namespace
+/// is the gateway's own, named as a lab's would be (`ngw<pid>-dns`): it
+/// never lands in a namespace of the user's, and a dead gateway's is found
+/// and removed by the next `natgw lab up`.
+pub fn attachment_namespace(prefix: Option<&str>, a: &super::config::Attachment) -> String {
+    match prefix {
+        None if a.interface == "dns" => format!("ngw{}-{}", std::process::id(), a.namespace),
+        _ => namespace_name(prefix, &a.namespace),
+    }
+}
+
 /// The TUN device name of interface `i` (at most 15 bytes).
 pub fn tun_name(prefix: Option<&str>, i: usize) -> String {
     let base = prefix.map_or_else(|| format!("ngw{}", std::process::id() % 10_000_000), str::to_string);
@@ -85,6 +98,22 @@ pub struct Daemon {
     threads: Vec<JoinHandle<()>>,
     socket: PathBuf,
     pub offload: OffloadLevel,
+    resolver: Option<Arc<crate::dns::Resolver>>,
+    /// The resolver's namespace, when this gateway made it (outside a lab).
+    own_namespace: OwnNamespace,
+}
+
+/// A namespace the gateway made for itself; deleted when dropped.
+struct OwnNamespace(Option<String>);
+
+impl Drop for OwnNamespace {
+    fn drop(&mut self) {
+        if let Some(ns) = self.0.take()
+            && let Err(e) = netns::delete(&ns)
+        {
+            tracing::warn!(namespace = %ns, error = %e, "could not delete the resolver's namespace");
+        }
+    }
 }
 
 struct Shared {
@@ -104,6 +133,8 @@ struct Shared {
     /// When `natgw conntrack --events` last asked (clock seconds): the
     /// events stay armed for 5 s after.
     events_asked: std::sync::atomic::AtomicU32,
+    /// The VPC's DNS resolver, if `enable_dns_support` is on.
+    resolver: Option<Arc<crate::dns::Resolver>>,
 }
 
 impl Daemon {
@@ -120,16 +151,23 @@ impl Daemon {
             opts.workers
         };
         let offload = opts.offload.unwrap_or(vpc.gateway.offload);
+        let mut own_namespace = OwnNamespace(None);
         for a in &vpc.attachments {
-            let ns = namespace_name(prefix, &a.namespace);
+            let ns = attachment_namespace(prefix, a);
             if !netns::exists(&ns) {
+                // The resolver's namespace is the gateway's own: made if missing.
+                if a.interface == "dns" {
+                    netns::add(&ns)?;
+                    own_namespace.0 = Some(ns);
+                    continue;
+                }
                 return Err(StartError::NoNamespace(ns));
             }
         }
         let mut queues = Vec::new();
         let mut level = OffloadLevel::None;
         for (i, a) in vpc.attachments.iter().enumerate() {
-            let ns = namespace_name(prefix, &a.namespace);
+            let ns = attachment_namespace(prefix, a);
             let dev = tun_name(prefix, i);
             let (q, l) =
                 tun::create_in_netns(&netns::path(&ns), &TunOptions { name: dev.clone(), queues: workers, offload })
@@ -143,6 +181,18 @@ impl Daemon {
             tracing::info!(interface = %a.interface, namespace = %ns, device = %dev, queues = workers, ?l, "attached");
             queues.push(q);
         }
+        let resolver = match vpc.dns_attachment() {
+            Some(a) => {
+                let ns = attachment_namespace(prefix, a);
+                let addrs: Vec<std::net::Ipv4Addr> = a.addresses.iter().map(|(ip, _)| *ip).collect();
+                let zone = super::config::zone_of(&vpc);
+                let r = crate::dns::Resolver::start(&netns::path(&ns), &addrs, zone, vpc.dns.rate_limit)
+                    .map_err(|source| StartError::Dns { ns: ns.clone(), source })?;
+                tracing::info!(namespace = %ns, addresses = ?addrs, names = r.zone().len(), "VPC resolver answering");
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
         // The control socket before any thread: a failure here leaves nothing running.
         let listener = claim_socket(&opts.socket)?;
         let mut unbind = Unbind(Some(&opts.socket));
@@ -185,6 +235,7 @@ impl Daemon {
         let flow_logs =
             super::flow_writer::FlowLogWriter::new(&vpc, unix_now.saturating_sub(u64::from(clock.now().secs())));
         let shared = Arc::new(Shared {
+            resolver: resolver.clone(),
             flow_logs,
             events_asked: std::sync::atomic::AtomicU32::new(0),
             gw: gw.clone(),
@@ -232,7 +283,16 @@ impl Daemon {
                 .map_err(StartError::Workers)?,
         );
         unbind.0 = None; // started: the socket is the daemon's now
-        Ok(Daemon { gw, workers: Some(workers), stop, threads, socket: opts.socket.clone(), offload: level })
+        Ok(Daemon {
+            gw,
+            workers: Some(workers),
+            stop,
+            threads,
+            socket: opts.socket.clone(),
+            offload: level,
+            resolver,
+            own_namespace,
+        })
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -267,7 +327,11 @@ impl Daemon {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(r) = self.resolver.take() {
+            r.stop();
+        }
         let _ = std::fs::remove_file(&self.socket);
+        drop(std::mem::replace(&mut self.own_namespace, OwnNamespace(None)));
     }
 }
 
@@ -449,6 +513,7 @@ fn answer(s: &Shared, req: &Request) -> Reply {
                 per_worker,
                 totals,
                 nat,
+                dns: s.resolver.as_ref().map(|r| r.stats()),
             }))
         }
         Request::Conntrack => Reply::Conntrack {
@@ -517,6 +582,9 @@ fn change(s: &Shared, f: impl FnOnce(&mut Vpc) -> Result<(), super::config::Chan
     match f(&mut vpc) {
         Ok(()) => {
             s.gw.set_topology(crate::pipeline::Topology::new(vpc.parts.clone()));
+            if let Some(r) = &s.resolver {
+                r.set_zone(super::config::zone_of(&vpc));
+            }
             tracing::info!(took_ms = t.elapsed().as_millis() as u64, "topology swapped");
             Reply::Ok
         }

@@ -199,7 +199,9 @@ fn steps(d: &mut Demo, vpc: &super::config::Vpc) -> Result<(), DemoError> {
                 let eip = h.elastic_ip.map_or(String::new(), |e| format!(", Elastic IP {e}"));
                 format!("{kind} subnet {} {}{eip}", s.name, s.cidr)
             })
-            .unwrap_or_else(|| "the internet".into());
+            .unwrap_or_else(
+                || if a.interface == "dns" { "the VPC's DNS resolver".into() } else { "the internet".into() },
+            );
         println!("  {:<10} {:<36} namespace {:<20} {extra}", a.interface, addrs.join(" "), d.ns(&a.interface)?);
     }
     for (n, c) in &vpc.nats {

@@ -48,20 +48,26 @@ impl FlowLogWriter {
     pub fn new(vpc: &Vpc, unix_base: u64) -> Option<FlowLogWriter> {
         let settings = vpc.flow_logs.clone()?;
         let p = &vpc.parts;
-        let mut enis: Vec<EniInfo> = p
-            .hosts
+        // One per interface, in the topology's order; only hosts' are ENIs
+        // of AWS's (the internet side and the resolver are never recorded).
+        let topo = crate::pipeline::Topology::new(p.clone());
+        let none = || EniInfo { id: "-".into(), subnet_id: "-".into(), instance_id: "-".into(), kind: "IPv4" };
+        let mut enis: Vec<EniInfo> = topo
+            .interfaces
             .iter()
-            .map(|h| EniInfo {
-                id: flowlog::stable_id("eni", &h.name),
-                subnet_id: flowlog::stable_id("subnet", &p.subnets[usize::from(h.subnet)].name),
-                instance_id: flowlog::stable_id("i", &h.name),
-                kind: "IPv4",
+            .map(|i| match i.kind {
+                crate::pipeline::topology::IfKind::Host(h) => {
+                    let h = &p.hosts[usize::from(h)];
+                    EniInfo {
+                        id: flowlog::stable_id("eni", &h.name),
+                        subnet_id: flowlog::stable_id("subnet", &p.subnets[usize::from(h.subnet)].name),
+                        instance_id: flowlog::stable_id("i", &h.name),
+                        kind: "IPv4",
+                    }
+                }
+                _ => none(),
             })
             .collect();
-        if p.internet_gateway_ip.is_some() {
-            // The internet side has no interface of AWS's: never recorded.
-            enis.push(EniInfo { id: "-".into(), subnet_id: "-".into(), instance_id: "-".into(), kind: "IPv4" });
-        }
         for n in &p.nat_gateways {
             enis.push(EniInfo {
                 id: flowlog::stable_id("eni", &n.name),

@@ -44,6 +44,10 @@ pub fn build(vpc: &Vpc, prefix: &str) -> Result<String, NetnsError> {
     let mut eips = Vec::new();
     let mut internet_dev = None;
     for (i, a) in vpc.attachments.iter().enumerate() {
+        // The kernel reference has no VPC resolver (its namespace stays empty).
+        if a.interface == "dns" {
+            continue;
+        }
         let host_ns = format!("{prefix}-{}", a.namespace);
         let dev = router_dev(i);
         ip(&[

@@ -261,10 +261,21 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
 }
 
 fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError> {
-    let names = lab_hosts(vpc);
+    let names = vpc.lab_names();
+    // Hosts of the VPC ask its resolver (only the first address: the
+    // link-local one is for clients that want it by name).
+    let servers = [vpc.dns.addresses[0]];
+    let domain = vpc.dns.domain();
+    let host_namespaces: Vec<String> = vpc
+        .attachments
+        .iter()
+        .filter(|a| vpc.parts.hosts.iter().any(|h| h.name == a.interface))
+        .map(|a| namespace_name(Some(&state.prefix), &a.namespace))
+        .collect();
     for ns in &state.namespaces {
         netns::add(ns)?;
-        netns::write_etc(ns, &names).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
+        let resolver = host_namespaces.contains(ns).then_some((&servers[..], domain.as_str()));
+        netns::write_etc(ns, &names, resolver).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
     }
     if o.kernel {
         let rules = super::kernel_lab::build(vpc, &state.prefix)?;
@@ -318,27 +329,6 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Names for the lab's /etc/hosts: every host, the internet side, the NAT gateways.
-fn lab_hosts(vpc: &Vpc) -> Vec<(std::net::Ipv4Addr, String)> {
-    let mut v: Vec<(std::net::Ipv4Addr, String)> = vpc.parts.hosts.iter().map(|h| (h.ip, h.name.clone())).collect();
-    for h in &vpc.parts.hosts {
-        if let Some(e) = h.elastic_ip {
-            v.push((e, format!("{}-public", h.name)));
-        }
-    }
-    for n in &vpc.parts.nat_gateways {
-        if let Some(e) = n.public_ips.first() {
-            v.push((*e, n.name.clone()));
-        }
-    }
-    for a in vpc.attachments.iter().filter(|a| a.interface == "internet") {
-        if let Some((ip, _)) = a.addresses.first() {
-            v.push((*ip, a.namespace.clone()));
-        }
-    }
-    v
 }
 
 fn gateway_failed(state: &LabState, reason: String) -> LabError {

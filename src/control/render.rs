@@ -220,6 +220,12 @@ pub fn stats(s: &Stats) -> String {
     for (k, v) in &s.totals.io {
         let _ = writeln!(out, "  {k:<32} {v}");
     }
+    if let Some(d) = &s.dns {
+        let _ = writeln!(out, "\nVPC DNS resolver:");
+        for (k, v) in d.fields() {
+            let _ = writeln!(out, "  {k:<32} {v}");
+        }
+    }
     out
 }
 

@@ -95,6 +95,9 @@ pub struct Stats {
     pub per_worker: Vec<u64>,
     pub totals: Totals,
     pub nat: Vec<NatStatus>,
+    /// The VPC resolver's counters, if it answers.
+    #[serde(default)]
+    pub dns: Option<crate::dns::DnsStats>,
 }
 
 /// One NAT gateway's sessions.

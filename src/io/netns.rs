@@ -68,8 +68,13 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
 
 /// Gives namespace `name` its own /etc/hosts and /etc/resolv.conf (which
 /// `ip netns exec` mounts over the real ones): the lab's names resolve, and
-/// nothing inside tries to reach a DNS server that is not there.
-pub fn write_etc(name: &str, hosts: &[(Ipv4Addr, String)]) -> std::io::Result<()> {
+/// DNS goes to `resolver` (nameservers and a search domain), the VPC's own
+/// resolver; without one, nothing inside tries to reach a DNS server.
+pub fn write_etc(
+    name: &str,
+    hosts: &[(Ipv4Addr, String)],
+    resolver: Option<(&[Ipv4Addr], &str)>,
+) -> std::io::Result<()> {
     let dir = PathBuf::from("/etc/netns").join(name);
     std::fs::create_dir_all(&dir)?;
     let mut h = String::from("# written by natgw for this lab namespace\n127.0.0.1\tlocalhost\n");
@@ -77,11 +82,19 @@ pub fn write_etc(name: &str, hosts: &[(Ipv4Addr, String)]) -> std::io::Result<()
         h.push_str(&format!("{ip}\t{n}\n"));
     }
     std::fs::write(dir.join("hosts"), h)?;
-    // No resolver inside the lab: lookups of unknown names fail at once.
-    std::fs::write(
-        dir.join("resolv.conf"),
-        "# written by natgw: no DNS inside the lab\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-    )
+    let conf = match resolver {
+        Some((servers, search)) => {
+            let mut c = String::from("# written by natgw: the VPC's resolver (AmazonProvidedDNS)\n");
+            for s in servers {
+                c.push_str(&format!("nameserver {s}\n"));
+            }
+            c.push_str(&format!("search {search}\noptions timeout:1 attempts:2\n"));
+            c
+        }
+        // No resolver: lookups of unknown names fail at once.
+        None => "# written by natgw: no DNS here\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n".to_string(),
+    };
+    std::fs::write(dir.join("resolv.conf"), conf)
 }
 
 /// Processes living in namespace `name`.
@@ -161,4 +174,24 @@ pub fn command(ns: &str, argv: &[String]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns]).args(argv);
     c
+}
+
+/// Runs `f` on a fresh thread that has entered namespace file `netns`, and
+/// returns what it made (sockets keep the namespace they were made in). Every
+/// other thread's namespace is untouched.
+pub fn run_in<T: Send + 'static>(
+    netns: &std::path::Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    use std::os::fd::AsFd;
+    let ns =
+        std::fs::File::open(netns).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
+    std::thread::Builder::new()
+        .name("netns-enter".into())
+        .spawn(move || -> std::io::Result<T> {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+            f()
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("namespace thread panicked"))?
 }

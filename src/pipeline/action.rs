@@ -71,6 +71,8 @@ drop_reasons! {
     NoPublicIp => "no_public_ip",
     /// Addressed to the gateway itself, and not something it answers.
     ToGateway => "to_gateway",
+    /// A query to the VPC's resolver while `enable_dns_support` is off.
+    DnsDisabled => "dns_disabled",
     /// More routing steps than any sane table needs.
     RoutingLoop => "routing_loop",
     /// Denied by a network ACL.

@@ -37,6 +37,8 @@ impl Pipeline {
                 .and_then(|h| t.subnets.get(usize::from(h.subnet)))
                 .map_or([0; 4], |s| s.router().octets()),
             Some(IfKind::Internet) => t.internet.as_ref().map_or([0; 4], |i| i.gateway_ip.octets()),
+            // The VPC router's own address (base + 1).
+            Some(IfKind::Dns) => t.vpc_cidrs.first().map_or([0; 4], |c| c.nth(1).octets()),
             None => [0; 4],
         }
     }
@@ -47,6 +49,13 @@ impl Pipeline {
         if let Err(a) = self.sg_arrive(now, egress, pkt, m) {
             return a;
         }
+        self.deliver(now, egress, ingress, pkt, m)
+    }
+
+    /// [`Pipeline::forward`] without the receiver's security groups (traffic
+    /// they do not filter, such as the VPC resolver's).
+    #[inline]
+    pub(super) fn deliver(&self, now: Timestamp, egress: IfId, ingress: IfId, pkt: &mut PacketBuf, m: &Meta) -> Action {
         let topo = &self.topo;
         let mtu = topo.interfaces.get(usize::from(egress)).map_or(1500, |i| usize::from(i.mtu));
         if let L4::Tcp { flags: f, .. } = m.l4

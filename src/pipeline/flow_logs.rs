@@ -40,6 +40,11 @@ impl Pipeline {
         len: usize,
     ) {
         let flags = m.tcp_flags();
+        // The VPC resolver's traffic is not logged (AWS).
+        let dns = |i: IfId| matches!(self.topo.interfaces.get(usize::from(i)).map(|x| x.kind), Some(IfKind::Dns));
+        if dns(ingress) || matches!(action, Action::Forward(e) if dns(e)) {
+            return;
+        }
         match action {
             Action::Forward(egress) => {
                 let trace = self.trace.get();

@@ -34,6 +34,7 @@ pub mod nat_step;
 pub mod outbox;
 pub mod record;
 pub mod reply;
+pub mod resolver;
 pub mod topology;
 pub mod walk;
 

@@ -23,6 +23,8 @@ pub enum IfKind {
     Host(HostId),
     /// The internet, behind the internet gateway.
     Internet,
+    /// The VPC's DNS resolver (AWS's Amazon-provided DNS at base + 2).
+    Dns,
 }
 
 /// One interface of the gateway.
@@ -102,6 +104,32 @@ pub struct InternetSide {
     pub interface: IfId,
     /// The gateway's own address on the internet link (source of its ICMP errors there).
     pub gateway_ip: Ipv4Addr,
+}
+
+/// The VPC's resolver as the walk sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsSide {
+    /// Its interface, or None with `enable_dns_support = false` (queries
+    /// are then dropped as `dns_disabled`).
+    pub interface: Option<IfId>,
+    /// The VPC's base + 2 and 169.254.169.253.
+    pub addresses: [u32; 2],
+}
+
+impl DnsSide {
+    /// True for the resolver's addresses.
+    #[inline]
+    pub fn is_resolver(&self, ip: u32) -> bool {
+        ip == self.addresses[0] || ip == self.addresses[1]
+    }
+}
+
+/// What the config says of the resolver.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsParts {
+    pub addresses: [std::net::Ipv4Addr; 2],
+    /// `enable_dns_support`: it has an interface, after the internet side's.
+    pub serving: bool,
 }
 
 /// Who owns a public address.
@@ -186,6 +214,8 @@ pub struct Topology {
     /// The VPC's security groups; None: the file declares none, and no host
     /// interface filters (natgw before groups).
     pub security_groups: Option<SecurityGroups>,
+    /// The VPC's resolver.
+    pub dns: Option<DnsSide>,
     addrs: AddrTable,
 }
 
@@ -207,11 +237,13 @@ pub struct TopologyParts {
     pub interface_mtus: Vec<u16>,
     /// The groups; their members are the hosts that name them.
     pub security_groups: Option<Vec<crate::sg::SecurityGroup>>,
+    /// The VPC's resolver (None: no resolver addresses at all, as in tests).
+    pub dns: Option<DnsParts>,
 }
 
 impl Topology {
     /// Builds the indexes. Interfaces: one per host, in host order, then the
-    /// internet side last.
+    /// internet side, then the VPC's resolver.
     pub fn new(mut parts: TopologyParts) -> Topology {
         let mtu = if parts.mtu == 0 { 1500 } else { parts.mtu };
         let mut interfaces = Vec::new();
@@ -233,6 +265,15 @@ impl Topology {
             let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
             interfaces.push(Interface { name: "internet".into(), kind: IfKind::Internet, mtu: own.unwrap_or(mtu) });
             InternetSide { interface, gateway_ip }
+        });
+        let dns = parts.dns.map(|d| {
+            let interface = d.serving.then(|| {
+                let interface = interfaces.len() as IfId;
+                let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
+                interfaces.push(Interface { name: "dns".into(), kind: IfKind::Dns, mtu: own.unwrap_or(mtu) });
+                interface
+            });
+            DnsSide { interface, addresses: d.addresses.map(u32::from) }
         });
         let security_groups = parts.security_groups.take().map(|groups| {
             let members: Vec<(u32, Vec<GroupId>)> =
@@ -274,6 +315,7 @@ impl Topology {
             nat_gateways: parts.nat_gateways,
             internet,
             security_groups,
+            dns,
             addrs: AddrTable::build(&addrs),
         }
     }

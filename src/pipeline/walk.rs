@@ -43,6 +43,11 @@ impl Pipeline {
                     });
                     return self.drop(DropReason::SourceCheck);
                 }
+                if let Some(dns) = &topo.dns
+                    && dns.is_resolver(m.dst)
+                {
+                    return self.resolver_query(now, dns, ingress, pkt, m);
+                }
                 if let Err(a) = self.sg_leave(now, h, ingress, pkt, m) {
                     return a;
                 }
@@ -73,6 +78,7 @@ impl Pipeline {
                 Ipv4Packet::new_unchecked(pkt.bytes_mut()).decrement_ttl();
                 self.route(now, topo, At::Subnet(host.subnet), ingress, pkt, m)
             }
+            IfKind::Dns => self.resolver_answer(now, ingress, pkt, m),
             IfKind::Internet => {
                 self.note("interface", || "from the internet (through the internet gateway)".to_string());
                 if topo.is_own(m.dst) {
