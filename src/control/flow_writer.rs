@@ -51,7 +51,6 @@ impl FlowLogWriter {
         // One per interface, in the topology's order; only hosts' are ENIs
         // of AWS's (the internet side and the resolver are never recorded).
         let topo = crate::pipeline::Topology::new(p.clone());
-        let none = || EniInfo { id: "-".into(), subnet_id: "-".into(), instance_id: "-".into(), kind: "IPv4" };
         let mut enis: Vec<EniInfo> = topo
             .interfaces
             .iter()
@@ -65,7 +64,7 @@ impl FlowLogWriter {
                         kind: "IPv4",
                     }
                 }
-                _ => none(),
+                _ => EniInfo { id: "-".into(), subnet_id: "-".into(), instance_id: "-".into(), kind: "IPv4" },
             })
             .collect();
         for n in &p.nat_gateways {

@@ -43,6 +43,13 @@ impl Pipeline {
         }
     }
 
+    /// This packet's decision is not for the flow cache.
+    pub(super) fn uncacheable(&self) {
+        let mut trace = self.trace.get();
+        trace.uncacheable = true;
+        self.trace.set(trace);
+    }
+
     /// Sends the packet out of `egress`, after MSS clamping and the MTU check.
     #[inline]
     pub(super) fn forward(&self, now: Timestamp, egress: IfId, ingress: IfId, pkt: &mut PacketBuf, m: &Meta) -> Action {
@@ -75,9 +82,7 @@ impl Pipeline {
         self.note("MTU", || format!("{} bytes do not fit the MTU {mtu} of {}", pkt.len(), self.if_name(egress)));
         // Fragmented or refused: sizes vary within a flow, so this is no
         // decision to remember for it.
-        let mut trace = self.trace.get();
-        trace.uncacheable = true;
-        self.trace.set(trace);
+        self.uncacheable();
         if m.dont_frag || pkt.offload.gso.is_some() {
             return self.frag_needed(now, ingress, pkt, m, mtu);
         }

@@ -17,8 +17,12 @@ use crate::flowlog::RecordKey;
 use crate::route::NatId;
 
 impl Pipeline {
+    fn kind(&self, i: IfId) -> Option<IfKind> {
+        self.topo.interfaces.get(usize::from(i)).map(|x| x.kind)
+    }
+
     fn is_host(&self, i: IfId) -> bool {
-        matches!(self.topo.interfaces.get(usize::from(i)).map(|x| x.kind), Some(IfKind::Host(_)))
+        matches!(self.kind(i), Some(IfKind::Host(_)))
     }
 
     /// A group or ACL refused the packet on its way into host interface
@@ -41,7 +45,7 @@ impl Pipeline {
     ) {
         let flags = m.tcp_flags();
         // The VPC resolver's traffic is not logged (AWS).
-        let dns = |i: IfId| matches!(self.topo.interfaces.get(usize::from(i)).map(|x| x.kind), Some(IfKind::Dns));
+        let dns = |i: IfId| self.kind(i) == Some(IfKind::Dns);
         if dns(ingress) || matches!(action, Action::Forward(e) if dns(e)) {
             return;
         }

@@ -57,11 +57,4 @@ impl Pipeline {
             None => self.drop(DropReason::HostUnreachable),
         }
     }
-
-    /// This packet's decision is not for the flow cache.
-    fn uncacheable(&self) {
-        let mut trace = self.trace.get();
-        trace.uncacheable = true;
-        self.trace.set(trace);
-    }
 }
