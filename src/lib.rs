@@ -51,6 +51,7 @@ pub mod io;
 pub mod nat;
 pub mod pipeline;
 pub mod route;
+pub mod services;
 pub mod sg;
 pub mod wire;
 pub mod worker;

@@ -107,11 +107,39 @@ enum Cmd {
         #[arg(long, hide = true)]
         config: Option<PathBuf>,
     },
+    /// Serve one door of a lab service (the S3-like store or the DynamoDB
+    /// stand-in); the lab starts one per door, inside its namespace.
+    Service(ServiceArgs),
     /// Check a VPC config file and print what it describes.
     Check {
         /// The file (default: the embedded default lab).
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct ServiceArgs {
+    #[arg(long, value_enum)]
+    kind: natgw::services::Kind,
+    /// ADDRESS:PORT to listen on (the service's public address, or an interface endpoint's).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The data directory every door of the service shares.
+    #[arg(long)]
+    data: PathBuf,
+    /// `internet`, or the VPC endpoint this door is (e.g. vpce-0a1b2c3d).
+    #[arg(long, default_value = "internet")]
+    via: String,
+    /// The endpoint's VPC id (with --via vpce-...).
+    #[arg(long, default_value = "")]
+    vpc: String,
+    /// The endpoint's policy (JSON file); default: full access.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
 }
 
 /// The minimal form: one private namespace, one public namespace, one public address.
@@ -335,8 +363,37 @@ fn exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the natgw binary: {e}"))
 }
 
+fn service(a: ServiceArgs) -> Result<ExitCode, String> {
+    use natgw::services::{Door, Options, policy::Policy};
+    let door = match a.via.as_str() {
+        "internet" => Door::Internet,
+        v if v.starts_with("vpce-") => Door::Endpoint { vpce: v.to_string(), vpc: a.vpc.clone() },
+        v => return Err(format!("--via {v}: write `internet` or a VPC endpoint id (vpce-...)")),
+    };
+    let endpoint_policy = match &a.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(Policy::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let o = Options {
+        kind: a.kind,
+        listen: a.listen,
+        data: a.data,
+        door,
+        endpoint_policy,
+        region: a.region,
+        threads: a.threads,
+    };
+    tracing::info!(kind = o.kind.name(), listen = %o.listen, door = ?o.door, "serving");
+    natgw::services::serve(o).map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
+        Cmd::Service(a) => service(a),
         Cmd::Run(a) => {
             let vpc = match a.minimal.config()? {
                 Some((label, text)) => config::parse(&label, &text).map_err(|e| e.to_string())?,
