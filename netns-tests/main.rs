@@ -78,7 +78,9 @@ fn traceroute_shows_the_gateway_hop() {
     let (_, out) = lab.exec("app", &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", WEB]);
     let hops: Vec<&str> = out.lines().skip(1).collect();
     assert!(hops.first().is_some_and(|l| l.contains("10.0.1.1 ")), "hop 1 must be the VPC router:\n{out}");
-    assert!(hops.get(1).is_some_and(|l| l.contains(WEB)), "hop 2 must be web (its ICMP error translated back):\n{out}");
+    // The NAT gateway is a hop of its own: its private address answers (AWS).
+    assert!(hops.get(1).is_some_and(|l| l.contains("10.0.0.5 ")), "hop 2 must be the NAT gateway:\n{out}");
+    assert!(hops.get(2).is_some_and(|l| l.contains(WEB)), "hop 3 must be web (its reply translated back):\n{out}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn udp_from_app_is_translated_and_the_reply_comes_back() {
     assert_eq!(s.src, addr(NAT_IP), "web must see the NAT gateway's address");
     assert!(s.sport >= 1024, "port {} not in 1024-65535", s.sport);
     assert_eq!(s.dst, addr(WEB));
-    assert_eq!(s.ttl, 63, "one router hop");
+    assert_eq!(s.ttl, 62, "two hops: the VPC router and the NAT gateway");
     let back = lab.pass("internet", "app", &udp(WEB, 53, NAT_IP, s.sport, b"answer"));
     let b = seen(&back);
     assert_eq!((b.src, b.dst, b.sport, b.dport), (addr(WEB), addr(APP), 53, 40000));
@@ -132,8 +132,17 @@ fn ttl_expiry_answers_time_exceeded_from_the_subnet_router() {
     let Some(etherparse::TransportSlice::Icmpv4(i)) = parsed.transport else { panic!() };
     assert!(matches!(i.icmp_type(), Icmpv4Type::TimeExceeded(_)));
     assert_eq!(&i.payload()[..20], &probe[..20], "quotes the probe as received");
-    // TTL 2 passes, one hop less.
-    let out = lab.pass("app", "internet", &udp_ttl(APP, 40000, WEB, 33435, 2));
+    // TTL 2 expires at the NAT gateway, a hop of its own: its private
+    // address answers, as on AWS.
+    let probe = udp_ttl(APP, 40000, WEB, 33435, 2);
+    let (a, out) = lab.send("app", &probe);
+    assert_eq!(a, Action::Reply { egress: lab.ifc("app"), cause: DropReason::TtlExpired });
+    assert_checksums(&out);
+    assert_eq!((seen(&out).src, seen(&out).dst), (addr([10, 0, 0, 5]), addr(APP)));
+    // TTL 3 passes, two hops less; to bastion (no NAT) one hop less.
+    let out = lab.pass("app", "internet", &udp_ttl(APP, 40000, WEB, 33436, 3));
+    assert_eq!(seen(&out).ttl, 1);
+    let out = lab.pass("app", "bastion", &udp_ttl(APP, 40000, BASTION, 33436, 2));
     assert_eq!(seen(&out).ttl, 1);
 }
 

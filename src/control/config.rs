@@ -19,9 +19,11 @@ use std::ops::Range;
 use toml::Spanned;
 
 mod dns;
+mod endpoints;
 mod groups;
 
 pub use dns::{DnsSettings, zone_of};
+pub use endpoints::{EndpointKind, EndpointSettings, ServiceSettings, prefix_list_id};
 
 /// The default lab, embedded (also `examples/default-lab.toml`).
 pub const DEFAULT_LAB: &str = include_str!("../../examples/default-lab.toml");
@@ -74,6 +76,10 @@ struct File {
     security_groups: Vec<groups::SgSection>,
     flow_logs: Option<FlowLogSection>,
     dns: Option<dns::DnsSection>,
+    #[serde(default)]
+    services: Vec<endpoints::ServiceSection>,
+    #[serde(default)]
+    endpoints: Vec<endpoints::EndpointSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +99,8 @@ struct FlowLogSection {
 struct VpcSection {
     #[serde(default)]
     name: Option<String>,
+    /// The VPC's id (`vpc-...`), as `aws:SourceVpc` reports it (default: from the name).
+    id: Option<S>,
     cidr: S,
     /// The region, for DNS names (default us-east-1).
     region: Option<S>,
@@ -356,6 +364,12 @@ pub struct Vpc {
     pub flow_logs: Option<FlowLogSettings>,
     /// The VPC's DNS resolver.
     pub dns: DnsSettings,
+    /// The VPC's id (`vpc-...`).
+    pub id: String,
+    /// The lab's AWS services.
+    pub services: Vec<ServiceSettings>,
+    /// The VPC's endpoints to them.
+    pub endpoints: Vec<EndpointSettings>,
 }
 
 /// The `[flow_logs]` section.
@@ -780,6 +794,60 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         nats.push((n.name.get_ref().clone(), config));
     }
 
+    // The lab's services and the VPC's endpoints. An interface endpoint's
+    // network interfaces are hosts of their subnets (after the file's hosts),
+    // each on the highest free address, as AWS picks one for you.
+    let region = f.vpc.region.as_ref().map_or("us-east-1", |r| r.get_ref().as_str());
+    let services = endpoints::services(cx, &f.services, vpc, f.internet.is_some(), region)?;
+    let subnet_cidrs: Vec<Prefix> = subnets.iter().map(|s| s.cidr).collect();
+    let scope = endpoints::Scope {
+        services: &services,
+        subnets: &subnet_index,
+        tables: &table_index,
+        subnet_cidrs: &subnet_cidrs,
+        region,
+        dns_support: f.vpc.enable_dns_support.as_ref().is_none_or(|s| *s.get_ref()),
+        dns_hostnames: f.vpc.enable_dns_hostnames.as_ref().is_some_and(|h| *h.get_ref()),
+    };
+    let take_address = |s: usize| {
+        let c = subnet_cidrs[s];
+        (4..c.size().saturating_sub(1)).rev().map(|i| c.nth(i)).find(|ip| !private_taken.contains_key(ip)).inspect(
+            |ip| {
+                private_taken.insert(*ip, 0..0);
+            },
+        )
+    };
+    let vpc_endpoints = endpoints::endpoints(cx, &f.endpoints, &scope, take_address)?;
+    let mut endpoint_groups = Vec::new();
+    for e in &vpc_endpoints {
+        let EndpointKind::Interface { enis, .. } = &e.kind else { continue };
+        for (s, ip) in enis {
+            let subnet = &subnets[*s];
+            let name = e.namespace(Some(&subnet.name));
+            attachments.push(Attachment {
+                interface: name.clone(),
+                namespace: name.clone(),
+                addresses: vec![(*ip, subnet.cidr.prefix_len())],
+                gateway: subnet.router(),
+                mtu: 0,
+            });
+            hosts.push(Host {
+                name,
+                subnet: *s as u16,
+                ip: *ip,
+                elastic_ip: None,
+                interface: 0,
+                source_dest_check: true,
+                eip_delta: Delta::ZERO,
+                groups: Vec::new(),
+                untracked: [true, true],
+            });
+            endpoint_groups.push(e.groups.clone());
+        }
+    }
+    let gateway_endpoints: Vec<&EndpointSettings> =
+        vpc_endpoints.iter().filter(|e| matches!(e.kind, EndpointKind::Gateway { .. })).collect();
+
     // Route targets by name: the internet gateway, NAT gateways, hosts, blackhole.
     let resolve_target = |t: &S| -> Result<Target, ConfigError> {
         let name = t.get_ref().as_str();
@@ -862,6 +930,33 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 });
             }
         }
+        // Gateway endpoints' prefix-list routes (the service's address).
+        let ti = route_tables.len();
+        for (i, e) in gateway_endpoints.iter().enumerate() {
+            let EndpointKind::Gateway { route_tables: tables, .. } = &e.kind else { continue };
+            if !tables.contains(&ti) {
+                continue;
+            }
+            let destination = Prefix::host(services[e.service].address);
+            if let Some(prev) = seen.get(&destination) {
+                let (line, _) = line_col(cx.src, prev.start);
+                return Err(cx.err(
+                    t.name.span(),
+                    format!(
+                        "route table `{}` has a route to {destination} (line {line}), which endpoint {}'s prefix list also routes",
+                        t.name.get_ref(),
+                        e.id
+                    ),
+                    "remove that route: the endpoint's route covers the service",
+                ));
+            }
+            routes.push(Route {
+                destination,
+                target: Target::Endpoint(i as u16),
+                target_name: e.id.clone(),
+                state: RouteState::Active,
+            });
+        }
         route_tables.push(RouteTable::new(t.name.get_ref(), routes));
     }
     // A subnet is public when its table sends something to the internet gateway.
@@ -943,8 +1038,21 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         });
     }
 
+    // Gateway endpoints' doors: an interface each, after the resolver's; the
+    // door holds the service's public address and routes the VPC back to us.
+    for e in &gateway_endpoints {
+        attachments.push(Attachment {
+            interface: e.id.clone(),
+            namespace: e.namespace(None),
+            addresses: vec![(services[e.service].address, 32)],
+            gateway: vpc.nth(1),
+            mtu: 0,
+        });
+    }
+
     // Security groups, once every host is known (a group's members).
-    let host_groups: Vec<Option<Spanned<Vec<S>>>> = f.hosts.iter().map(|h| h.security_groups.clone()).collect();
+    let mut host_groups: Vec<Option<Spanned<Vec<S>>>> = f.hosts.iter().map(|h| h.security_groups.clone()).collect();
+    host_groups.extend(endpoint_groups);
     let security_groups = match groups::compile(cx, &f.security_groups, &host_groups)? {
         Some((groups, per_host)) => {
             for (h, g) in hosts.iter_mut().zip(per_host) {
@@ -1015,9 +1123,24 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         interface_mtus: attachments.iter().map(|a| a.mtu).collect(),
         security_groups,
         dns: Some(crate::pipeline::topology::DnsParts { addresses: dns.addresses, serving: dns.support }),
+        endpoints: gateway_endpoints.iter().map(|e| e.id.clone()).collect(),
+    };
+    let name = f.vpc.name.clone().unwrap_or_else(|| "vpc".into());
+    let id = match &f.vpc.id {
+        Some(i) => {
+            let hex = i.get_ref().strip_prefix("vpc-").unwrap_or("");
+            if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(cx.err(i.span(), format!("`{}` is not a VPC id", i.get_ref()), "write e.g. \"vpc-0a1b2c3d\""));
+            }
+            i.get_ref().clone()
+        }
+        None => format!("vpc-{:08x}", name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))),
     };
     Ok(Vpc {
-        name: f.vpc.name.clone().unwrap_or_else(|| "vpc".into()),
+        name,
+        id,
+        services,
+        endpoints: vpc_endpoints,
         parts,
         nats,
         attachments,

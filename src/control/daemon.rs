@@ -605,7 +605,22 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
             routes: t
                 .routes_sorted()
                 .into_iter()
-                .map(|r| (r.destination.to_string(), r.target_name.clone(), r.state.to_string()))
+                .map(|r| {
+                    // A gateway endpoint's route shows its prefix list, as the console does.
+                    let destination = match r.target {
+                        crate::route::Target::Endpoint(e) => vpc
+                            .endpoints
+                            .iter()
+                            .filter_map(|x| match &x.kind {
+                                super::config::EndpointKind::Gateway { prefix_list, .. } => Some(prefix_list),
+                                _ => None,
+                            })
+                            .nth(usize::from(e))
+                            .map_or_else(|| r.destination.to_string(), |p| format!("{p} ({})", r.destination)),
+                        _ => r.destination.to_string(),
+                    };
+                    (destination, r.target_name.clone(), r.state.to_string())
+                })
                 .collect(),
         })
         .collect()

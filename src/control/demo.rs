@@ -316,7 +316,7 @@ fn steps(d: &mut Demo, vpc: &super::config::Vpc) -> Result<(), DemoError> {
     let addr_ok = seen.starts_with(&format!("{nat_ip}:"));
     d.expect(ok && addr_ok && (lo..=hi).contains(&port), &format!("web saw {nat_ip} and a port in {lo}-{hi} ({seen})"));
 
-    heading(6, total, &format!("traceroute from {app}: natgw is one router hop"));
+    heading(6, total, &format!("traceroute from {app}: the subnet router, then the NAT gateway"));
     if have("traceroute") {
         let (_, text) = d.show(&app, &["traceroute", "-n", "-q", "1", "-w", "1", "-m", "5", &ip_s])?;
         let router = vpc.parts.subnets[usize::from(private.subnet)].router().to_string();
@@ -324,9 +324,14 @@ fn steps(d: &mut Demo, vpc: &super::config::Vpc) -> Result<(), DemoError> {
             text.contains(&format!(" {router} ")) || text.contains(&format!("{router}  ")),
             &format!("hop 1 is the subnet router {router}"),
         );
+        let nat = vpc.parts.nat_gateways.first().map_or(String::new(), |n| n.private_ip.to_string());
         d.expect(
-            text.lines().any(|l| l.trim_start().starts_with('2') && l.contains(&ip_s)),
-            &format!("hop 2 is {web_ip} (its ICMP reply was translated back)"),
+            text.lines().any(|l| l.trim_start().starts_with('2') && l.contains(&format!(" {nat} "))),
+            &format!("hop 2 is the NAT gateway {nat} (its private address answers, as on AWS)"),
+        );
+        d.expect(
+            text.lines().any(|l| l.trim_start().starts_with('3') && l.contains(&ip_s)),
+            &format!("hop 3 is {web_ip} (its ICMP reply was translated back)"),
         );
     } else {
         println!("  (skipped: traceroute is not installed; scripts/setup installs it)");

@@ -45,7 +45,8 @@ pub fn build(vpc: &Vpc, prefix: &str) -> Result<String, NetnsError> {
     let mut internet_dev = None;
     for (i, a) in vpc.attachments.iter().enumerate() {
         // The kernel reference has no VPC resolver (its namespace stays empty).
-        if a.interface == "dns" {
+        // Nor gateway endpoints' doors (it has no services).
+        if a.interface == "dns" || vpc.endpoints.iter().any(|e| e.id == a.interface) {
             continue;
         }
         let host_ns = format!("{prefix}-{}", a.namespace);

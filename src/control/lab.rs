@@ -235,8 +235,18 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
     if o.kernel {
         namespaces.push(super::kernel_lab::router_namespace(&prefix));
     }
-    let hosts =
+    let mut hosts: Vec<(String, String)> =
         vpc.attachments.iter().map(|a| (a.interface.clone(), namespace_name(Some(&prefix), &a.namespace))).collect();
+    if !o.kernel {
+        // The services' public doors (the kernel reference has no services).
+        for ns in super::lab_services::public_namespaces(&vpc) {
+            let full = namespace_name(Some(&prefix), &ns);
+            if !namespaces.contains(&full) {
+                namespaces.push(full.clone());
+                hosts.push((ns, full));
+            }
+        }
+    }
     let mut state = LabState {
         name: o.name.clone(),
         kind: if o.kernel { LabKind::Kernel } else { LabKind::Natgw },
@@ -277,12 +287,14 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
         let resolver = host_namespaces.contains(ns).then_some((&servers[..], domain.as_str()));
         netns::write_etc(ns, &names, resolver).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
     }
+    super::lab_services::aws_cli_env(vpc, &LabState::dir(&state.name)).map_err(io_err("writing the aws CLI's files"))?;
     if o.kernel {
         let rules = super::kernel_lab::build(vpc, &state.prefix)?;
         std::fs::write(LabState::dir(&state.name).join("nftables.conf"), rules)
             .map_err(io_err("writing nftables.conf"))?;
         return Ok(());
     }
+    super::lab_services::link_public_doors(vpc, &state.prefix)?;
     let log = std::fs::File::create(&state.log).map_err(io_err(format!("creating {}", state.log.display())))?;
     let log2 = log.try_clone().map_err(io_err("log file"))?;
     let mut cmd = Command::new(&o.exe);
@@ -321,7 +333,7 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
             return Err(gateway_failed(state, format!("it exited with {status}")));
         }
         if let Ok(Reply::Status { .. }) = socket::request(&state.socket, &Request::Status) {
-            return Ok(());
+            return super::lab_services::start(vpc, state, &o.exe);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -388,5 +400,8 @@ pub fn get(name: &str) -> Result<LabState, LabError> {
 pub fn exec_command(name: &str, host: &str, argv: &[String]) -> Result<Command, LabError> {
     let state = get(name)?;
     let ns = state.namespace_of(host)?;
-    Ok(netns::command(ns, argv))
+    let mut c = netns::command(ns, argv);
+    // The aws CLI finds the lab's services.
+    c.envs(super::lab_services::lab_env(&LabState::dir(name)));
+    Ok(c)
 }

@@ -8,6 +8,7 @@ pub mod flow_writer;
 pub mod flows;
 pub mod kernel_lab;
 pub mod lab;
+pub mod lab_services;
 pub mod render;
 pub mod scenario;
 pub mod socket;

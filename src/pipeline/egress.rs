@@ -38,7 +38,7 @@ impl Pipeline {
                 .map_or([0; 4], |s| s.router().octets()),
             Some(IfKind::Internet) => t.internet.as_ref().map_or([0; 4], |i| i.gateway_ip.octets()),
             // The VPC router's own address (base + 1).
-            Some(IfKind::Dns) => t.vpc_cidrs.first().map_or([0; 4], |c| c.nth(1).octets()),
+            Some(IfKind::Dns | IfKind::Endpoint(_)) => t.vpc_cidrs.first().map_or([0; 4], |c| c.nth(1).octets()),
             None => [0; 4],
         }
     }
@@ -201,10 +201,22 @@ impl Pipeline {
     }
 
     pub(super) fn time_exceeded(&self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf, m: &Meta) -> Action {
+        self.time_exceeded_from(now, ingress, pkt, m, self.router_for(ingress))
+    }
+
+    /// ICMP Time Exceeded from address `from` (a NAT gateway's, as a hop).
+    pub(super) fn time_exceeded_from(
+        &self,
+        now: Timestamp,
+        ingress: IfId,
+        pkt: &mut PacketBuf,
+        m: &Meta,
+        from: [u8; 4],
+    ) -> Action {
         if !self.may_send_error(now, m) {
             return self.drop(DropReason::TtlExpired);
         }
-        reply::icmp_error(pkt, self.router_for(ingress), icmpv4::kind::TIME_EXCEEDED, 0, 0, self.next_ident());
+        reply::icmp_error(pkt, from, icmpv4::kind::TIME_EXCEEDED, 0, 0, self.next_ident());
         self.counters.generated.icmp_time_exceeded.inc();
         self.counters.count_drop(DropReason::TtlExpired);
         Action::Reply { egress: ingress, cause: DropReason::TtlExpired }

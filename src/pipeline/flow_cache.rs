@@ -55,8 +55,9 @@ pub struct Decision {
     pub egress: IfId,
     /// The egress MTU: a larger packet takes the walk (fragmentation, ICMP 3/4).
     pub mtu: u16,
-    /// The walk decrements the TTL (routed, not switched inside a subnet).
-    pub ttl: bool,
+    /// How many hops the walk decrements the TTL by: 0 (switched inside a
+    /// subnet), 1 (the VPC router) or 2 (the router and a NAT gateway).
+    pub ttl: u8,
     pub src: [u8; 4],
     pub dst: [u8; 4],
     pub sport: u16,
@@ -98,19 +99,15 @@ impl Decision {
             _ => return None,
         };
         let (src, dst) = (ip.src_addr().octets(), ip.dst_addr().octets());
-        let ttl = match ttl_in.wrapping_sub(ip.ttl()) {
-            0 => false,
-            1 => true,
+        let ttl = match ttl_in.checked_sub(ip.ttl()) {
+            Some(n @ 0..=2) => n,
             _ => return None,
         };
         let addrs = Delta::ZERO.addr(key.src.to_be_bytes(), src).addr(key.dst.to_be_bytes(), dst);
-        let ttl_delta = if ttl {
-            // The TTL shares a word with the protocol; one less is the same
-            // change whatever the TTL was.
-            Delta::ZERO.word(u16::from_be_bytes([ttl_in, key.proto]), u16::from_be_bytes([ttl_in - 1, key.proto]))
-        } else {
-            Delta::ZERO
-        };
+        // The TTL shares a word with the protocol; n less is the same change
+        // whatever the TTL was (above n, which the fast path checks).
+        let ttl_delta =
+            Delta::ZERO.word(u16::from_be_bytes([ttl_in, key.proto]), u16::from_be_bytes([ttl_in - ttl, key.proto]));
         Some(Decision {
             egress,
             mtu,
@@ -131,8 +128,8 @@ impl Decision {
     pub fn apply(&self, pkt: &mut super::PacketBuf) {
         let partial = pkt.offload.csum.is_some();
         let mut ip = Ipv4Packet::new_unchecked(pkt.bytes_mut());
-        if self.ttl {
-            ip.set_ttl(ip.ttl().wrapping_sub(1));
+        if self.ttl > 0 {
+            ip.set_ttl(ip.ttl().wrapping_sub(self.ttl));
         }
         ip.set_src(self.src);
         ip.set_dst(self.dst);

@@ -568,7 +568,7 @@ impl Pipeline {
         let nat = hit.through.map(|t| (t.nat, t.dir));
         // Anything past the total length is link padding.
         pkt.set_len(total);
-        if (d.ttl && ttl <= 1) || egress::too_big(pkt, usize::from(d.mtu)) {
+        if (d.ttl > 0 && ttl <= d.ttl) || egress::too_big(pkt, usize::from(d.mtu)) {
             return Err(miss);
         }
         if let Some(t) = hit.through {

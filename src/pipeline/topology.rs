@@ -5,7 +5,7 @@
 //! builds a new topology that is swapped in whole.
 
 use crate::acl::Acl;
-use crate::route::{HostId, NatId, Prefix, RouteTable};
+use crate::route::{EndpointId, HostId, NatId, Prefix, RouteTable};
 use crate::sg::{GroupId, SecurityGroups};
 use crate::wire::checksum::Delta;
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub enum IfKind {
     Internet,
     /// The VPC's DNS resolver (AWS's Amazon-provided DNS at base + 2).
     Dns,
+    /// A gateway VPC endpoint: the service's private door.
+    Endpoint(EndpointId),
 }
 
 /// One interface of the gateway.
@@ -132,6 +134,14 @@ pub struct DnsParts {
     pub serving: bool,
 }
 
+/// A gateway VPC endpoint as the walk sees it.
+#[derive(Clone, Debug)]
+pub struct EndpointSide {
+    /// Its id (`vpce-...`).
+    pub name: String,
+    pub interface: IfId,
+}
+
 /// Who owns a public address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublicOwner {
@@ -216,6 +226,8 @@ pub struct Topology {
     pub security_groups: Option<SecurityGroups>,
     /// The VPC's resolver.
     pub dns: Option<DnsSide>,
+    /// Gateway endpoints, each with its interface (after the resolver's).
+    pub endpoints: Vec<EndpointSide>,
     addrs: AddrTable,
 }
 
@@ -239,11 +251,13 @@ pub struct TopologyParts {
     pub security_groups: Option<Vec<crate::sg::SecurityGroup>>,
     /// The VPC's resolver (None: no resolver addresses at all, as in tests).
     pub dns: Option<DnsParts>,
+    /// Gateway endpoints' ids, in `Target::Endpoint` order.
+    pub endpoints: Vec<String>,
 }
 
 impl Topology {
     /// Builds the indexes. Interfaces: one per host, in host order, then the
-    /// internet side, then the VPC's resolver.
+    /// internet side, then the VPC's resolver, then the gateway endpoints.
     pub fn new(mut parts: TopologyParts) -> Topology {
         let mtu = if parts.mtu == 0 { 1500 } else { parts.mtu };
         let mut interfaces = Vec::new();
@@ -275,6 +289,19 @@ impl Topology {
             });
             DnsSide { interface, addresses: d.addresses.map(u32::from) }
         });
+        let endpoints = parts
+            .endpoints
+            .iter()
+            .map(|name| {
+                let interface = interfaces.len() as IfId;
+                let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
+                interfaces.push(Interface { name: name.clone(), kind: IfKind::Endpoint(0), mtu: own.unwrap_or(mtu) });
+                EndpointSide { name: name.clone(), interface }
+            })
+            .collect::<Vec<_>>();
+        for (i, e) in endpoints.iter().enumerate() {
+            interfaces[usize::from(e.interface)].kind = IfKind::Endpoint(i as EndpointId);
+        }
         let security_groups = parts.security_groups.take().map(|groups| {
             let members: Vec<(u32, Vec<GroupId>)> =
                 parts.hosts.iter().map(|h| (u32::from(h.ip), h.groups.clone())).collect();
@@ -316,6 +343,7 @@ impl Topology {
             internet,
             security_groups,
             dns,
+            endpoints,
             addrs: AddrTable::build(&addrs),
         }
     }

@@ -79,6 +79,7 @@ impl Pipeline {
                 self.route(now, topo, At::Subnet(host.subnet), ingress, pkt, m)
             }
             IfKind::Dns => self.resolver_answer(now, ingress, pkt, m),
+            IfKind::Endpoint(e) => self.from_endpoint(now, topo, e, ingress, pkt, m),
             IfKind::Internet => {
                 self.note("interface", || "from the internet (through the internet gateway)".to_string());
                 if topo.is_own(m.dst) {
@@ -165,6 +166,23 @@ impl Pipeline {
                             return self.forward(now, host.interface, ingress, pkt, m);
                         }
                         Target::Blackhole => return self.drop(DropReason::Blackhole),
+                        Target::Endpoint(e) => {
+                            let Some(ep) = topo.endpoints.get(usize::from(e)) else {
+                                return self.drop(DropReason::Blackhole);
+                            };
+                            if !self.acl(topo, s, AclDirection::Outbound, m) {
+                                return self.drop(DropReason::AclDeny);
+                            }
+                            self.note("gateway endpoint", || {
+                                format!(
+                                    "{}: to the service privately, source {} unchanged (no NAT, no internet gateway)",
+                                    ep.name,
+                                    std::net::Ipv4Addr::from(m.src)
+                                )
+                            });
+                            // No group filters the door (it is a route target, not an interface of the VPC).
+                            return self.deliver(now, ep.interface, ingress, pkt, m);
+                        }
                         Target::InternetGateway => {
                             let Some(internet) = topo.internet.as_ref() else {
                                 return self.drop(DropReason::NoRoute);
@@ -209,6 +227,14 @@ impl Pipeline {
                             if info.subnet != s && !self.cross(topo, s, info.subnet, m) {
                                 return self.drop(DropReason::AclDeny);
                             }
+                            // And a hop of its own: its private address answers a
+                            // traceroute (AWS).
+                            let mut ip = Ipv4Packet::new_unchecked(pkt.bytes_mut());
+                            if ip.ttl() <= 1 {
+                                self.note("NAT gateway", || format!("{}: TTL expires here", info.name));
+                                return self.time_exceeded_from(now, ingress, pkt, m, info.private_ip.octets());
+                            }
+                            ip.decrement_ttl();
                             if let Err(a) = self.nat_out(now, topo, n, ingress, pkt, m) {
                                 return a;
                             }
@@ -257,6 +283,47 @@ impl Pipeline {
             }
         }
         self.drop(DropReason::RoutingLoop)
+    }
+
+    /// A packet from a gateway endpoint's door (the service's reply): back into
+    /// the VPC to the host, if the host's route table routes the service to
+    /// this endpoint (else the door has no path to it), through its subnet's
+    /// inbound network ACL.
+    fn from_endpoint(
+        &self,
+        now: Timestamp,
+        topo: &Topology,
+        e: crate::route::EndpointId,
+        ingress: IfId,
+        pkt: &mut PacketBuf,
+        m: &mut Meta,
+    ) -> Action {
+        let name = topo.endpoints.get(usize::from(e)).map_or("?", |ep| ep.name.as_str());
+        self.note("interface", || format!("from gateway endpoint {name} (the service's side)"));
+        if topo.is_own(m.dst) {
+            return self.to_gateway(ingress, pkt, m);
+        }
+        let Some(h) = topo.host_by_ip(m.dst) else {
+            self.note("gateway endpoint", || format!("{} is no host of the VPC", std::net::Ipv4Addr::from(m.dst)));
+            return self.drop(DropReason::NoRoute);
+        };
+        let host = &topo.hosts[usize::from(h)];
+        let subnet = &topo.subnets[usize::from(host.subnet)];
+        let table = &topo.route_tables[subnet.route_table];
+        if table.lookup(m.src).map(|r| r.effective()) != Some(crate::route::Target::Endpoint(e)) {
+            self.note("gateway endpoint", || {
+                format!("route table {} of subnet {} does not route the service to {name}", table.name, subnet.name)
+            });
+            return self.drop(DropReason::NoRoute);
+        }
+        if m.ttl <= 1 {
+            return self.time_exceeded(now, ingress, pkt, m);
+        }
+        Ipv4Packet::new_unchecked(pkt.bytes_mut()).decrement_ttl();
+        if !self.acl(topo, host.subnet, AclDirection::Inbound, m) {
+            return self.refused_at(host.interface);
+        }
+        self.forward(now, host.interface, ingress, pkt, m)
     }
 
     /// A packet addressed to one of the gateway's own addresses: it answers

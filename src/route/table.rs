@@ -13,6 +13,8 @@ use std::fmt;
 pub type HostId = u16;
 /// Index of a NAT gateway in the topology.
 pub type NatId = u16;
+/// Index of a gateway endpoint in the topology.
+pub type EndpointId = u16;
 
 /// Where a route sends traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,6 +27,8 @@ pub enum Target {
     NatGateway(NatId),
     /// To a host's network interface (a middlebox or a NAT instance).
     Host(HostId),
+    /// To a gateway VPC endpoint (a prefix-list route): the service, privately.
+    Endpoint(EndpointId),
     /// Dropped.
     Blackhole,
 }

@@ -163,5 +163,30 @@ pub fn zone_of(vpc: &super::Vpc) -> Zone {
     for (name, ip) in &d.records {
         z.add(name, *ip);
     }
+    // The services' names: their public addresses, or, with an interface
+    // endpoint's private DNS on, that endpoint's private addresses (AWS's
+    // private hosted zone for the service). An interface endpoint's own
+    // name always answers its addresses.
+    for (i, s) in vpc.services.iter().enumerate() {
+        let mut addrs = vec![s.address];
+        for e in vpc.endpoints.iter().filter(|e| e.service == i) {
+            if let super::EndpointKind::Interface { enis, private_dns } = &e.kind {
+                let ips: Vec<Ipv4Addr> = enis.iter().map(|(_, ip)| *ip).collect();
+                for ip in &ips {
+                    z.add_forward(&format!("{}.{}.{}.vpce.amazonaws.com", e.id, s.kind.name(), d.region), *ip);
+                }
+                if *private_dns {
+                    addrs = ips;
+                }
+            }
+        }
+        let mut names = vec![s.kind.hostname(&d.region)];
+        names.extend(s.buckets.iter().map(|(b, _)| format!("{b}.{}", s.kind.hostname(&d.region))));
+        for n in names {
+            for ip in &addrs {
+                z.add_forward(&n, *ip);
+            }
+        }
+    }
     z
 }
