@@ -41,6 +41,7 @@ pub fn require_root() -> bool {
         "dig",
         "nslookup",
         "dnsperf",
+        "/usr/bin/aws",
     ] {
         assert!(
             Command::new("sh")

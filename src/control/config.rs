@@ -1129,12 +1129,20 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     let id = match &f.vpc.id {
         Some(i) => {
             let hex = i.get_ref().strip_prefix("vpc-").unwrap_or("");
-            if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                return Err(cx.err(i.span(), format!("`{}` is not a VPC id", i.get_ref()), "write e.g. \"vpc-0a1b2c3d\""));
+            if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(cx.err(
+                    i.span(),
+                    format!("`{}` is not a VPC id", i.get_ref()),
+                    "write e.g. \"vpc-0a1b2c3d\"",
+                ));
             }
             i.get_ref().clone()
         }
-        None => format!("vpc-{:08x}", name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))),
+        None => format!(
+            "vpc-{:08x}",
+            name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+        ),
     };
     Ok(Vpc {
         name,
@@ -1584,6 +1592,28 @@ impl Vpc {
         }
         if new.dns.rate_limit != self.dns.rate_limit {
             return refuse("the [dns] rate_limit differs");
+        }
+        if new.services != self.services || new.id != self.id {
+            return refuse("the [[services]] (or the VPC id) differ: their doors run as they started");
+        }
+        // A gateway endpoint's route tables may change (ModifyVpcEndpoint);
+        // the rest of an endpoint belongs to its running door.
+        let endpoint_id = |v: &Vpc| -> Vec<EndpointSettings> {
+            v.endpoints
+                .iter()
+                .cloned()
+                .map(|mut e| {
+                    match &mut e.kind {
+                        EndpointKind::Gateway { route_tables, .. } => route_tables.clear(),
+                        // Private DNS is the resolver's, which a reload rebuilds.
+                        EndpointKind::Interface { private_dns, .. } => *private_dns = false,
+                    }
+                    e
+                })
+                .collect()
+        };
+        if endpoint_id(&new) != endpoint_id(self) {
+            return refuse("the [[endpoints]] differ beyond gateway endpoints' route tables and private DNS");
         }
         let nat_id = |v: &Vpc| -> Vec<String> {
             v.parts

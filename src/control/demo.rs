@@ -63,6 +63,7 @@ impl Demo {
         println!("$ natgw lab exec{lab} {host} -- {}", shown.join(" "));
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let out = netns::command(&self.ns(host)?, &argv)
+            .envs(super::lab_services::lab_env(&super::lab::LabState::dir(&self.state.name)))
             .stdin(Stdio::null())
             .output()
             .map_err(|source| DemoError::Io { what: format!("running {}", argv[0]), source })?;

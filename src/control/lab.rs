@@ -287,7 +287,8 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
         let resolver = host_namespaces.contains(ns).then_some((&servers[..], domain.as_str()));
         netns::write_etc(ns, &names, resolver).map_err(io_err(format!("writing /etc/netns/{ns}")))?;
     }
-    super::lab_services::aws_cli_env(vpc, &LabState::dir(&state.name)).map_err(io_err("writing the aws CLI's files"))?;
+    super::lab_services::aws_cli_env(vpc, &LabState::dir(&state.name))
+        .map_err(io_err("writing the aws CLI's files"))?;
     if o.kernel {
         let rules = super::kernel_lab::build(vpc, &state.prefix)?;
         std::fs::write(LabState::dir(&state.name).join("nftables.conf"), rules)

@@ -47,7 +47,12 @@ fn doors(vpc: &Vpc, prefix: &str) -> Vec<Door> {
     let mut v: Vec<Door> = vpc
         .services
         .iter()
-        .map(|s| Door { kind: s.kind, namespace: namespace_name(Some(prefix), &s.namespace), listen: s.address, via: None })
+        .map(|s| Door {
+            kind: s.kind,
+            namespace: namespace_name(Some(prefix), &s.namespace),
+            listen: s.address,
+            via: None,
+        })
         .collect();
     for e in &vpc.endpoints {
         let s = &vpc.services[e.service];
@@ -181,7 +186,10 @@ fn wait_listening(ns: &str, addr: SocketAddr, log: &Path) -> Result<(), LabError
         if Instant::now() > deadline {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
             return Err(LabError::Io {
-                what: format!("the service door {addr} in {ns} did not answer within 10 s (log {}):\n{tail}", log.display()),
+                what: format!(
+                    "the service door {addr} in {ns} did not answer within 10 s (log {}):\n{tail}",
+                    log.display()
+                ),
                 source: std::io::Error::other("not listening"),
             });
         }

@@ -137,8 +137,9 @@ fn kind_of(cx: &Ctx<'_>, s: &S, region: &str) -> Result<Kind, super::ConfigError
 fn policy(cx: &Ctx<'_>, p: &Option<S>, what: &str) -> Result<Option<String>, super::ConfigError> {
     match p {
         Some(p) => {
-            crate::services::policy::Policy::parse(p.get_ref())
-                .map_err(|e| cx.err(p.span(), format!("{what}: {e}"), "see docs/ENDPOINTS.md for the policy grammar"))?;
+            crate::services::policy::Policy::parse(p.get_ref()).map_err(|e| {
+                cx.err(p.span(), format!("{what}: {e}"), "see docs/ENDPOINTS.md for the policy grammar")
+            })?;
             Ok(Some(p.get_ref().clone()))
         }
         None => Ok(None),
@@ -242,10 +243,8 @@ pub(super) fn endpoints(
         }
         let kind = kind_of(cx, &e.service, sc.region).map_err(|mut err| {
             if e.kind.get_ref() == "gateway" {
-                err.message = format!(
-                    "AWS has gateway endpoints for S3 and DynamoDB only, not `{}`",
-                    e.service.get_ref()
-                );
+                err.message =
+                    format!("AWS has gateway endpoints for S3 and DynamoDB only, not `{}`", e.service.get_ref());
                 err.fix = "write service = \"s3\" or \"dynamodb\", or use type = \"interface\"".into();
             }
             err
@@ -261,26 +260,50 @@ pub(super) fn endpoints(
         let kind_spec = match e.kind.get_ref().as_str() {
             "gateway" => {
                 if let Some(s) = &e.subnets {
-                    return Err(cx.err(s.span(), "a gateway endpoint has route tables, not subnets", "write `route_tables = [...]`"));
+                    return Err(cx.err(
+                        s.span(),
+                        "a gateway endpoint has route tables, not subnets",
+                        "write `route_tables = [...]`",
+                    ));
                 }
                 if let Some(p) = &e.private_dns {
-                    return Err(cx.err(p.span(), "private DNS is a setting of interface endpoints", "remove `private_dns`"));
+                    return Err(cx.err(
+                        p.span(),
+                        "private DNS is a setting of interface endpoints",
+                        "remove `private_dns`",
+                    ));
                 }
                 if let Some(g) = &e.security_groups {
-                    return Err(cx.err(g.span(), "a gateway endpoint has no security groups (it is a route target)", "remove `security_groups`"));
+                    return Err(cx.err(
+                        g.span(),
+                        "a gateway endpoint has no security groups (it is a route target)",
+                        "remove `security_groups`",
+                    ));
                 }
                 let Some(names) = &e.route_tables else {
-                    return Err(cx.err(e.kind.span(), "a gateway endpoint needs route tables", "add `route_tables = [\"private\"]`"));
+                    return Err(cx.err(
+                        e.kind.span(),
+                        "a gateway endpoint needs route tables",
+                        "add `route_tables = [\"private\"]`",
+                    ));
                 };
                 let mut route_tables = Vec::new();
                 for n in names.get_ref() {
                     let t = *sc.tables.get(n.get_ref()).ok_or_else(|| {
-                        cx.err(n.span(), format!("no route table named `{}`", n.get_ref()), "name a [[route_tables]] table")
+                        cx.err(
+                            n.span(),
+                            format!("no route table named `{}`", n.get_ref()),
+                            "name a [[route_tables]] table",
+                        )
                     })?;
                     if let Some(other) = routed.insert((kind, t), id.clone()) {
                         return Err(cx.err(
                             n.span(),
-                            format!("route table `{}` already has gateway endpoint {other} for {}", n.get_ref(), kind.name()),
+                            format!(
+                                "route table `{}` already has gateway endpoint {other} for {}",
+                                n.get_ref(),
+                                kind.name()
+                            ),
                             "AWS allows one gateway endpoint per service in a route table: remove it from one of them",
                         ));
                     }
@@ -290,10 +313,18 @@ pub(super) fn endpoints(
             }
             "interface" => {
                 if let Some(t) = &e.route_tables {
-                    return Err(cx.err(t.span(), "an interface endpoint has subnets, not route tables", "write `subnets = [...]`"));
+                    return Err(cx.err(
+                        t.span(),
+                        "an interface endpoint has subnets, not route tables",
+                        "write `subnets = [...]`",
+                    ));
                 }
                 let Some(names) = &e.subnets else {
-                    return Err(cx.err(e.kind.span(), "an interface endpoint needs subnets", "add `subnets = [\"private\"]`"));
+                    return Err(cx.err(
+                        e.kind.span(),
+                        "an interface endpoint needs subnets",
+                        "add `subnets = [\"private\"]`",
+                    ));
                 };
                 let private_dns = e.private_dns.as_ref().is_none_or(|p| *p.get_ref());
                 if private_dns && !(sc.dns_support && sc.dns_hostnames) {
@@ -314,20 +345,144 @@ pub(super) fn endpoints(
                         )
                     })?;
                     if enis.iter().any(|(o, _)| *o == s) {
-                        return Err(cx.err(n.span(), format!("subnet `{}` is listed twice", n.get_ref()), "one network interface per subnet"));
+                        return Err(cx.err(
+                            n.span(),
+                            format!("subnet `{}` is listed twice", n.get_ref()),
+                            "one network interface per subnet",
+                        ));
                     }
                     let ip = take_address(s).ok_or_else(|| {
-                        cx.err(n.span(), format!("subnet `{}` ({}) has no free address", n.get_ref(), sc.subnet_cidrs[s]), "use a larger subnet")
+                        cx.err(
+                            n.span(),
+                            format!("subnet `{}` ({}) has no free address", n.get_ref(), sc.subnet_cidrs[s]),
+                            "use a larger subnet",
+                        )
                     })?;
                     enis.push((s, ip));
                 }
                 EndpointKind::Interface { enis, private_dns }
             }
             other => {
-                return Err(cx.err(e.kind.span(), format!("endpoint type `{other}` is not known"), "write \"gateway\" or \"interface\""));
+                return Err(cx.err(
+                    e.kind.span(),
+                    format!("endpoint type `{other}` is not known"),
+                    "write \"gateway\" or \"interface\"",
+                ));
             }
         };
-        out.push(EndpointSettings { id: id.clone(), service, kind: kind_spec, policy, groups: e.security_groups.clone() });
+        out.push(EndpointSettings {
+            id: id.clone(),
+            service,
+            kind: kind_spec,
+            policy,
+            groups: e.security_groups.clone(),
+        });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::control::config::{ConfigError, DEFAULT_LAB, EndpointKind, Vpc, parse, zone_of};
+    use std::net::Ipv4Addr;
+
+    const S3: &str =
+        "\n[[services]]\nservice = \"s3\"\naddress = \"192.0.2.10\"\nbuckets = [{ name = \"lab-bucket\" }]\n";
+
+    fn lab(extra: &str) -> Result<Vpc, ConfigError> {
+        parse("lab.toml", &format!("{DEFAULT_LAB}{S3}{extra}"))
+    }
+
+    /// The error, and the line its text `needle` is on.
+    fn refused(extra: &str, needle: &str) -> ConfigError {
+        let e = lab(extra).expect_err("refused");
+        let text = format!("{DEFAULT_LAB}{S3}{extra}");
+        let line = text.lines().position(|l| l.contains(needle)).expect("needle") + 1;
+        assert_eq!(e.line, line, "{e}");
+        assert!(!e.fix.is_empty(), "{e}");
+        e
+    }
+
+    #[test]
+    fn a_gateway_endpoint_routes_its_prefix_list_in_its_tables() {
+        let v = lab("[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\n")
+            .expect("loads");
+        let EndpointKind::Gateway { prefix_list, route_tables } = &v.endpoints[0].kind else { panic!() };
+        assert!(prefix_list.starts_with("pl-") && prefix_list.len() == 11);
+        let private = v.parts.route_tables.iter().position(|t| t.name == "private").expect("table");
+        assert_eq!(route_tables, &vec![private]);
+        let r = v.parts.route_tables[private].lookup(u32::from(Ipv4Addr::new(192, 0, 2, 10))).expect("route");
+        assert_eq!((r.target, r.target_name.as_str()), (crate::route::Target::Endpoint(0), "vpce-1a2b3c4d"));
+        // The door is an attachment of its own, holding the service's address.
+        let door = v.attachments.iter().find(|a| a.interface == "vpce-1a2b3c4d").expect("door");
+        assert_eq!(door.addresses, vec![(Ipv4Addr::new(192, 0, 2, 10), 32)]);
+        assert_eq!(zone_of(&v).a("s3.ap-northeast-2.amazonaws.com"), Some(&[Ipv4Addr::new(192, 0, 2, 10)][..]));
+        assert_eq!(
+            zone_of(&v).a("lab-bucket.s3.ap-northeast-2.amazonaws.com"),
+            Some(&[Ipv4Addr::new(192, 0, 2, 10)][..])
+        );
+    }
+
+    #[test]
+    fn private_dns_answers_the_interface_endpoints_addresses() {
+        let ep = |dns: bool| {
+            format!(
+                "[[endpoints]]\nid = \"vpce-11112222\"\nservice = \"s3\"\ntype = \"interface\"\nsubnets = [\"private\", \"public\"]\nprivate_dns = {dns}\n"
+            )
+        };
+        let on = lab(&ep(true)).expect("loads");
+        let want = [Ipv4Addr::new(10, 0, 1, 254), Ipv4Addr::new(10, 0, 0, 254)];
+        assert_eq!(zone_of(&on).a("s3.ap-northeast-2.amazonaws.com"), Some(&want[..]));
+        assert_eq!(zone_of(&on).a("vpce-11112222.s3.ap-northeast-2.vpce.amazonaws.com"), Some(&want[..]));
+        assert!(on.parts.hosts.iter().any(|h| h.name == "vpce-11112222-private" && h.ip == want[0]));
+        let off = lab(&ep(false)).expect("loads");
+        assert_eq!(zone_of(&off).a("s3.ap-northeast-2.amazonaws.com"), Some(&[Ipv4Addr::new(192, 0, 2, 10)][..]));
+        assert_eq!(zone_of(&off).a("vpce-11112222.s3.ap-northeast-2.vpce.amazonaws.com"), Some(&want[..]));
+    }
+
+    #[test]
+    fn what_aws_refuses_is_refused_with_the_line_and_the_fix() {
+        let e = refused(
+            "[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"sqs\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\n",
+            "\"sqs\"",
+        );
+        assert!(e.message.contains("S3 and DynamoDB only"), "{e}");
+        let e = refused(
+            "[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\n\n[[endpoints]]\nid = \"vpce-5e6f7a8b\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"public\", \"private\"]\n",
+            "[\"public\", \"private\"]",
+        );
+        assert!(e.message.contains("already has gateway endpoint vpce-1a2b3c4d"), "{e}");
+        let e = refused(
+            "[[endpoints]]\nid = \"vpce-11112222\"\nservice = \"s3\"\ntype = \"interface\"\nsubnets = [\"elsewhere\"]\n",
+            "\"elsewhere\"",
+        );
+        assert!(e.message.contains("no subnet named `elsewhere` in this VPC"), "{e}");
+        let e = refused(
+            "[[endpoints]]\nid = \"endpoint-1\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\n",
+            "endpoint-1",
+        );
+        assert!(e.message.contains("not a VPC endpoint id"), "{e}");
+        let e = refused(
+            "[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"dynamodb\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\n",
+            "\"dynamodb\"",
+        );
+        assert!(e.message.contains("no [[services]] section declares `dynamodb`"), "{e}");
+        let e = refused(
+            "[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\npolicy = '{\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Condition\":{\"DateLessThan\":{}}}]}'\n",
+            "policy =",
+        );
+        assert!(e.message.contains("DateLessThan"), "{e}");
+        // Private DNS needs DNS hostnames on (the default lab has them on).
+        let text = DEFAULT_LAB.replace("enable_dns_hostnames = true", "enable_dns_hostnames = false");
+        let e = parse(
+            "lab.toml",
+            &format!("{text}{S3}[[endpoints]]\nid = \"vpce-11112222\"\nservice = \"s3\"\ntype = \"interface\"\nsubnets = [\"private\"]\n"),
+        )
+        .expect_err("refused");
+        assert!(e.message.contains("private DNS needs") && e.fix.contains("private_dns = false"), "{e}");
+        let e = refused("\n[[services]]\nservice = \"dynamodb\"\naddress = \"10.0.1.99\"\n", "10.0.1.99");
+        assert!(e.message.contains("inside the VPC"), "{e}");
+        let e = lab("\n[[services]]\nservice = \"s3\"\naddress = \"192.0.2.11\"\n").expect_err("refused");
+        assert!(e.message.contains("declared twice"), "{e}");
+    }
 }
