@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod dns;
+mod endpoints;
 mod flow_logs;
 mod groups;
 mod harness;

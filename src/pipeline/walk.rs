@@ -79,7 +79,7 @@ impl Pipeline {
                 self.route(now, topo, At::Subnet(host.subnet), ingress, pkt, m)
             }
             IfKind::Dns => self.resolver_answer(now, ingress, pkt, m),
-            IfKind::Endpoint(e) => self.from_endpoint(now, topo, e, ingress, pkt, m),
+            IfKind::Endpoint(e) => self.endpoint_reply(now, topo, e, ingress, pkt, m),
             IfKind::Internet => {
                 self.note("interface", || "from the internet (through the internet gateway)".to_string());
                 if topo.is_own(m.dst) {
@@ -289,7 +289,7 @@ impl Pipeline {
     /// the VPC to the host, if the host's route table routes the service to
     /// this endpoint (else the door has no path to it), through its subnet's
     /// inbound network ACL.
-    fn from_endpoint(
+    fn endpoint_reply(
         &self,
         now: Timestamp,
         topo: &Topology,

@@ -1,0 +1,157 @@
+//! VPC endpoints and the lab's services with real clients: the aws CLI
+//! (awscli), curl, nslookup, traceroute. The scenarios (groups.rs runs them
+//! all) cover the notes' experiments; these tests cover what they do not:
+//! multipart uploads and ranged reads through a gateway endpoint, the
+//! address the service sees, an interface endpoint's policy, hostile input
+//! at a door.
+
+use crate::harness::*;
+
+const AWS: &str = "/usr/bin/aws";
+const S3_NAME: &str = "s3.ap-northeast-2.amazonaws.com";
+
+/// A scenario's file with edits, written for `--config`.
+fn scenario_config(name: &str, scenario: &str, edits: &[(&str, &str)]) -> String {
+    let mut text =
+        std::fs::read_to_string(format!("{}/examples/scenarios/{scenario}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (a, b) in edits {
+        assert!(text.contains(a), "`{a}` not in {scenario}");
+        text = text.replacen(a, b, 1);
+    }
+    std::fs::create_dir_all("/run/natgw").unwrap();
+    let path = format!("/run/natgw/test-{name}.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn door_logs(lab: &TestLab) -> String {
+    let dir = format!("/run/natgw/labs/{}", lab.state()["name"].as_str().unwrap());
+    let mut all = String::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("service-") {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    all
+}
+
+#[test]
+fn twelve_megabytes_through_a_gateway_endpoint_and_the_address_the_service_sees() {
+    if !require_root() {
+        return;
+    }
+    let cfg = scenario_config("ep-gw", "bucket-policy-vpce", &[]);
+    let lab = TestLab::up("ep-gw", &["--config", &cfg]);
+    // A file above the CLI's 8 MB multipart threshold, up and down again.
+    let (ok, out) = lab.sh(
+        "app",
+        &format!(
+            "head -c 12000000 /dev/urandom > /tmp/natgw-ep-big && {AWS} s3 cp /tmp/natgw-ep-big s3://lab-bucket/big --only-show-errors && {AWS} s3 cp s3://lab-bucket/big /tmp/natgw-ep-back --only-show-errors && cmp /tmp/natgw-ep-big /tmp/natgw-ep-back && echo same; rm -f /tmp/natgw-ep-big /tmp/natgw-ep-back"
+        ),
+    );
+    assert!(ok && out.contains("same"), "{out}");
+    let (ok, out) = lab.exec("app", &[AWS, "s3api", "head-object", "--bucket", "lab-bucket", "--key", "big"]);
+    assert!(ok && out.contains("\"ContentLength\": 12000000") && out.contains("-2\\\""), "multipart ETag: {out}");
+    // A ranged read with plain curl, by the service's name.
+    let (ok, out) = lab.exec(
+        "app",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-r",
+            "100-199",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &format!("http://{S3_NAME}/lab-bucket/big"),
+        ],
+    );
+    assert!(ok && out.trim() == "206 100", "{out}");
+    let (ok, out) = lab.exec("app", &[AWS, "s3api", "get-bucket-policy", "--bucket", "lab-bucket"]);
+    assert!(ok && out.contains("Access-to-specific-VPCE-only"), "{out}");
+    // worker goes through the other endpoint: denied, and the door saw its
+    // private address (no NAT on the way) and which endpoint it came through.
+    let (ok, out) = lab.exec("worker", &[AWS, "s3", "ls", "s3://lab-bucket"]);
+    assert!(!ok && out.contains("AccessDenied"), "{out}");
+    let logs = door_logs(&lab);
+    assert!(
+        logs.lines().any(|l| l.contains("denied") && l.contains("peer=10.0.2.10") && l.contains("vpce-5e6f7a8b")),
+        "{logs}"
+    );
+    // The console's view of the table.
+    let routes = text(&natgw(&["routes", "--lab", "t-ep-gw"]));
+    assert!(routes.lines().any(|l| l.starts_with("  pl-") && l.contains("vpce-1a2b3c4d")), "{routes}");
+}
+
+#[test]
+fn an_interface_endpoints_policy_and_private_dns() {
+    if !require_root() {
+        return;
+    }
+    let cfg = scenario_config(
+        "ep-if",
+        "endpoint-private-dns",
+        &[
+            (
+                "buckets = [ { name = \"lab-bucket\" } ]",
+                "buckets = [ { name = \"lab-bucket\" }, { name = \"open-bucket\" } ]",
+            ),
+            (
+                "private_dns = false",
+                "private_dns = true\npolicy = '{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"s3:*\",\"Resource\":[\"arn:aws:s3:::open-bucket\",\"arn:aws:s3:::open-bucket/*\"]}]}'",
+            ),
+        ],
+    );
+    let lab = TestLab::up("ep-if", &["--config", &cfg]);
+    let (ok, out) = lab.exec("app", &["nslookup", S3_NAME]);
+    assert!(ok && out.contains("Address: 10.0.1.254"), "{out}");
+    let (ok, out) = lab.exec("bastion", &[AWS, "s3", "cp", "/etc/hostname", "s3://open-bucket/h"]);
+    assert!(ok, "the endpoint's policy allows open-bucket: {out}");
+    let (ok, out) = lab.exec("app", &[AWS, "s3", "ls", "s3://open-bucket"]);
+    assert!(ok && out.contains(" h"), "{out}");
+    let (ok, out) = lab.exec("app", &[AWS, "s3", "ls", "s3://lab-bucket"]);
+    assert!(!ok && out.contains("AccessDenied") && out.contains("endpoint's policy"), "{out}");
+    // The endpoint's group admits HTTP only: its other ports see nothing.
+    let (ok, out) = lab.exec("app", &["curl", "-sS", "--max-time", "2", "http://10.0.1.254:8080/"]);
+    assert!(!ok, "{out}");
+    let stats = lab.stats_json();
+    assert!(stats.to_string().contains("sg_deny"), "{stats}");
+}
+
+#[test]
+fn hostile_input_at_a_door_does_not_stop_the_service() {
+    if !require_root() {
+        return;
+    }
+    let cfg = scenario_config("ep-bad", "gateway-endpoint", &[("route_tables = []", "route_tables = [\"private\"]")]);
+    let lab = TestLab::up("ep-bad", &["--config", &cfg]);
+    // 300 connections of junk, truncated requests and oversized headers.
+    let script = r#"
+import os, socket
+for i in range(300):
+    s = socket.create_connection(("192.0.2.10", 80), timeout=2)
+    kind = i % 3
+    if kind == 0:
+        s.sendall(os.urandom(512))
+    elif kind == 1:
+        s.sendall(b"PUT /lab-bucket/x HTTP/1.1\r\nHost: s3\r\nContent-Length: 999999999\r\n\r\nabc")
+    else:
+        s.sendall(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: s3\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    try:
+        s.recv(4096)
+    except OSError:
+        pass
+    s.close()
+print("sent")
+"#;
+    let (ok, out) = lab.exec("app", &["python3", "-c", script]);
+    assert!(ok && out.contains("sent"), "{out}");
+    let (ok, out) = lab.exec("app", &[AWS, "s3", "ls"]);
+    assert!(ok && out.contains("lab-bucket"), "{out}");
+    let (ok, out) = lab.exec("app", &[AWS, "s3", "ls", "s3://no-such-bucket"]);
+    assert!(!ok && out.contains("NoSuchBucket"), "{out}");
+}
