@@ -38,8 +38,39 @@ fn lab() -> (Arc<Gateway>, Pipeline, u16) {
 /// three quarters of the pool (48,384 ports) and a chunk of 60,000 SYNs
 /// would end in refusals.
 fn lab_with(flow_cache: bool) -> (Arc<Gateway>, Pipeline, u16) {
+    lab_with_and(flow_cache, false)
+}
+
+/// Gateway endpoints for S3 and DynamoDB in the private route table (and
+/// their services): the bar is that they leave the fast path as it is.
+const ENDPOINTS: &str = r#"
+[[services]]
+service = "s3"
+address = "192.0.2.10"
+
+[[services]]
+service = "dynamodb"
+address = "192.0.2.20"
+
+[[endpoints]]
+id = "vpce-1a2b3c4d"
+service = "s3"
+type = "gateway"
+route_tables = ["private"]
+
+[[endpoints]]
+id = "vpce-0d0d0d0d"
+service = "dynamodb"
+type = "gateway"
+route_tables = ["private"]
+"#;
+
+fn lab_with_and(flow_cache: bool, endpoints: bool) -> (Arc<Gateway>, Pipeline, u16) {
     let mut src = config::DEFAULT_LAB.replace("profile = \"aws\"", "profile = \"aws\"\nseed = 1\nfair_share = false");
     src.push_str(&format!("\n[gateway]\nflow_cache = {flow_cache}\n"));
+    if endpoints {
+        src.push_str(ENDPOINTS);
+    }
     let gw = config::parse("bench.toml", &src).unwrap().build();
     let pipe = gw.pipeline();
     let app = gw.topology().interfaces.iter().position(|i| i.name == "app").unwrap() as u16;
@@ -111,12 +142,15 @@ fn established(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     // `_walk`: the same packets with the flow cache off, every one taking the
     // whole walk (the figure before the cache; the ratio is the cache's gain).
-    for (name, payload, cache) in [
-        ("established_64B", 64 - 40, true),
-        ("established_1500B", 1500 - 40, true),
-        ("established_64B_walk", 64 - 40, false),
+    // `_endpoints`: the same flow (through the NAT gateway) with gateway
+    // endpoints for both services in app's route table.
+    for (name, payload, cache, endpoints) in [
+        ("established_64B", 64 - 40, true, false),
+        ("established_1500B", 1500 - 40, true, false),
+        ("established_64B_walk", 64 - 40, false, false),
+        ("established_64B_endpoints", 64 - 40, true, true),
     ] {
-        let (gw, mut pipe, app) = lab_with(cache);
+        let (gw, mut pipe, app) = lab_with_and(cache, endpoints);
         let now = Timestamp::from_secs(1000);
         let mut b = PacketBuf::from_slice(&syn(40000));
         assert!(matches!(pipe.process(now, app, &mut b), Action::Forward(_)));
@@ -146,7 +180,7 @@ fn established(c: &mut Criterion) {
                 black_box(pipe.process(now, app, &mut buf))
             })
         });
-        if !cache {
+        if !cache || endpoints {
             continue; // same refill as the cached 64-byte run
         }
         g.bench_function(format!("refill_{}", &name["established_".len()..]), |bch| {
@@ -154,6 +188,25 @@ fn established(c: &mut Criterion) {
                 buf.buffer_mut()[..pkt.len()].copy_from_slice(black_box(&pkt));
                 buf.set_len(pkt.len());
                 black_box(buf.len())
+            })
+        });
+    }
+    // `established_64B_via_endpoint`: app -> S3's address through the gateway
+    // endpoint (no NAT, no groups): the cache's path for a plain routed flow.
+    {
+        let (gw, mut pipe, app) = lab_with_and(true, true);
+        let now = Timestamp::from_secs(1000);
+        let s3 = [192, 0, 2, 10];
+        let door = gw.topology().interfaces.iter().position(|i| i.name == "vpce-1a2b3c4d").unwrap() as u16;
+        let mut b = PacketBuf::from_slice(&syn_to(40000, s3));
+        assert_eq!(pipe.process(now, app, &mut b), Action::Forward(door));
+        let pkt = tcp(40000, s3, 64 - 40);
+        let mut buf = PacketBuf::with_capacity(65536);
+        g.bench_function("established_64B_via_endpoint", |bch| {
+            bch.iter(|| {
+                buf.buffer_mut()[..pkt.len()].copy_from_slice(&pkt);
+                buf.set_len(pkt.len());
+                black_box(pipe.process(now, app, &mut buf))
             })
         });
     }
