@@ -254,9 +254,12 @@ pub fn routes(tables: &[RouteTableView]) -> String {
     for t in tables {
         let subnets = if t.subnets.is_empty() { "none".to_string() } else { t.subnets.join(", ") };
         let _ = writeln!(out, "Route table {}{} (subnets: {subnets})", t.name, if t.main { " [main]" } else { "" });
-        let _ = writeln!(out, "  {:<20} {:<12} Status", "Destination", "Target");
+        // Columns as wide as their widest entry (a prefix list's is long).
+        let dw = t.routes.iter().map(|(d, _, _)| d.len()).max().unwrap_or(0).max(20);
+        let tw = t.routes.iter().map(|(_, tg, _)| tg.len()).max().unwrap_or(0).max(12);
+        let _ = writeln!(out, "  {:<dw$} {:<tw$} Status", "Destination", "Target");
         for (d, tg, st) in &t.routes {
-            let _ = writeln!(out, "  {d:<20} {tg:<12} {st}");
+            let _ = writeln!(out, "  {d:<dw$} {tg:<tw$} {st}");
         }
         out.push('\n');
     }
