@@ -40,7 +40,18 @@ fn twelve_megabytes_through_a_gateway_endpoint_and_the_address_the_service_sees(
     if !require_root() {
         return;
     }
-    let cfg = scenario_config("ep-gw", "bucket-policy-vpce", &[]);
+    // vpce-1a2b3c4d's endpoint policy admits lab-bucket only.
+    let cfg = scenario_config(
+        "ep-gw",
+        "bucket-policy-vpce",
+        &[
+            ("\n]\n\n[[endpoints]]", "\n  { name = \"other-bucket\" },\n]\n\n[[endpoints]]"),
+            (
+                "route_tables = [\"private\"]",
+                "route_tables = [\"private\"]\npolicy = '{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"s3:*\",\"Resource\":[\"arn:aws:s3:::lab-bucket\",\"arn:aws:s3:::lab-bucket/*\"]}]}'",
+            ),
+        ],
+    );
     let lab = TestLab::up("ep-gw", &["--config", &cfg]);
     // A file above the CLI's 8 MB multipart threshold, up and down again.
     let (ok, out) = lab.sh(
@@ -72,6 +83,12 @@ fn twelve_megabytes_through_a_gateway_endpoint_and_the_address_the_service_sees(
     assert!(ok && out.trim() == "206 100", "{out}");
     let (ok, out) = lab.exec("app", &[AWS, "s3api", "get-bucket-policy", "--bucket", "lab-bucket"]);
     assert!(ok && out.contains("Access-to-specific-VPCE-only"), "{out}");
+    // The endpoint's policy: the other bucket is refused through it, and
+    // reachable through worker's endpoint (default policy, no bucket policy).
+    let (ok, out) = lab.exec("app", &[AWS, "s3", "ls", "s3://other-bucket"]);
+    assert!(!ok && out.contains("AccessDenied") && out.contains("endpoint's policy"), "{out}");
+    let (ok, out) = lab.exec("worker", &[AWS, "s3", "ls", "s3://other-bucket"]);
+    assert!(ok, "{out}");
     // worker goes through the other endpoint: denied, and the door saw its
     // private address (no NAT on the way) and which endpoint it came through.
     let (ok, out) = lab.exec("worker", &[AWS, "s3", "ls", "s3://lab-bucket"]);

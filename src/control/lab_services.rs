@@ -163,6 +163,9 @@ pub fn start(vpc: &Vpc, state: &LabState, exe: &Path) -> Result<(), LabError> {
                 }
             }
         }
+        // Each door's log says which requests it denied and why (info level,
+        // whatever the lab's own level is).
+        cmd.env("NATGW_LOG", "info");
         use std::os::unix::process::CommandExt;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
         cmd.spawn().map_err(io_err(format!("starting the {} door in {}", d.kind.name(), d.namespace)))?;
