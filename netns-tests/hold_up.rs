@@ -191,3 +191,41 @@ fn a_full_table_of_unanswered_syns_still_lets_a_new_flow_in() {
     app_connects(&lab).unwrap_or_else(|e| panic!("app could not connect with the table full: {e}"));
     finish(server);
 }
+
+/// SIGHUP reloads the file the gateway started from, as `natgw reload`
+/// does; a broken file is refused and the gateway runs as it was.
+#[test]
+fn sighup_reloads_the_gateways_file_and_refuses_a_broken_one() {
+    if !require_root() {
+        return;
+    }
+    let path = lab_config("hup", &[]);
+    let lab = TestLab::up("hup", &["--config", &path]);
+    let routes = || text(&natgw(&["routes", "--lab", "t-hup"]));
+    assert!(!routes().contains("192.0.2.0/24"), "{}", routes());
+    let good = std::fs::read_to_string(&path).unwrap().replacen(
+        "{ destination = \"0.0.0.0/0\", target = \"nat-1\" },",
+        "{ destination = \"0.0.0.0/0\", target = \"nat-1\" },\n  { destination = \"192.0.2.0/24\", target = \"blackhole\" },",
+        1,
+    );
+    std::fs::write(&path, &good).unwrap();
+    signal(lab.gateway_pid(), nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !routes().contains("192.0.2.0/24") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(routes().lines().any(|l| l.contains("192.0.2.0/24") && l.contains("blackhole")), "{}", routes());
+    // A broken file: refused, said in the log, the running tables unchanged.
+    std::fs::write(&path, good.replacen("cidr = \"10.0.1.0/24\"", "cidr = \"10.0.1.5/24\"", 1)).unwrap();
+    signal(lab.gateway_pid(), nix::sys::signal::Signal::SIGHUP);
+    let log = "/run/natgw/labs/t-hup/gateway.log";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains("SIGHUP: refused") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text_log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(text_log.contains("SIGHUP: refused") && text_log.contains("host bits"), "{text_log}");
+    assert!(routes().contains("192.0.2.0/24"), "{}", routes());
+    let (ok, out) = lab.exec("app", &["ping", "-c", "1", "-W", "2", "198.51.100.10"]);
+    assert!(ok, "the gateway still forwards: {out}");
+}
