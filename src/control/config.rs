@@ -1123,7 +1123,13 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         interface_mtus: attachments.iter().map(|a| a.mtu).collect(),
         security_groups,
         dns: Some(crate::pipeline::topology::DnsParts { addresses: dns.addresses, serving: dns.support }),
-        endpoints: gateway_endpoints.iter().map(|e| e.id.clone()).collect(),
+        endpoints: gateway_endpoints
+            .iter()
+            .map(|e| match &e.kind {
+                EndpointKind::Gateway { prefix_list, .. } => (e.id.clone(), prefix_list.clone()),
+                EndpointKind::Interface { .. } => (e.id.clone(), String::new()),
+            })
+            .collect(),
     };
     let name = f.vpc.name.clone().unwrap_or_else(|| "vpc".into());
     let id = match &f.vpc.id {

@@ -376,7 +376,7 @@ pub const ALL: &[Scenario] = &[
                 q: ("app", "192.0.2.10", "tcp", Some(80)),
                 request: "forwarded",
                 reply: Some("forwarded"),
-                hop: "vpce-1a2b3c4d: to the service privately",
+                hop: "private (subnet private): pl-5fe16810 (192.0.2.10/32) -> vpce-1a2b3c4d",
             },
         ],
     },

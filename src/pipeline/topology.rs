@@ -139,6 +139,8 @@ pub struct DnsParts {
 pub struct EndpointSide {
     /// Its id (`vpce-...`).
     pub name: String,
+    /// The prefix list its routes stand for (`pl-...`).
+    pub prefix_list: String,
     pub interface: IfId,
 }
 
@@ -251,8 +253,8 @@ pub struct TopologyParts {
     pub security_groups: Option<Vec<crate::sg::SecurityGroup>>,
     /// The VPC's resolver (None: no resolver addresses at all, as in tests).
     pub dns: Option<DnsParts>,
-    /// Gateway endpoints' ids, in `Target::Endpoint` order.
-    pub endpoints: Vec<String>,
+    /// Gateway endpoints' ids and prefix lists, in `Target::Endpoint` order.
+    pub endpoints: Vec<(String, String)>,
 }
 
 impl Topology {
@@ -292,11 +294,11 @@ impl Topology {
         let endpoints = parts
             .endpoints
             .iter()
-            .map(|name| {
+            .map(|(name, prefix_list)| {
                 let interface = interfaces.len() as IfId;
                 let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
                 interfaces.push(Interface { name: name.clone(), kind: IfKind::Endpoint(0), mtu: own.unwrap_or(mtu) });
-                EndpointSide { name: name.clone(), interface }
+                EndpointSide { name: name.clone(), prefix_list: prefix_list.clone(), interface }
             })
             .collect::<Vec<_>>();
         for (i, e) in endpoints.iter().enumerate() {

@@ -130,9 +130,17 @@ impl Pipeline {
                     };
                     self.note("route table", || {
                         let state = if route.effective() == Target::Blackhole { " (blackhole)" } else { "" };
+                        // A gateway endpoint's route is its prefix list, as the console shows it.
+                        let destination = match route.target {
+                            Target::Endpoint(e) => topo.endpoints.get(usize::from(e)).map_or_else(
+                                || route.destination.to_string(),
+                                |ep| format!("{} ({})", ep.prefix_list, route.destination),
+                            ),
+                            _ => route.destination.to_string(),
+                        };
                         format!(
-                            "{} (subnet {}): {} -> {}{state}",
-                            table.name, subnet.name, route.destination, route.target_name
+                            "{} (subnet {}): {destination} -> {}{state}",
+                            table.name, subnet.name, route.target_name
                         )
                     });
                     match route.effective() {
