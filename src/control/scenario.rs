@@ -445,6 +445,13 @@ pub const ALL: &[Scenario] = &[
                 reply: Some("forwarded"),
                 hop: "nat-1: new mapping",
             },
+            Step::Run {
+                host: "worker",
+                argv: &["sh", "-c", "sleep 2; grep -h ' 10.0.2.10 192.0.2.10 ' {dir}/flows.log | tail -4"],
+                ok: true,
+                want: " ACCEPT OK",
+                what: "the flow logs: worker's interface sent S3 its private address, every time (the NAT gateway's records are on its own interface)",
+            },
         ],
     },
     Scenario {
@@ -534,7 +541,9 @@ pub fn run(name: &str, exe: &Path) -> Result<(), DemoError> {
     let lab_name = format!("scn-{}", std::process::id());
     let opts = UpOptions {
         name: lab_name,
-        config: (format!("examples/scenarios/{}.toml", sc.name), sc.config.to_string()),
+        // "(embedded)": not a path, so the lab writes the file into its own
+        // directory and the file's relative paths (flow logs) land there.
+        config: (format!("examples/scenarios/{}.toml (embedded)", sc.name), sc.config.to_string()),
         workers: 0,
         offload: None,
         steering: None,
