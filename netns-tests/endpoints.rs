@@ -45,7 +45,7 @@ fn twelve_megabytes_through_a_gateway_endpoint_and_the_address_the_service_sees(
         "ep-gw",
         "bucket-policy-vpce",
         &[
-            ("\n]\n\n[[endpoints]]", "\n  { name = \"other-bucket\" },\n]\n\n[[endpoints]]"),
+            ("}\'\'\' },\n]", "}\'\'\' },\n  { name = \"other-bucket\" },\n]"),
             (
                 "route_tables = [\"private\"]",
                 "route_tables = [\"private\"]\npolicy = '{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"s3:*\",\"Resource\":[\"arn:aws:s3:::lab-bucket\",\"arn:aws:s3:::lab-bucket/*\"]}]}'",
