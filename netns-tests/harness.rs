@@ -198,9 +198,15 @@ impl Drop for TestLab {
 
 /// The default lab with text replacements, written to a file for `--config`.
 pub fn lab_config(name: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/default-lab.toml")).unwrap();
+    config_from(name, "default-lab.toml", edits)
+}
+
+/// `examples/FILE` with text replacements, written to a file for `--config`
+/// (removed with the lab).
+pub fn config_from(name: &str, file: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     for (a, b) in edits {
-        assert!(text.contains(a), "`{a}` not in the default lab");
+        assert!(text.contains(a), "`{a}` not in {file}");
         text = text.replacen(a, b, 1);
     }
     std::fs::create_dir_all("/run/natgw").unwrap();

@@ -391,23 +391,6 @@ fn service(a: ServiceArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP: the gateway's own file again, through its control socket (the
-/// same checks as `natgw reload`); a refused file leaves it as it was.
-fn reload_on_hup(sock: &Path, file: Option<&Path>) {
-    let Some(file) = file else {
-        tracing::warn!("SIGHUP: this gateway runs from the command line's minimal form; there is no file to reload");
-        return;
-    };
-    match socket::request(sock, &Request::Reload { path: file.display().to_string() }) {
-        Ok(Reply::Ok) => tracing::info!(file = %file.display(), "SIGHUP: reloaded"),
-        Ok(Reply::Error { message }) => {
-            tracing::warn!(file = %file.display(), "SIGHUP: refused, the gateway runs as it was: {message}")
-        }
-        Ok(other) => tracing::warn!("SIGHUP: unexpected reply {other:?}"),
-        Err(e) => tracing::warn!("SIGHUP: the control socket did not answer: {e}"),
-    }
-}
-
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Service(a) => service(a),
@@ -441,12 +424,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(|e| e.to_string())?;
             let file = a.config.as_deref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
             tracing::info!(socket = %a.socket.display(), offload = ?d.offload, "natgw running");
-            while !d.stopping() {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                if hup.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                    reload_on_hup(&a.socket, file.as_deref());
-                }
-            }
+            d.wait(&hup, file.as_deref());
             tracing::info!("stopping");
             d.shutdown();
             Ok(ExitCode::SUCCESS)

@@ -845,8 +845,14 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             endpoint_groups.push(e.groups.clone());
         }
     }
-    let gateway_endpoints: Vec<&EndpointSettings> =
-        vpc_endpoints.iter().filter(|e| matches!(e.kind, EndpointKind::Gateway { .. })).collect();
+    // Gateway endpoints, in `Target::Endpoint` order: (endpoint, its prefix list, its tables).
+    let gateway_endpoints: Vec<(&EndpointSettings, &String, &Vec<usize>)> = vpc_endpoints
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EndpointKind::Gateway { prefix_list, route_tables } => Some((e, prefix_list, route_tables)),
+            EndpointKind::Interface { .. } => None,
+        })
+        .collect();
 
     // Route targets by name: the internet gateway, NAT gateways, hosts, blackhole.
     let resolve_target = |t: &S| -> Result<Target, ConfigError> {
@@ -932,8 +938,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         }
         // Gateway endpoints' prefix-list routes (the service's address).
         let ti = route_tables.len();
-        for (i, e) in gateway_endpoints.iter().enumerate() {
-            let EndpointKind::Gateway { route_tables: tables, .. } = &e.kind else { continue };
+        for (i, (e, _, tables)) in gateway_endpoints.iter().enumerate() {
             if !tables.contains(&ti) {
                 continue;
             }
@@ -1040,7 +1045,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
 
     // Gateway endpoints' doors: an interface each, after the resolver's; the
     // door holds the service's public address and routes the VPC back to us.
-    for e in &gateway_endpoints {
+    for (e, _, _) in &gateway_endpoints {
         attachments.push(Attachment {
             interface: e.id.clone(),
             namespace: e.namespace(None),
@@ -1123,33 +1128,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         interface_mtus: attachments.iter().map(|a| a.mtu).collect(),
         security_groups,
         dns: Some(crate::pipeline::topology::DnsParts { addresses: dns.addresses, serving: dns.support }),
-        endpoints: gateway_endpoints
-            .iter()
-            .map(|e| match &e.kind {
-                EndpointKind::Gateway { prefix_list, .. } => (e.id.clone(), prefix_list.clone()),
-                EndpointKind::Interface { .. } => (e.id.clone(), String::new()),
-            })
-            .collect(),
+        endpoints: gateway_endpoints.iter().map(|(e, pl, _)| (e.id.clone(), (*pl).clone())).collect(),
     };
     let name = f.vpc.name.clone().unwrap_or_else(|| "vpc".into());
-    let id = match &f.vpc.id {
-        Some(i) => {
-            let hex = i.get_ref().strip_prefix("vpc-").unwrap_or("");
-            if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(cx.err(
-                    i.span(),
-                    format!("`{}` is not a VPC id", i.get_ref()),
-                    "write e.g. \"vpc-0a1b2c3d\"",
-                ));
-            }
-            i.get_ref().clone()
-        }
-        None => format!(
-            "vpc-{:08x}",
-            name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-        ),
-    };
+    let id = endpoints::vpc_id(cx, f.vpc.id.as_ref(), &name)?;
     Ok(Vpc {
         name,
         id,

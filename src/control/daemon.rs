@@ -309,10 +309,33 @@ impl Daemon {
         self.stop.clone()
     }
 
-    /// Waits until a stop is asked for.
-    pub fn wait(&self) {
+    /// Waits until a stop is asked for. Each time `hup` is set (SIGHUP),
+    /// reloads `file`, the one the gateway started from, through the control
+    /// socket: the same checks as `natgw reload`, and a refused file leaves
+    /// the gateway as it was.
+    pub fn wait(&self, hup: &AtomicBool, file: Option<&std::path::Path>) {
         while !self.stopping() {
             std::thread::sleep(Duration::from_millis(100));
+            if hup.swap(false, Ordering::Relaxed) {
+                self.reload_on_hup(file);
+            }
+        }
+    }
+
+    fn reload_on_hup(&self, file: Option<&std::path::Path>) {
+        let Some(file) = file else {
+            tracing::warn!(
+                "SIGHUP: this gateway runs from the command line's minimal form; there is no file to reload"
+            );
+            return;
+        };
+        match super::socket::request(&self.socket, &Request::Reload { path: file.display().to_string() }) {
+            Ok(Reply::Ok) => tracing::info!(file = %file.display(), "SIGHUP: reloaded"),
+            Ok(Reply::Error { message }) => {
+                tracing::warn!(file = %file.display(), "SIGHUP: refused, the gateway runs as it was: {message}")
+            }
+            Ok(other) => tracing::warn!("SIGHUP: unexpected reply {other:?}"),
+            Err(e) => tracing::warn!("SIGHUP: the control socket did not answer: {e}"),
         }
     }
 
@@ -609,14 +632,10 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
                     // A gateway endpoint's route shows its prefix list, as the console does.
                     let destination = match r.target {
                         crate::route::Target::Endpoint(e) => vpc
+                            .parts
                             .endpoints
-                            .iter()
-                            .filter_map(|x| match &x.kind {
-                                super::config::EndpointKind::Gateway { prefix_list, .. } => Some(prefix_list),
-                                _ => None,
-                            })
-                            .nth(usize::from(e))
-                            .map_or_else(|| r.destination.to_string(), |p| format!("{p} ({})", r.destination)),
+                            .get(usize::from(e))
+                            .map_or_else(|| r.destination.to_string(), |(_, pl)| format!("{pl} ({})", r.destination)),
                         _ => r.destination.to_string(),
                     };
                     (destination, r.target_name.clone(), r.state.to_string())

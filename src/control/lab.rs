@@ -74,7 +74,7 @@ pub enum LabError {
     Io { what: String, source: std::io::Error },
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     let what = what.into();
     move |source| LabError::Io { what, source }
 }

@@ -12,7 +12,7 @@
 
 use super::config::{EndpointKind, Vpc};
 use super::daemon::namespace_name;
-use super::lab::{LabError, LabState};
+use super::lab::{LabError, LabState, io_err};
 use crate::io::netns;
 use crate::services::Kind;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,11 +24,6 @@ use std::time::{Duration, Instant};
 const INTERNET_SIDE: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 1);
 /// The port every door listens on (plain HTTP: the lab has no certificates).
 pub const PORT: u16 = 80;
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
-    let what = what.into();
-    move |source| LabError::Io { what, source }
-}
 
 /// The public doors' namespaces, as written (the lab adds its prefix).
 pub fn public_namespaces(vpc: &Vpc) -> Vec<String> {

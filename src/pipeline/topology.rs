@@ -262,6 +262,9 @@ impl Topology {
     /// internet side, then the VPC's resolver, then the gateway endpoints.
     pub fn new(mut parts: TopologyParts) -> Topology {
         let mtu = if parts.mtu == 0 { 1500 } else { parts.mtu };
+        // An interface's own MTU, or the gateway's.
+        let own_mtus = std::mem::take(&mut parts.interface_mtus);
+        let mtu_of = |i: usize| own_mtus.get(i).copied().filter(|m| *m > 0).unwrap_or(mtu);
         let mut interfaces = Vec::new();
         for (i, h) in parts.hosts.iter_mut().enumerate() {
             h.interface = interfaces.len() as IfId;
@@ -269,24 +272,25 @@ impl Topology {
                 Some(e) => Delta::ZERO.addr(h.ip.octets(), e.octets()),
                 None => Delta::ZERO,
             };
-            let own = parts.interface_mtus.get(i).copied().filter(|m| *m > 0);
-            interfaces.push(Interface {
-                name: h.name.clone(),
-                kind: IfKind::Host(i as HostId),
-                mtu: own.unwrap_or(mtu),
-            });
+            interfaces.push(Interface { name: h.name.clone(), kind: IfKind::Host(i as HostId), mtu: mtu_of(i) });
         }
         let internet = parts.internet_gateway_ip.map(|gateway_ip| {
             let interface = interfaces.len() as IfId;
-            let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
-            interfaces.push(Interface { name: "internet".into(), kind: IfKind::Internet, mtu: own.unwrap_or(mtu) });
+            interfaces.push(Interface {
+                name: "internet".into(),
+                kind: IfKind::Internet,
+                mtu: mtu_of(usize::from(interface)),
+            });
             InternetSide { interface, gateway_ip }
         });
         let dns = parts.dns.map(|d| {
             let interface = d.serving.then(|| {
                 let interface = interfaces.len() as IfId;
-                let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
-                interfaces.push(Interface { name: "dns".into(), kind: IfKind::Dns, mtu: own.unwrap_or(mtu) });
+                interfaces.push(Interface {
+                    name: "dns".into(),
+                    kind: IfKind::Dns,
+                    mtu: mtu_of(usize::from(interface)),
+                });
                 interface
             });
             DnsSide { interface, addresses: d.addresses.map(u32::from) }
@@ -294,16 +298,14 @@ impl Topology {
         let endpoints = parts
             .endpoints
             .iter()
-            .map(|(name, prefix_list)| {
+            .enumerate()
+            .map(|(i, (name, prefix_list))| {
                 let interface = interfaces.len() as IfId;
-                let own = parts.interface_mtus.get(usize::from(interface)).copied().filter(|m| *m > 0);
-                interfaces.push(Interface { name: name.clone(), kind: IfKind::Endpoint(0), mtu: own.unwrap_or(mtu) });
+                let kind = IfKind::Endpoint(i as EndpointId);
+                interfaces.push(Interface { name: name.clone(), kind, mtu: mtu_of(usize::from(interface)) });
                 EndpointSide { name: name.clone(), prefix_list: prefix_list.clone(), interface }
             })
             .collect::<Vec<_>>();
-        for (i, e) in endpoints.iter().enumerate() {
-            interfaces[usize::from(e.interface)].kind = IfKind::Endpoint(i as EndpointId);
-        }
         let security_groups = parts.security_groups.take().map(|groups| {
             let members: Vec<(u32, Vec<GroupId>)> =
                 parts.hosts.iter().map(|h| (u32::from(h.ip), h.groups.clone())).collect();

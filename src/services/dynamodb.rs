@@ -73,9 +73,7 @@ impl Tables {
             fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let (out, save) = f(&mut items);
         if save {
-            let tmp = path.with_extension("json.tmp");
-            fs::write(&tmp, serde_json::to_vec(&items).map_err(std::io::Error::other)?)?;
-            fs::rename(&tmp, &path)?;
+            super::write_atomic(&path, &serde_json::to_vec(&items).map_err(std::io::Error::other)?)?;
         }
         Ok(out)
     }

@@ -127,6 +127,16 @@ pub fn context(o: &Options, action: &str, resource: String, peer: IpAddr) -> Req
     }
 }
 
+/// Writes a file whole or not at all (a temporary file, renamed), so that
+/// the doors sharing a data directory never read half of one.
+pub(crate) fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Serves until the process is killed.
 pub fn serve(o: Options) -> std::io::Result<()> {
     let server = std::sync::Arc::new(tiny_http::Server::http(o.listen).map_err(std::io::Error::other)?);

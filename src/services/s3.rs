@@ -12,7 +12,7 @@
 
 use super::http::{Body, Reply, body, header, split_url, xml_escape};
 use super::policy::Policy;
-use super::{Options, Refusal, authorize, context};
+use super::{Options, Refusal, authorize, context, write_atomic};
 use md5::{Digest, Md5};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -158,14 +158,6 @@ impl Store {
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
     }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    fs::write(&tmp, data)?;
-    fs::rename(&tmp, path)
 }
 
 fn error(status: u16, code: &str, message: &str, resource: &str) -> Reply {

@@ -110,14 +110,32 @@ impl EndpointSettings {
     }
 }
 
+/// A stable 32-bit hash (FNV-1a) for the ids natgw derives.
+fn fnv(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// An AWS resource id: `prefix` and 8 to 17 lower-case hex digits.
+fn aws_id_ok(id: &str, prefix: &str) -> bool {
+    let hex = id.strip_prefix(prefix).unwrap_or("");
+    (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The prefix list a gateway endpoint routes (AWS: `pl-` and 8 hex digits,
 /// one per service and region); ours is derived from both.
 pub fn prefix_list_id(kind: Kind, region: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in kind.endpoint_service(region).bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    format!("pl-{:08x}", fnv(&kind.endpoint_service(region)))
+}
+
+/// `[vpc] id`, checked; without one, derived from the VPC's name.
+pub(super) fn vpc_id(cx: &Ctx<'_>, id: Option<&S>, name: &str) -> Result<String, super::ConfigError> {
+    match id {
+        Some(i) if !aws_id_ok(i.get_ref(), "vpc-") => {
+            Err(cx.err(i.span(), format!("`{}` is not a VPC id", i.get_ref()), "write e.g. \"vpc-0a1b2c3d\""))
+        }
+        Some(i) => Ok(i.get_ref().clone()),
+        None => Ok(format!("vpc-{:08x}", fnv(name))),
     }
-    format!("pl-{h:08x}")
 }
 
 fn kind_of(cx: &Ctx<'_>, s: &S, region: &str) -> Result<Kind, super::ConfigError> {
@@ -230,8 +248,7 @@ pub(super) fn endpoints(
     let mut routed: HashMap<(Kind, usize), String> = HashMap::new();
     for e in sections {
         let id = e.id.get_ref();
-        let hex = id.strip_prefix("vpce-").unwrap_or("");
-        if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !aws_id_ok(id, "vpce-") {
             return Err(cx.err(
                 e.id.span(),
                 format!("endpoint id `{id}` is not a VPC endpoint id"),
