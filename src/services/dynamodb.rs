@@ -69,8 +69,15 @@ impl Tables {
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| std::io::Error::from(e))?;
         let path = self.root.join(format!("{table}.json"));
-        let mut items: Map<String, Value> =
-            fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        // A table never written is empty; one that cannot be read or parsed is
+        // an error (never read as empty, which the next write would make true).
+        let mut items: Map<String, Value> = match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                std::io::Error::other(format!("{} does not parse ({e}); it was left as it is", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+            Err(e) => return Err(std::io::Error::other(format!("reading {}: {e}", path.display()))),
+        };
         let (out, save) = f(&mut items);
         if save {
             super::write_atomic(&path, &serde_json::to_vec(&items).map_err(std::io::Error::other)?)?;
@@ -211,6 +218,17 @@ mod tests {
         let n = t2.with_items("orders", |m| (m.len(), false)).expect("read");
         assert_eq!(n, 1);
         assert_eq!(t2.names(), vec!["orders".to_string()]);
+        // A damaged table is an error and stays as it was: a write never
+        // replaces what could not be read.
+        fs::write(d.join("dynamodb/orders.json"), b"{ half a fi").expect("damage");
+        let e = t2
+            .with_items("orders", |m| {
+                m.clear();
+                ((), true)
+            })
+            .expect_err("a damaged table");
+        assert!(e.to_string().contains("does not parse"), "{e}");
+        assert_eq!(fs::read(d.join("dynamodb/orders.json")).expect("still there"), b"{ half a fi");
         let _ = fs::remove_dir_all(&d);
     }
 }

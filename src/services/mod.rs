@@ -119,12 +119,11 @@ pub fn authorize(o: &Options, rq: &RequestContext, resource_policy: Option<&Poli
 
 /// A request context for `action` on `resource` from `peer` through this door.
 pub fn context(o: &Options, action: &str, resource: String, peer: IpAddr) -> RequestContext {
-    RequestContext {
-        action: action.to_string(),
-        resource,
-        principal: format!("arn:aws:iam::{ACCOUNT}:root"),
-        keys: o.door.keys(peer),
-    }
+    let principal = format!("arn:aws:iam::{ACCOUNT}:root");
+    let mut keys = o.door.keys(peer);
+    keys.push(("aws:principalaccount".into(), ACCOUNT.into()));
+    keys.push(("aws:principalarn".into(), principal.clone()));
+    RequestContext { action: action.to_string(), resource, principal, keys }
 }
 
 /// Writes a file whole or not at all (a temporary file, renamed), so that

@@ -6,8 +6,9 @@
 //! wildcards, and `Condition` with `StringEquals`, `StringNotEquals`,
 //! `StringLike`, `StringNotLike`, `StringEqualsIgnoreCase`,
 //! `StringNotEqualsIgnoreCase`, `IpAddress`, `NotIpAddress`, `Bool`, each
-//! with `...IfExists`. Anything else is refused when the policy is read (as
-//! S3 refuses a malformed policy), never ignored.
+//! with `...IfExists`, on the keys a lab request carries (`KEYS`). Anything
+//! else is refused when the policy is read (as S3 refuses a malformed
+//! policy), never ignored.
 //!
 //! IAM's absent-key rule: a condition on a key the request does not carry is
 //! false, except for the negated operators (`StringNotEquals`,
@@ -19,6 +20,28 @@
 use crate::route::Prefix;
 use serde_json::Value;
 use std::net::Ipv4Addr;
+
+/// The condition keys a lab request can carry (lower case), and as IAM
+/// spells them. A policy naming any other key is refused: the lab could not
+/// say whether it holds, and IAM's absent-key rule would silently decide.
+const KEYS: [&str; 7] = [
+    "aws:securetransport",
+    "aws:sourceip",
+    "aws:sourcevpce",
+    "aws:sourcevpc",
+    "aws:vpcsourceip",
+    "aws:principalaccount",
+    "aws:principalarn",
+];
+const KEY_NAMES: [&str; 7] = [
+    "aws:SecureTransport",
+    "aws:SourceIp",
+    "aws:SourceVpce",
+    "aws:SourceVpc",
+    "aws:VpcSourceIp",
+    "aws:PrincipalAccount",
+    "aws:PrincipalArn",
+];
 
 /// Allow or Deny.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +242,13 @@ impl Policy {
                     let (op, negated, if_exists) = operator(name)?;
                     let Value::Object(kv) = kv else { return Err(format!("statement {i}: {name} takes an object")) };
                     for (key, values) in kv {
+                        let lower = key.to_ascii_lowercase();
+                        if !KEYS.contains(&lower.as_str()) {
+                            return Err(format!(
+                                "statement {i}: condition key `{key}` is not one the lab's requests carry, so a condition on it could never be judged (use {})",
+                                KEY_NAMES.join(", ")
+                            ));
+                        }
                         let values = strings(values, name)?;
                         if op == Op::IpAddress {
                             for v in &values {
@@ -448,8 +478,21 @@ mod tests {
             r#"{"Statement":[{"Effect":"Allow","Action":"*","Condition":{"IpAddress":{"aws:SourceIp":"not-an-ip"}}}]}"#,
             r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","NotResource":"*"}]}"#,
             r#"{"Statement":[],"Extra":1}"#,
+            r#"{"Statement":[{"Effect":"Deny","Action":"*","Condition":{"StringNotEquals":{"s3:prefix":"home/"}}}]}"#,
+            r#"{"Statement":[{"Effect":"Deny","Action":"*","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-1"}}}]}"#,
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }
+        let e = Policy::parse(
+            r#"{"Statement":[{"Effect":"Deny","Action":"*","Condition":{"StringNotEquals":{"s3:prefix":"home/"}}}]}"#,
+        )
+        .expect_err("an unknown key");
+        assert!(e.contains("`s3:prefix`") && e.contains("aws:SourceVpce"), "{e}");
+        let p = Policy::parse(
+            r#"{"Statement":[{"Effect":"Deny","Action":"*","Condition":{"StringNotEquals":{"aws:PrincipalAccount":"123456789012"}}}]}"#,
+        )
+        .expect("a key the lab carries");
+        let own = rq("s3:GetObject", "arn:aws:s3:::b/k", &[("aws:PrincipalAccount", "123456789012")]);
+        assert_eq!(p.evaluate(&own), Decision::NoMatch);
     }
 }
