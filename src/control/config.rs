@@ -1055,6 +1055,9 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         });
     }
 
+    let taken: Vec<(String, String)> = attachments.iter().map(|a| (a.namespace.clone(), a.interface.clone())).collect();
+    endpoints::check_doors(cx, &f.services, &services, &taken)?;
+
     // Security groups, once every host is known (a group's members).
     let mut host_groups: Vec<Option<Spanned<Vec<S>>>> = f.hosts.iter().map(|h| h.security_groups.clone()).collect();
     host_groups.extend(endpoint_groups);

@@ -200,6 +200,21 @@ pub(super) fn services(
             ));
         }
         let namespace = s.namespace.as_ref().map_or_else(|| kind.name().to_string(), |n| n.get_ref().clone());
+        let span = s.namespace.as_ref().map_or_else(|| s.service.span(), |n| n.span());
+        if !super::name_ok(&namespace) {
+            return Err(cx.err(
+                span,
+                format!("namespace `{namespace}` is not valid"),
+                "use up to 32 letters, digits, `-` or `_`",
+            ));
+        }
+        if let Some(o) = out.iter().find(|o| o.namespace == namespace) {
+            return Err(cx.err(
+                span,
+                format!("namespace `{namespace}` is already {}'s door", o.kind.name()),
+                format!("give this service a namespace of its own, e.g. namespace = \"{}-door\"", kind.name()),
+            ));
+        }
         let mut buckets = Vec::new();
         for b in &s.buckets {
             if kind != Kind::S3 {
@@ -224,6 +239,28 @@ pub(super) fn services(
         out.push(ServiceSettings { kind, address, namespace, buckets, tables });
     }
     Ok(out)
+}
+
+/// A service's public door is a namespace of its own: none of the lab's
+/// other namespaces (hosts, the internet side, the resolver, endpoints'
+/// doors and interfaces) may be it.
+pub(super) fn check_doors(
+    cx: &Ctx<'_>,
+    sections: &[ServiceSection],
+    services: &[ServiceSettings],
+    taken: &[(String, String)],
+) -> Result<(), super::ConfigError> {
+    for (s, raw) in services.iter().zip(sections) {
+        if let Some((_, whose)) = taken.iter().find(|(ns, _)| *ns == s.namespace) {
+            let span = raw.namespace.as_ref().map_or_else(|| raw.service.span(), |n| n.span());
+            return Err(cx.err(
+                span,
+                format!("namespace `{}` is {whose}'s and also {}'s public door", s.namespace, s.kind.name()),
+                format!("give the service a namespace of its own, e.g. namespace = \"{}-door\"", s.kind.name()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What [`endpoints`] needs of the rest of the file.
@@ -501,5 +538,30 @@ mod tests {
         assert!(e.message.contains("inside the VPC"), "{e}");
         let e = lab("\n[[services]]\nservice = \"s3\"\naddress = \"192.0.2.11\"\n").expect_err("refused");
         assert!(e.message.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn each_door_has_a_namespace_of_its_own() {
+        let ddb = |ns: &str| {
+            format!("\n[[services]]\nservice = \"dynamodb\"\naddress = \"192.0.2.20\"\nnamespace = \"{ns}\"\n")
+        };
+        let e = refused(&ddb("s3"), "namespace = \"s3\"");
+        assert!(e.message.contains("already s3's door"), "{e}");
+        let e = refused(&ddb("app"), "namespace = \"app\"");
+        assert!(e.message.contains("`app` is app's and also dynamodb's public door"), "{e}");
+        let e = lab(&ddb("web")).err().expect("refused");
+        assert!(e.message.contains("`web` is internet's"), "{e}");
+        let e = refused(&ddb("a b/c"), "namespace = \"a b/c\"");
+        assert!(e.message.contains("not valid"), "{e}");
+        // A gateway endpoint's door is its id's namespace.
+        let e = refused(
+            &format!(
+                "{}[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"private\"]\n",
+                ddb("vpce-1a2b3c4d")
+            ),
+            "namespace = \"vpce-1a2b3c4d\"",
+        );
+        assert!(e.message.contains("vpce-1a2b3c4d's and also dynamodb's"), "{e}");
+        lab(&ddb("ddb-door")).expect("a namespace of its own");
     }
 }
