@@ -58,6 +58,20 @@ fn a_gateway_endpoint_carries_the_private_address_past_nat_and_internet_gateway(
 }
 
 #[test]
+fn a_nat_gateways_translated_packet_is_not_sent_to_an_endpoint() {
+    // Only the NAT gateway's (public) subnet routes the service to the endpoint.
+    let mut lab = lab_with_gateway_endpoint(&[("route_tables = [\"private\"]\n", "route_tables = [\"public\"]\n")]);
+    // app goes by its table's default route to the NAT gateway, whose subnet's
+    // table then names the endpoint: stopped, named, before the service acts.
+    let (a, _) = lab.send("app", &tcp(APP, 40000, S3, 80, "S", 1, 0));
+    assert_eq!(a, Action::Drop(DropReason::NatToEndpoint));
+    assert_eq!(lab.totals().drop_count("nat_to_endpoint"), 1);
+    // bastion (Elastic IP, public subnet) goes to the endpoint with its own address.
+    let out = seen(&lab.pass("bastion", "vpce-1a2b3c4d", &tcp(BASTION, 40001, S3, 80, "S", 1, 0)));
+    assert_eq!(out.src, addr(BASTION));
+}
+
+#[test]
 fn the_door_answers_only_hosts_whose_table_routes_to_it() {
     let mut lab = lab_with_gateway_endpoint(&[]);
     // bastion's table has no route to the endpoint: the door has no path to it.

@@ -974,6 +974,15 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             return Err(cx.err(n.subnet.span(), format!("NAT gateway `{}` is in subnet `{}`, which is private (its route table has no route to the internet gateway)", info.name, s.name), "put the NAT gateway in a public subnet"));
         }
     }
+    for info in &nat_infos {
+        let table = &route_tables[subnets[usize::from(info.subnet)].route_table];
+        for r in table.routes_sorted().iter().filter(|r| matches!(r.target, Target::Endpoint(_))) {
+            warnings.push(format!(
+                "route table `{}` (NAT gateway `{}`'s subnet) routes {} to gateway endpoint {}: traffic the NAT gateway translates toward it is dropped (nat_to_endpoint), since natgw's NAT gateway leaves as its Elastic IP; add the endpoint to the private subnets' route tables instead",
+                table.name, info.name, r.destination, r.target_name
+            ));
+        }
+    }
     for (h, spec) in hosts.iter().zip(&f.hosts) {
         if h.elastic_ip.is_some() && !subnets[usize::from(h.subnet)].public {
             warnings.push(format!(

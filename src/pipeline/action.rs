@@ -75,6 +75,11 @@ drop_reasons! {
     DnsDisabled => "dns_disabled",
     /// More routing steps than any sane table needs.
     RoutingLoop => "routing_loop",
+    /// A NAT gateway's translated packet whose next route is a gateway
+    /// endpoint (the NAT gateway's subnet routes the service to it): natgw's
+    /// NAT leaves as its Elastic IP, which no endpoint reply could reach, so
+    /// the request is stopped before the service acts on it (docs/ENDPOINTS.md).
+    NatToEndpoint => "nat_to_endpoint",
     /// Denied by a network ACL.
     AclDeny => "acl_deny",
     /// No rule of the interface's security groups allows it (and it belongs

@@ -178,6 +178,16 @@ impl Pipeline {
                             let Some(ep) = topo.endpoints.get(usize::from(e)) else {
                                 return self.drop(DropReason::Blackhole);
                             };
+                            if snat_done {
+                                self.note("gateway endpoint", || {
+                                    format!(
+                                        "{}: the NAT gateway's subnet routes the service here, but natgw's NAT gateway leaves as its public address {}, which the endpoint's reply could not reach; route the host's own table to the endpoint instead",
+                                        ep.name,
+                                        std::net::Ipv4Addr::from(m.src)
+                                    )
+                                });
+                                return self.drop(DropReason::NatToEndpoint);
+                            }
                             if !self.acl(topo, s, AclDirection::Outbound, m) {
                                 return self.drop(DropReason::AclDeny);
                             }

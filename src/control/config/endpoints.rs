@@ -549,7 +549,7 @@ mod tests {
         assert!(e.message.contains("already s3's door"), "{e}");
         let e = refused(&ddb("app"), "namespace = \"app\"");
         assert!(e.message.contains("`app` is app's and also dynamodb's public door"), "{e}");
-        let e = lab(&ddb("web")).err().expect("refused");
+        let Err(e) = lab(&ddb("web")) else { panic!("accepted") };
         assert!(e.message.contains("`web` is internet's"), "{e}");
         let e = refused(&ddb("a b/c"), "namespace = \"a b/c\"");
         assert!(e.message.contains("not valid"), "{e}");
@@ -563,5 +563,22 @@ mod tests {
         );
         assert!(e.message.contains("vpce-1a2b3c4d's and also dynamodb's"), "{e}");
         lab(&ddb("ddb-door")).expect("a namespace of its own");
+    }
+
+    #[test]
+    fn an_endpoint_in_the_nat_gateways_table_is_warned_of() {
+        let gw = |table: &str| {
+            format!(
+                "[[endpoints]]\nid = \"vpce-1a2b3c4d\"\nservice = \"s3\"\ntype = \"gateway\"\nroute_tables = [\"{table}\"]\n"
+            )
+        };
+        let v = lab(&gw("public")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            v.warnings.iter().any(|w| w.contains("NAT gateway `nat-1`'s subnet") && w.contains("nat_to_endpoint")),
+            "{:?}",
+            v.warnings
+        );
+        let v = lab(&gw("private")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(v.warnings.iter().all(|w| !w.contains("nat_to_endpoint")), "{:?}", v.warnings);
     }
 }
