@@ -41,7 +41,13 @@ pub struct FlowLogWriter {
     ring: Mutex<(u64, VecDeque<(u64, String)>)>,
     /// Records of intervals that may still get records from a slower worker.
     pending: Mutex<Vec<flowlog::Record>>,
+    /// The first interval whose NODATA records are not yet written.
+    nodata_from: Mutex<Option<u32>>,
 }
+
+/// Intervals one pass decides NODATA for (the writer runs twice a second,
+/// so more means the clock jumped; the rest wait for the next pass).
+const NODATA_INTERVALS: u32 = 64;
 
 impl FlowLogWriter {
     /// The writer for `vpc`'s flow logs, if it has any.
@@ -88,6 +94,7 @@ impl FlowLogWriter {
             status: Mutex::new(status),
             ring: Mutex::new((0, VecDeque::new())),
             pending: Mutex::new(Vec::new()),
+            nodata_from: Mutex::new(None),
         })
     }
 
@@ -105,13 +112,11 @@ impl FlowLogWriter {
         drop(pending);
         let mut records = flowlog::merge(ready);
         let skipped = std::mem::take(&mut *sink.skipped.lock());
-        if records.is_empty() && skipped.is_empty() {
-            return;
-        }
         records.sort_by_key(|r| (r.start, r.key.eni));
         let unix = |s: u32| self.unix_base + u64::from(s);
         let f = &self.settings.format;
         let account = &self.settings.account_id;
+        let iv = self.settings.interval;
         let unknown = EniInfo { id: "-".into(), subnet_id: "-".into(), instance_id: "-".into(), kind: "IPv4" };
         let mut lines: Vec<String> = records
             .iter()
@@ -123,7 +128,30 @@ impl FlowLogWriter {
         for (eni, start, _) in &skipped {
             let info = self.enis.get(usize::from(*eni)).unwrap_or(&unknown);
             let s = unix(*start);
-            lines.push(flowlog::format_skipped(f, account, info, s, s + u64::from(self.settings.interval)));
+            lines.push(flowlog::format_status(f, account, &self.vpc_id, info, s, s + u64::from(iv), "SKIPDATA"));
+        }
+        // NODATA: an interface with no record in an interval that has ended
+        // (not at the final pass, whose "now" is the end of time).
+        if now_secs != u32::MAX {
+            let mut from = self.nodata_from.lock();
+            let first = *from.get_or_insert(now_secs - now_secs % iv);
+            let (quiet, next) = nodata(&self.enis, &records, &skipped, first, now_secs, iv);
+            for (e, start) in quiet {
+                let s = unix(start);
+                lines.push(flowlog::format_status(
+                    f,
+                    account,
+                    &self.vpc_id,
+                    &self.enis[e],
+                    s,
+                    s + u64::from(iv),
+                    "NODATA",
+                ));
+            }
+            *from = Some(next);
+        }
+        if lines.is_empty() {
+            return;
         }
         let mut text = lines.join("\n");
         text.push('\n');
@@ -164,5 +192,79 @@ impl FlowLogWriter {
 
     pub fn status(&self) -> FlowLogStatus {
         self.status.lock().clone()
+    }
+}
+
+/// The (interface, interval start) pairs of the intervals from `first` that
+/// have ended by `now` in which an interface (an ENI of AWS's: hosts' and
+/// NAT gateways') has no record and no skipped record; and the next
+/// interval to decide.
+fn nodata(
+    enis: &[EniInfo],
+    records: &[flowlog::Record],
+    skipped: &[(flowlog::Eni, u32, u32)],
+    first: u32,
+    now: u32,
+    iv: u32,
+) -> (Vec<(usize, u32)>, u32) {
+    let mut out = Vec::new();
+    let mut i = first;
+    let mut n = 0;
+    while i.saturating_add(iv) < now && n < NODATA_INTERVALS {
+        for (e, _) in enis.iter().enumerate().filter(|(_, info)| info.id != "-") {
+            let seen = records.iter().any(|r| r.interval == i && usize::from(r.key.eni) == e)
+                || skipped.iter().any(|(x, s, _)| *s == i && usize::from(*x) == e);
+            if !seen {
+                out.push((e, i));
+            }
+        }
+        i += iv;
+        n += 1;
+    }
+    (out, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eni(id: &str) -> EniInfo {
+        EniInfo { id: id.into(), subnet_id: "subnet-1".into(), instance_id: "-".into(), kind: "IPv4" }
+    }
+
+    fn record(eni: flowlog::Eni, interval: u32) -> flowlog::Record {
+        flowlog::Record {
+            key: flowlog::RecordKey {
+                eni,
+                flow: crate::conntrack::FlowKey { src: 1, dst: 2, sport: 3, dport: 4, proto: 17 },
+                pkt_src: 1,
+                pkt_dst: 2,
+                reject: false,
+                ingress: false,
+            },
+            packets: 1,
+            bytes: 100,
+            start: interval,
+            end: interval,
+            tcp_flags: 0,
+            interval,
+        }
+    }
+
+    #[test]
+    fn quiet_interfaces_get_nodata_for_each_ended_interval() {
+        // The internet side ("-") is no ENI; app (1) sent in the first interval, nat (2) was skipped in the second.
+        let enis = [eni("-"), eni("eni-app"), eni("eni-nat")];
+        let (quiet, next) = nodata(&enis, &[record(1, 60)], &[(2, 70, 3)], 60, 85, 10);
+        assert_eq!(quiet, vec![(2, 60), (1, 70)], "the interval 80-90 has not ended");
+        assert_eq!(next, 80);
+        // Nothing has ended yet: nothing decided, the same start next time.
+        assert_eq!(nodata(&enis, &[], &[], 80, 85, 10), (vec![], 80));
+        // After a long stall at most NODATA_INTERVALS intervals a pass.
+        let (quiet, next) = nodata(&enis, &[], &[], 0, 100_000, 10);
+        assert_eq!((quiet.len(), next), (2 * NODATA_INTERVALS as usize, 10 * NODATA_INTERVALS));
+        let f = flowlog::Format::parse(flowlog::DEFAULT_FORMAT).expect("format");
+        let line = flowlog::format_status(&f, "123456789012", "vpc-1", &enis[1], 1_000, 1_010, "NODATA");
+        assert_eq!(line, "2 123456789012 eni-app - - - - - - - 1000 1010 - NODATA");
     }
 }

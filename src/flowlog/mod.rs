@@ -420,8 +420,18 @@ pub fn format(r: &Record, f: &Format, account: &str, vpc_id: &str, eni: &EniInfo
     out
 }
 
-/// A SKIPDATA record (AWS: some records of the interval were skipped).
-pub fn format_skipped(f: &Format, account: &str, eni: &EniInfo, start: u64, end: u64) -> String {
+/// An interval's record without a flow: `SKIPDATA` (some records of the
+/// interval were skipped) or `NODATA` (the interface had no traffic), as AWS
+/// writes them: what is known of the interface, `-` for the rest.
+pub fn format_status(
+    f: &Format,
+    account: &str,
+    vpc_id: &str,
+    eni: &EniInfo,
+    start: u64,
+    end: u64,
+    status: &str,
+) -> String {
     let words: Vec<String> = f
         .fields
         .iter()
@@ -429,9 +439,12 @@ pub fn format_skipped(f: &Format, account: &str, eni: &EniInfo, start: u64, end:
             Field::Version => f.version.to_string(),
             Field::AccountId => account.to_string(),
             Field::InterfaceId => eni.id.clone(),
+            Field::VpcId => vpc_id.to_string(),
+            Field::SubnetId => eni.subnet_id.clone(),
+            Field::InstanceId => eni.instance_id.clone(),
             Field::Start => start.to_string(),
             Field::End => end.to_string(),
-            Field::LogStatus => "SKIPDATA".into(),
+            Field::LogStatus => status.into(),
             _ => "-".into(),
         })
         .collect();
