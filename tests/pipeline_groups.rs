@@ -273,3 +273,64 @@ fn a_flow_through_the_nat_is_tracked_by_its_nat_session() {
     let (a, _) = lab.send("app2", &tcp(APP2, 40000, WEB, 80, "A", 2, 101));
     assert_eq!(a, Action::Drop(DropReason::SgDeny));
 }
+
+#[test]
+fn an_interfaces_connection_tracking_settings_set_its_flows_timeouts() {
+    // bastion's interface keeps established TCP 60 s (AWS's minimum), not 5 days.
+    let own = groups("").replace(
+        "security_groups = [\"bastion-sg\"]",
+        "security_groups = [\"bastion-sg\"]\nconnection_tracking = { tcp_established_timeout = 60, udp_timeout = 45 }",
+    );
+    for (src, gone) in [(own, true), (groups(""), false)] {
+        let mut lab = Lab::from_toml(&src);
+        // Leaving bastion, and arriving at it from the internet: both are
+        // tracked at bastion's interface, the first they meet.
+        lab.pass("bastion", "app", &tcp(BASTION, 40000, APP, 8080, "S", 1, 0));
+        lab.pass("app", "bastion", &tcp(APP, 8080, BASTION, 40000, "SA", 100, 2));
+        lab.pass("bastion", "app", &tcp(BASTION, 40000, APP, 8080, "A", 2, 101));
+        lab.pass("internet", "bastion", &tcp(WEB, 40001, BASTION_EIP, 22, "S", 1, 0));
+        lab.pass("bastion", "internet", &tcp(BASTION, 22, WEB, 40001, "SA", 100, 2));
+        lab.pass("internet", "bastion", &tcp(WEB, 40001, BASTION_EIP, 22, "A", 2, 101));
+        assert_eq!(lab.gw.tracker().len(), 2);
+        lab.advance(61);
+        lab.expire();
+        assert_eq!(lab.gw.tracker().len(), if gone { 0 } else { 2 }, "own settings: {gone}");
+        // app-sg admits nothing new from app: a reply on an expired flow is denied.
+        let (a, _) = lab.send("app", &tcp(APP, 8080, BASTION, 40000, "A", 101, 2));
+        if gone {
+            assert_eq!(a, Action::Drop(DropReason::SgDeny));
+        } else {
+            assert!(matches!(a, Action::Forward(_)), "{a:?}");
+        }
+    }
+}
+
+#[test]
+fn connection_tracking_settings_outside_awss_ranges_are_refused() {
+    let with = |v: &str| {
+        groups("").replace(
+            "security_groups = [\"bastion-sg\"]",
+            &format!("security_groups = [\"bastion-sg\"]\nconnection_tracking = {{ {v} }}"),
+        )
+    };
+    let cases = [
+        ("udp_timeout = 10", "AWS allows 30 to 60 seconds"),
+        ("udp_stream_timeout = 600", "AWS allows 60 to 180 seconds"),
+        ("tcp_established_timeout = 59", "AWS allows 60 to 432000 seconds"),
+        ("icmp_timeout = 30", "unknown field `icmp_timeout`"),
+    ];
+    for (v, want) in cases {
+        let e = natgw::control::config::parse("ct.toml", &with(v)).expect_err(want);
+        let text = e.to_string();
+        assert!(text.contains(want), "{text}");
+        assert!(text.contains("ct.toml:"), "names the file and line: {text}");
+    }
+    // Two hosts with the same settings share one profile.
+    let same = with("udp_timeout = 45").replace(
+        "security_groups = [\"app-sg\"]",
+        "security_groups = [\"app-sg\"]\nconnection_tracking = { udp_timeout = 45 }",
+    );
+    let vpc = natgw::control::config::parse("ct.toml", &same).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(vpc.conntrack_timeouts.len(), 1);
+    assert_eq!(vpc.timeouts_of(1).udp, 45);
+}

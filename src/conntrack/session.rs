@@ -45,6 +45,9 @@ pub struct Session {
     /// Which side sent the first packet (for TCP tracking): `Original` unless
     /// an inbound packet created the session through a filter that allows it.
     pub opener: Dir,
+    /// Which of its tracker's timeout sets applies (the tracker's; a NAT
+    /// gateway's sessions have one, 0).
+    profile: u8,
     pub created_secs: u32,
     last_seen: AtomicU32,
     track: AtomicU8,
@@ -85,6 +88,7 @@ impl Session {
             ext_addr: u32::from_be_bytes(external.0),
             ext_port: external.1,
             opener,
+            profile: 0,
             created_secs: now_secs,
             last_seen: AtomicU32::new(now_secs),
             track: AtomicU8::new(0),
@@ -120,6 +124,18 @@ impl Session {
                 port_delta: self.out_port_delta.reversed(),
             },
         }
+    }
+
+    /// Which timeout set of its tracker applies.
+    #[inline]
+    pub fn profile(&self) -> u8 {
+        self.profile
+    }
+
+    /// Chooses the timeout set (before the session is shared).
+    pub fn with_profile(mut self, p: u8) -> Session {
+        self.profile = p;
+        self
     }
 
     pub fn tcp_track(&self) -> TcpTrack {

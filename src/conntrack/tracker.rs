@@ -62,7 +62,9 @@ pub enum TrackError {
 /// Tracked flows.
 #[derive(Debug)]
 pub struct Tracker {
-    timeouts: Timeouts,
+    /// The timeout sets: 0 is AWS's defaults, the others interfaces' own
+    /// (an ENI's connection tracking configuration), by a session's profile.
+    timeouts: Vec<Timeouts>,
     max_flows: usize,
     table: FlowTable,
     slow: Mutex<Slow>,
@@ -74,7 +76,7 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(timeouts: Timeouts, max_flows: usize) -> Tracker {
         Tracker {
-            timeouts,
+            timeouts: vec![timeouts],
             max_flows,
             table: FlowTable::with_capacity(max_flows.min(INITIAL) * 2),
             slow: Mutex::new(Slow::default()),
@@ -98,8 +100,21 @@ impl Tracker {
         }
     }
 
+    /// Adds the interfaces' own timeout sets, profiles 1, 2, ... in order.
+    pub fn with_profiles(mut self, extra: &[Timeouts]) -> Tracker {
+        self.timeouts.extend_from_slice(extra);
+        self
+    }
+
+    /// The default timeouts (profile 0).
     pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
+        &self.timeouts[0]
+    }
+
+    /// The timeouts that apply to `s`.
+    #[inline]
+    fn of(&self, s: &Session) -> &Timeouts {
+        self.timeouts.get(usize::from(s.profile())).unwrap_or(&self.timeouts[0])
     }
 
     /// Live entries.
@@ -121,7 +136,7 @@ impl Tracker {
     /// Whether `key` belongs to a live tracked flow, without touching it
     /// (ICMP errors about a flow, which must not refresh it).
     pub fn contains(&self, now_secs: u32, key: &FlowKey) -> bool {
-        self.table.with(key, |s, _| !s.is_expired(now_secs, &self.timeouts)).unwrap_or(false)
+        self.table.with(key, |s, _| !s.is_expired(now_secs, self.of(s))).unwrap_or(false)
     }
 
     /// The entry under `key`, for a worker's flow cache (which then calls
@@ -134,7 +149,7 @@ impl Tracker {
     /// cache. False when the entry expired (look again).
     #[inline]
     pub fn carry(&self, s: &Session, now_secs: u32, dir: Dir, tcp_flags: u8, len: usize) -> bool {
-        if s.is_expired(now_secs, &self.timeouts) {
+        if s.is_expired(now_secs, self.of(s)) {
             return false;
         }
         if s.orig.proto == protocol::TCP {
@@ -151,9 +166,17 @@ impl Tracker {
         true
     }
 
-    /// Starts tracking the flow whose first packet is `key`. If another
-    /// worker tracked it meanwhile, that entry is carried instead.
-    pub fn track(&self, now_secs: u32, key: &FlowKey, tcp_flags: u8, len: usize) -> Result<(), TrackError> {
+    /// Starts tracking the flow whose first packet is `key`, under timeout
+    /// set `profile`. If another worker tracked it meanwhile, that entry is
+    /// carried instead.
+    pub fn track(
+        &self,
+        now_secs: u32,
+        key: &FlowKey,
+        tcp_flags: u8,
+        len: usize,
+        profile: u8,
+    ) -> Result<(), TrackError> {
         let mut slow = self.slow.lock();
         if let Some(found) = self.table.with(key, |s, dir| (s.clone(), dir)) {
             let (s, dir) = found;
@@ -167,7 +190,7 @@ impl Tracker {
         // A tuple's reply key may belong to another, expired entry.
         let reply = key.reply_via(key.src, key.sport);
         if let Some(s) = self.table.with(&reply, |s, _| s.clone())
-            && s.is_expired(now_secs, &self.timeouts)
+            && s.is_expired(now_secs, self.of(&s))
             && s.kill()
         {
             self.release(&s);
@@ -176,14 +199,18 @@ impl Tracker {
             self.stats.refused.inc();
             return Err(TrackError::Full);
         }
-        let s = Arc::new(Session::new(*key, (key.src.to_be_bytes(), key.sport), Dir::Original, now_secs));
+        let profile = if usize::from(profile) < self.timeouts.len() { profile } else { 0 };
+        let s = Arc::new(
+            Session::new(*key, (key.src.to_be_bytes(), key.sport), Dir::Original, now_secs).with_profile(profile),
+        );
         if key.proto == protocol::TCP {
             s.track_tcp(Dir::Original, tcp_flags);
         }
         s.account(Dir::Original, len);
         self.table.insert(&s);
         self.event_about(now_secs, super::events::Kind::New, &s, None);
-        slow.wheel.reschedule(s, now_secs, &self.timeouts);
+        let t = *self.of(&s);
+        slow.wheel.reschedule(s, now_secs, &t);
         self.live.store(self.len() + 1, Relaxed); // under the lock
         self.stats.created.inc();
         Ok(())
@@ -204,12 +231,13 @@ impl Tracker {
             if s.is_dead() {
                 continue;
             }
-            if s.try_kill(now_secs, &self.timeouts) {
+            let t = *self.of(&s);
+            if s.try_kill(now_secs, &t) {
                 self.event_about(now_secs, super::events::Kind::Destroy, &s, Some(super::events::end_reason(&s)));
                 self.release(&s);
                 self.stats.expired.inc();
             } else {
-                slow.wheel.reschedule(s, now_secs, &self.timeouts);
+                slow.wheel.reschedule(s, now_secs, &t);
             }
         }
         looked >= budget
@@ -232,13 +260,12 @@ impl Tracker {
 
     /// Live flows for display, in a stable order.
     pub fn flows(&self, now_secs: u32) -> Vec<(FlowKey, SessionView)> {
-        let t = &self.timeouts;
         let mut v: Vec<(FlowKey, SessionView)> = self
             .table
             .sessions()
             .into_iter()
-            .filter(|s| !s.is_expired(now_secs, t))
-            .map(|s| (s.orig, s.view(now_secs, t)))
+            .filter(|s| !s.is_expired(now_secs, self.of(s)))
+            .map(|s| (s.orig, s.view(now_secs, self.of(&s))))
             .collect();
         v.sort_by_key(|(k, _)| *k);
         v
@@ -260,7 +287,7 @@ mod tests {
         let t = Tracker::new(Timeouts::security_groups(), 10);
         let k = key(protocol::UDP, 5000);
         assert_eq!(t.lookup(100, &k, 0, 60), None);
-        t.track(100, &k, 0, 60).unwrap();
+        t.track(100, &k, 0, 60, 0).unwrap();
         assert_eq!(t.lookup(101, &k.reply(), 0, 60), Some(Dir::Reply));
         assert_eq!(t.lookup(101, &k, 0, 60), Some(Dir::Original));
         // One request-response: 30 s.
@@ -272,16 +299,42 @@ mod tests {
     }
 
     #[test]
+    fn an_interfaces_own_timeouts_apply_to_the_flows_it_tracks() {
+        let own = Timeouts { tcp_established: 60, udp: 45, ..Timeouts::security_groups() };
+        let t = Tracker::new(Timeouts::security_groups(), 10).with_profiles(&[own]);
+        let (short, long) = (key(protocol::TCP, 6000), key(protocol::TCP, 6001));
+        for (k, profile) in [(short, 1), (long, 0)] {
+            t.track(0, &k, flags::SYN, 60, profile).unwrap();
+            t.lookup(0, &k.reply(), flags::SYN | flags::ACK, 60);
+            t.lookup(0, &k, flags::ACK, 60);
+        }
+        let u = key(protocol::UDP, 6002);
+        t.track(0, &u, 0, 60, 1).unwrap();
+        for now in 1..=62 {
+            t.expire(now, 100);
+        }
+        // Established 60 s on the interface's own set; AWS's 5 days otherwise.
+        assert_eq!(t.lookup(62, &short, flags::ACK, 60), None);
+        assert_eq!(t.lookup(62, &long, flags::ACK, 60), Some(Dir::Original));
+        assert_eq!(t.lookup(62, &u, 0, 60), None, "UDP after 45 s");
+        // An unknown profile falls back to the defaults.
+        let k = key(protocol::UDP, 6003);
+        t.track(100, &k, 0, 60, 9).unwrap();
+        t.expire(125, 100);
+        assert_eq!(t.lookup(125, &k, 0, 60), Some(Dir::Original));
+    }
+
+    #[test]
     fn udp_streams_and_established_tcp_get_awss_longer_timeouts() {
         let t = Tracker::new(Timeouts::security_groups(), 10);
         let u = key(protocol::UDP, 5000);
-        t.track(0, &u, 0, 60).unwrap();
+        t.track(0, &u, 0, 60, 0).unwrap();
         for _ in 0..2 {
             t.lookup(0, &u.reply(), 0, 60);
             t.lookup(0, &u, 0, 60);
         }
         let c = key(protocol::TCP, 5001);
-        t.track(0, &c, flags::SYN, 60).unwrap();
+        t.track(0, &c, flags::SYN, 60, 0).unwrap();
         t.lookup(0, &c.reply(), flags::SYN | flags::ACK, 60);
         t.lookup(0, &c, flags::ACK, 60);
         for now in (30..=3600).step_by(30) {
@@ -298,22 +351,22 @@ mod tests {
     #[test]
     fn a_full_tracker_refuses_and_counts() {
         let t = Tracker::new(Timeouts::security_groups(), 2);
-        t.track(0, &key(protocol::UDP, 1), 0, 1).unwrap();
-        t.track(0, &key(protocol::UDP, 2), 0, 1).unwrap();
-        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1), Err(TrackError::Full));
+        t.track(0, &key(protocol::UDP, 1), 0, 1, 0).unwrap();
+        t.track(0, &key(protocol::UDP, 2), 0, 1, 0).unwrap();
+        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1, 0), Err(TrackError::Full));
         // The same flow again is carried, not refused.
-        assert_eq!(t.track(0, &key(protocol::UDP, 2), 0, 1), Ok(()));
+        assert_eq!(t.track(0, &key(protocol::UDP, 2), 0, 1, 0), Ok(()));
         assert_eq!(t.stats.refused.get(), 1);
         assert_eq!(t.flush(), 2);
         assert!(t.is_empty());
-        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1), Ok(()));
+        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1, 0), Ok(()));
     }
 
     #[test]
     fn icmp_queries_are_tracked_by_identifier() {
         let t = Tracker::new(Timeouts::security_groups(), 4);
         let k = FlowKey::new(protocol::ICMP, Ipv4Addr::new(10, 0, 1, 10), 77, Ipv4Addr::new(10, 0, 2, 20), 77);
-        t.track(0, &k, 0, 84).unwrap();
+        t.track(0, &k, 0, 84, 0).unwrap();
         let reply = FlowKey::new(protocol::ICMP, Ipv4Addr::new(10, 0, 2, 20), 77, Ipv4Addr::new(10, 0, 1, 10), 77);
         assert_eq!(t.lookup(1, &reply, 0, 84), Some(Dir::Reply));
         assert!(t.contains(1, &k));

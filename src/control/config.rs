@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 use toml::Spanned;
 
+mod conntrack;
 mod dns;
 mod endpoints;
 mod groups;
@@ -195,6 +196,8 @@ struct HostSection {
     mtu: Option<u16>,
     /// The security groups of its interface (default: the VPC's `default`).
     security_groups: Option<Spanned<Vec<S>>>,
+    /// Its interface's connection tracking timeouts (default: AWS's).
+    connection_tracking: Option<conntrack::ConnTrackSection>,
 }
 
 fn yes() -> bool {
@@ -370,6 +373,9 @@ pub struct Vpc {
     pub services: Vec<ServiceSettings>,
     /// The VPC's endpoints to them.
     pub endpoints: Vec<EndpointSettings>,
+    /// Interfaces' own connection tracking timeouts: a host's
+    /// `ct_profile` n > 0 is entry n - 1 (0 is AWS's defaults).
+    pub conntrack_timeouts: Vec<Timeouts>,
 }
 
 /// The `[flow_logs]` section.
@@ -711,6 +717,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
 
     // Hosts.
     let mut hosts = Vec::new();
+    let mut ct_profiles = conntrack::Profiles::default();
     let mut host_index: HashMap<String, usize> = HashMap::new();
     let mut attachments = Vec::new();
     for h in &f.hosts {
@@ -757,6 +764,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             eip_delta: Delta::ZERO,
             groups: Vec::new(),
             untracked: [true, true],
+            ct_profile: ct_profiles.intern(cx, h.connection_tracking.as_ref())?,
         });
     }
 
@@ -841,6 +849,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 eip_delta: Delta::ZERO,
                 groups: Vec::new(),
                 untracked: [true, true],
+                ct_profile: 0,
             });
             endpoint_groups.push(e.groups.clone());
         }
@@ -1158,6 +1167,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         warnings,
         flow_logs,
         dns,
+        conntrack_timeouts: ct_profiles.extra(),
     })
 }
 
@@ -1400,6 +1410,7 @@ impl Vpc {
             flow_cache: self.gateway.flow_cache,
             route_only,
             flow_log_interval: self.flow_logs.as_ref().map(|f| f.interval),
+            conntrack_timeouts: self.conntrack_timeouts.clone(),
             ..crate::pipeline::Settings::default()
         };
         crate::pipeline::Gateway::new(topo, nats, settings)
@@ -1515,6 +1526,14 @@ pub enum ChangeError {
 }
 
 impl Vpc {
+    /// The connection tracking timeouts of profile `p`.
+    pub fn timeouts_of(&self, p: u8) -> Timeouts {
+        match p {
+            0 => Timeouts::security_groups(),
+            n => self.conntrack_timeouts.get(usize::from(n) - 1).copied().unwrap_or_else(Timeouts::security_groups),
+        }
+    }
+
     fn table_index(&self, table: &str) -> Result<usize, ChangeError> {
         self.parts
             .route_tables
@@ -1589,6 +1608,11 @@ impl Vpc {
         }
         if new.flow_logs != self.flow_logs {
             return refuse("the [flow_logs] section differs");
+        }
+        let profiles =
+            |v: &Vpc| -> Vec<Timeouts> { v.parts.hosts.iter().map(|h| v.timeouts_of(h.ct_profile)).collect() };
+        if profiles(&new) != profiles(self) {
+            return refuse("the hosts' connection_tracking timeouts differ");
         }
         if new.dns.rate_limit != self.dns.rate_limit {
             return refuse("the [dns] rate_limit differs");
@@ -1676,6 +1700,22 @@ mod tests {
         // app, bastion, the internet, the VPC's resolver.
         assert_eq!(v.attachments.len(), 4);
         assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    }
+
+    #[test]
+    fn a_reload_takes_routes_but_not_new_connection_tracking_timeouts() {
+        let mut v = parse("lab.toml", DEFAULT_LAB).unwrap();
+        let same = parse("lab.toml", DEFAULT_LAB).unwrap();
+        assert_eq!(v.reload(same), Ok(()));
+        let own = DEFAULT_LAB.replacen(
+            "ip = \"10.0.1.10\"",
+            "ip = \"10.0.1.10\"\nconnection_tracking = { udp_timeout = 60 }",
+            1,
+        );
+        let new = parse("lab.toml", &own).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(new.timeouts_of(new.parts.hosts.iter().find(|h| h.name == "app").unwrap().ct_profile).udp, 60);
+        let Err(ChangeError::Reload(why)) = v.reload(new) else { panic!("reloaded new timeouts") };
+        assert!(why.contains("connection_tracking"), "{why}");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(super) struct SgNote {
     pub track: bool,
     /// Tracked by a NAT gateway's session, not the tracker.
     pub via_nat: bool,
+    /// The connection tracking profile of the first interface (its host's).
+    pub profile: u8,
 }
 
 impl Meta {
@@ -95,6 +97,7 @@ impl Pipeline {
                 checked: true,
                 key: Some(key),
                 track: m.opens_flow() && !host.untracked(m.proto),
+                profile: host.ct_profile,
                 ..SgNote::default()
             },
             None => return Err(Action::Drop(DropReason::SgDeny)),
@@ -135,6 +138,7 @@ impl Pipeline {
                     checked: true,
                     key: Some(key),
                     track: m.opens_flow() && !host.untracked(m.proto),
+                    profile: host.ct_profile,
                     ..SgNote::default()
                 };
             } else {
@@ -154,10 +158,13 @@ impl Pipeline {
         if note.track
             && let Some(key) = note.key
         {
-            if self.gw.tracker.track(now.secs(), &key, m.tcp_flags(), pkt.len()).is_err() {
+            if self.gw.tracker.track(now.secs(), &key, m.tcp_flags(), pkt.len(), note.profile).is_err() {
                 return Err(self.drop(DropReason::ConntrackFull));
             }
-            self.note("security group", || format!("new flow tracked: {key:?} (security group timeouts)"));
+            self.note("security group", || {
+                let whose = if note.profile == 0 { "AWS's default" } else { "the interface's own" };
+                format!("new flow tracked: {key:?} ({whose} connection tracking timeouts)")
+            });
             note.track = false;
             note.tracked = Some(Dir::Original);
         }

@@ -88,6 +88,9 @@ pub struct Settings {
     pub max_tracked_flows: usize,
     /// VPC Flow Logs' aggregation interval in seconds; None: no flow logs.
     pub flow_log_interval: Option<u32>,
+    /// Interfaces' own connection tracking timeouts, the tracker's profiles
+    /// 1, 2, ... (a host's `ct_profile`).
+    pub conntrack_timeouts: Vec<Timeouts>,
 }
 
 impl Default for Settings {
@@ -101,6 +104,7 @@ impl Default for Settings {
             flow_cache: true,
             max_tracked_flows: 1_000_000,
             flow_log_interval: None,
+            conntrack_timeouts: Vec::new(),
         }
     }
 }
@@ -134,7 +138,8 @@ impl Gateway {
         for n in &nats {
             n.attach_events(events.clone());
         }
-        let mut tracker = Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows);
+        let mut tracker = Tracker::new(Timeouts::security_groups(), settings.max_tracked_flows)
+            .with_profiles(&settings.conntrack_timeouts);
         tracker.attach_events(events.clone());
         Arc::new(Gateway {
             events,

@@ -77,6 +77,9 @@ pub struct Host {
     /// from everywhere both ways: such flows are not tracked (set by
     /// [`Topology::new`]).
     pub untracked: [bool; 2],
+    /// Which connection tracking timeouts its interface's flows get (the
+    /// gateway's tracker's profile; 0: AWS's defaults).
+    pub ct_profile: u8,
 }
 
 impl Host {
