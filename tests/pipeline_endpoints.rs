@@ -66,6 +66,9 @@ fn a_nat_gateways_translated_packet_is_not_sent_to_an_endpoint() {
     let (a, _) = lab.send("app", &tcp(APP, 40000, S3, 80, "S", 1, 0));
     assert_eq!(a, Action::Drop(DropReason::NatToEndpoint));
     assert_eq!(lab.totals().drop_count("nat_to_endpoint"), 1);
+    // Decided before the NAT gateway acts: no port taken, no session, no attempt counted.
+    assert_eq!(lab.gw.nats()[0].session_count(), 0);
+    assert_eq!(lab.totals().nat_count("connection_attempts"), 0);
     // bastion (Elastic IP, public subnet) goes to the endpoint with its own address.
     let out = seen(&lab.pass("bastion", "vpce-1a2b3c4d", &tcp(BASTION, 40001, S3, 80, "S", 1, 0)));
     assert_eq!(out.src, addr(BASTION));

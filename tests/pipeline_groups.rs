@@ -334,3 +334,30 @@ fn connection_tracking_settings_outside_awss_ranges_are_refused() {
     assert_eq!(vpc.conntrack_timeouts.len(), 1);
     assert_eq!(vpc.timeouts_of(1).udp, 45);
 }
+
+#[test]
+fn a_flow_the_sender_leaves_untracked_gets_the_receivers_timeouts() {
+    // bastion's group allows all TCP both ways (its flows go untracked
+    // there); app tracks them, with its own 60 s.
+    let open = r#"
+[[security_groups]]
+name = "bastion-open"
+inbound = [ { protocol = "tcp", ports = "0-65535", source = "0.0.0.0/0" } ]
+outbound = [ { protocol = "all", destination = "0.0.0.0/0" } ]
+"#;
+    let src = groups(open)
+        .replace("[\"bastion-sg\"]", "[\"bastion-open\"]")
+        .replace("source = \"bastion-sg\"", "source = \"10.0.0.0/24\"")
+        .replace(
+            "security_groups = [\"app-sg\"]",
+            "security_groups = [\"app-sg\"]\nconnection_tracking = { tcp_established_timeout = 60 }",
+        );
+    let mut lab = Lab::from_toml(&src);
+    lab.pass("bastion", "app", &tcp(BASTION, 40000, APP, 8080, "S", 1, 0));
+    lab.pass("app", "bastion", &tcp(APP, 8080, BASTION, 40000, "SA", 100, 2));
+    lab.pass("bastion", "app", &tcp(BASTION, 40000, APP, 8080, "A", 2, 101));
+    assert_eq!(lab.gw.tracker().len(), 1, "tracked at app");
+    lab.advance(61);
+    lab.expire();
+    assert_eq!(lab.gw.tracker().len(), 0, "app's 60 s, not 5 days");
+}

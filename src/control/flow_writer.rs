@@ -9,7 +9,7 @@ use crate::flowlog::{self, EniInfo};
 use crate::pipeline::Gateway;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 
 /// Lines kept for `--follow`.
@@ -41,12 +41,19 @@ pub struct FlowLogWriter {
     ring: Mutex<(u64, VecDeque<(u64, String)>)>,
     /// Records of intervals that may still get records from a slower worker.
     pending: Mutex<Vec<flowlog::Record>>,
-    /// The first interval whose NODATA records are not yet written.
-    nodata_from: Mutex<Option<u32>>,
+    /// The first interval whose NODATA records are not yet written, and the
+    /// (interface, interval) pairs from it on that had a record or a
+    /// skipped record.
+    nodata_from: Mutex<(Option<u32>, Seen)>,
 }
 
-/// Intervals one pass decides NODATA for (the writer runs twice a second,
-/// so more means the clock jumped; the rest wait for the next pass).
+/// (interface, interval start) pairs that had a record or a skipped record.
+type Seen = HashSet<(flowlog::Eni, u32)>;
+
+/// Intervals one pass decides NODATA for at most (the writer runs twice a
+/// second, so more means it stalled or the clock jumped: the older ones then
+/// get no NODATA record, as AWS writes none for an interval it did not
+/// capture).
 const NODATA_INTERVALS: u32 = 64;
 
 impl FlowLogWriter {
@@ -94,7 +101,7 @@ impl FlowLogWriter {
             status: Mutex::new(status),
             ring: Mutex::new((0, VecDeque::new())),
             pending: Mutex::new(Vec::new()),
-            nodata_from: Mutex::new(None),
+            nodata_from: Mutex::new((None, HashSet::new())),
         })
     }
 
@@ -133,9 +140,14 @@ impl FlowLogWriter {
         // NODATA: an interface with no record in an interval that has ended
         // (not at the final pass, whose "now" is the end of time).
         if now_secs != u32::MAX {
-            let mut from = self.nodata_from.lock();
+            let mut guard = self.nodata_from.lock();
+            let (from, seen) = &mut *guard;
             let first = *from.get_or_insert(now_secs - now_secs % iv);
-            let (quiet, next) = nodata(&self.enis, &records, &skipped, first, now_secs, iv);
+            // Skipped records may come before their interval is decided.
+            seen.extend(records.iter().map(|r| (r.key.eni, r.interval)));
+            seen.extend(skipped.iter().map(|(e, start, _)| (*e, *start)));
+            let (quiet, next) = nodata(&self.enis, seen, first, now_secs, iv);
+            seen.retain(|(_, i)| *i >= next);
             for (e, start) in quiet {
                 let s = unix(start);
                 lines.push(flowlog::format_status(
@@ -149,6 +161,7 @@ impl FlowLogWriter {
                 ));
             }
             *from = Some(next);
+            drop(guard);
         }
         if lines.is_empty() {
             return;
@@ -197,31 +210,29 @@ impl FlowLogWriter {
 
 /// The (interface, interval start) pairs of the intervals from `first` that
 /// have ended by `now` in which an interface (an ENI of AWS's: hosts' and
-/// NAT gateways') has no record and no skipped record; and the next
-/// interval to decide.
+/// NAT gateways') is not in `seen` (no record, no skipped record); and the
+/// next interval to decide. Of a backlog longer than [`NODATA_INTERVALS`]
+/// only the latest are decided.
 fn nodata(
     enis: &[EniInfo],
-    records: &[flowlog::Record],
-    skipped: &[(flowlog::Eni, u32, u32)],
+    seen: &Seen,
     first: u32,
     now: u32,
     iv: u32,
 ) -> (Vec<(usize, u32)>, u32) {
+    // Intervals i = first + k * iv have ended when i + iv < now.
+    let ended = now.saturating_sub(first).saturating_sub(1) / iv;
+    let next = first + ended * iv;
     let mut out = Vec::new();
-    let mut i = first;
-    let mut n = 0;
-    while i.saturating_add(iv) < now && n < NODATA_INTERVALS {
+    for k in ended - ended.min(NODATA_INTERVALS)..ended {
+        let i = first + k * iv;
         for (e, _) in enis.iter().enumerate().filter(|(_, info)| info.id != "-") {
-            let seen = records.iter().any(|r| r.interval == i && usize::from(r.key.eni) == e)
-                || skipped.iter().any(|(x, s, _)| *s == i && usize::from(*x) == e);
-            if !seen {
+            if !flowlog::Eni::try_from(e).is_ok_and(|x| seen.contains(&(x, i))) {
                 out.push((e, i));
             }
         }
-        i += iv;
-        n += 1;
     }
-    (out, i)
+    (out, next)
 }
 
 #[cfg(test)]
@@ -232,37 +243,22 @@ mod tests {
         EniInfo { id: id.into(), subnet_id: "subnet-1".into(), instance_id: "-".into(), kind: "IPv4" }
     }
 
-    fn record(eni: flowlog::Eni, interval: u32) -> flowlog::Record {
-        flowlog::Record {
-            key: flowlog::RecordKey {
-                eni,
-                flow: crate::conntrack::FlowKey { src: 1, dst: 2, sport: 3, dport: 4, proto: 17 },
-                pkt_src: 1,
-                pkt_dst: 2,
-                reject: false,
-                ingress: false,
-            },
-            packets: 1,
-            bytes: 100,
-            start: interval,
-            end: interval,
-            tcp_flags: 0,
-            interval,
-        }
-    }
-
     #[test]
     fn quiet_interfaces_get_nodata_for_each_ended_interval() {
         // The internet side ("-") is no ENI; app (1) sent in the first interval, nat (2) was skipped in the second.
         let enis = [eni("-"), eni("eni-app"), eni("eni-nat")];
-        let (quiet, next) = nodata(&enis, &[record(1, 60)], &[(2, 70, 3)], 60, 85, 10);
+        let seen: Seen = [(1, 60), (2, 70)].into();
+        let (quiet, next) = nodata(&enis, &seen, 60, 85, 10);
         assert_eq!(quiet, vec![(2, 60), (1, 70)], "the interval 80-90 has not ended");
         assert_eq!(next, 80);
         // Nothing has ended yet: nothing decided, the same start next time.
-        assert_eq!(nodata(&enis, &[], &[], 80, 85, 10), (vec![], 80));
-        // After a long stall at most NODATA_INTERVALS intervals a pass.
-        let (quiet, next) = nodata(&enis, &[], &[], 0, 100_000, 10);
-        assert_eq!((quiet.len(), next), (2 * NODATA_INTERVALS as usize, 10 * NODATA_INTERVALS));
+        assert_eq!(nodata(&enis, &seen, 80, 85, 10), (vec![], 80));
+        assert_eq!(nodata(&enis, &seen, 80, 90, 10), (vec![], 80), "90 is the end, not past it");
+        assert_eq!(nodata(&enis, &seen, 80, 91, 10).1, 90);
+        // After a long stall only the latest NODATA_INTERVALS intervals, all decided at once.
+        let (quiet, next) = nodata(&enis, &HashSet::new(), 0, 100_000, 10);
+        assert_eq!((quiet.len(), next), (2 * NODATA_INTERVALS as usize, 99_990));
+        assert_eq!(quiet[0].1, 99_990 - 10 * NODATA_INTERVALS);
         let f = flowlog::Format::parse(flowlog::DEFAULT_FORMAT).expect("format");
         let line = flowlog::format_status(&f, "123456789012", "vpc-1", &enis[1], 1_000, 1_010, "NODATA");
         assert_eq!(line, "2 123456789012 eni-app - - - - - - - 1000 1010 - NODATA");

@@ -141,8 +141,11 @@ impl Pipeline {
                     profile: host.ct_profile,
                     ..SgNote::default()
                 };
-            } else {
-                note.track |= m.opens_flow() && !host.untracked(m.proto);
+            } else if !note.track && m.opens_flow() && !host.untracked(m.proto) {
+                // The sender's groups leave it untracked, this host's do not:
+                // tracked here, with this interface's timeouts.
+                note.track = true;
+                note.profile = host.ct_profile;
             }
             if !self.sg_rules(h, egress, SgDirection::Inbound, m) {
                 return Err(Action::Drop(DropReason::SgDeny));

@@ -178,16 +178,6 @@ impl Pipeline {
                             let Some(ep) = topo.endpoints.get(usize::from(e)) else {
                                 return self.drop(DropReason::Blackhole);
                             };
-                            if snat_done {
-                                self.note("gateway endpoint", || {
-                                    format!(
-                                        "{}: the NAT gateway's subnet routes the service here, but natgw's NAT gateway leaves as its public address {}, which the endpoint's reply could not reach; route the host's own table to the endpoint instead",
-                                        ep.name,
-                                        std::net::Ipv4Addr::from(m.src)
-                                    )
-                                });
-                                return self.drop(DropReason::NatToEndpoint);
-                            }
                             if !self.acl(topo, s, AclDirection::Outbound, m) {
                                 return self.drop(DropReason::AclDeny);
                             }
@@ -244,6 +234,24 @@ impl Pipeline {
                             // crosses into that subnet first.
                             if info.subnet != s && !self.cross(topo, s, info.subnet, m) {
                                 return self.drop(DropReason::AclDeny);
+                            }
+                            // Its subnet's table may send the service to a gateway
+                            // endpoint: decided before a port is taken (SNAT keeps the
+                            // destination, so the lookup is the one after the NAT).
+                            if !topo.endpoints.is_empty()
+                                && let Some(Target::Endpoint(e)) =
+                                    topo.subnets.get(usize::from(info.subnet)).and_then(|ns| {
+                                        topo.route_tables[ns.route_table].lookup(m.dst).map(|r| r.effective())
+                                    })
+                            {
+                                self.note("gateway endpoint", || {
+                                    format!(
+                                        "{}: {}'s subnet routes the service here, but natgw's NAT gateway would leave as its public address, which the endpoint's reply could not reach; route the host's own table to the endpoint instead",
+                                        topo.endpoints.get(usize::from(e)).map_or("?", |ep| ep.name.as_str()),
+                                        info.name
+                                    )
+                                });
+                                return self.drop(DropReason::NatToEndpoint);
                             }
                             // And a hop of its own: its private address answers a
                             // traceroute (AWS).
