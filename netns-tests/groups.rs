@@ -153,6 +153,32 @@ fn a_removed_rule_leaves_a_tracked_connection_alive() {
 }
 
 #[test]
+fn an_interfaces_connection_tracking_timeouts_show_in_conntrack() {
+    if !require_root() {
+        return;
+    }
+    // bastion's interface keeps established TCP 60 s (AWS's minimum), not 5 days.
+    let own = "security_groups = [\"bastion-sg\"]\nconnection_tracking = { tcp_established_timeout = 60 }";
+    let cfg = groups_config("sgtimeout", &[("security_groups = [\"bastion-sg\"]", own)]);
+    let lab = TestLab::up("sgtimeout", &["--config", &cfg]);
+    let echo = lab.spawn("bastion", &["socat", &format!("TCP-LISTEN:8080,bind={BASTION},fork,reuseaddr"), "EXEC:cat"]);
+    lab.wait_listen("bastion", "-ltn", 8080);
+    let client = lab.spawn("web", &["sh", "-c", &format!("(echo hi; sleep 3) | socat -T5 - TCP:{BASTION_EIP}:8080")]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let ct = lab.conntrack();
+    let line = ct
+        .lines()
+        .find(|l| l.contains("ESTABLISHED") && l.contains("dport=8080") && l.contains("zone=security-groups"))
+        .unwrap_or_else(|| panic!("no established flow to bastion: {ct}"));
+    // `tcp 6 SECONDS ESTABLISHED ...`: what remains of bastion's 60 s.
+    let left: u32 = line.split_whitespace().nth(2).and_then(|t| t.parse().ok()).unwrap_or(u32::MAX);
+    assert!((50..=60).contains(&left), "bastion's own timeout applies: {line}");
+    let out = finish(client);
+    assert!(out.contains("hi"), "{out:?}");
+    finish(echo);
+}
+
+#[test]
 fn a_network_acl_and_a_group_decide_side_by_side() {
     if !require_root() {
         return;

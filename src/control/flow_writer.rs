@@ -213,13 +213,7 @@ impl FlowLogWriter {
 /// NAT gateways') is not in `seen` (no record, no skipped record); and the
 /// next interval to decide. Of a backlog longer than [`NODATA_INTERVALS`]
 /// only the latest are decided.
-fn nodata(
-    enis: &[EniInfo],
-    seen: &Seen,
-    first: u32,
-    now: u32,
-    iv: u32,
-) -> (Vec<(usize, u32)>, u32) {
+fn nodata(enis: &[EniInfo], seen: &Seen, first: u32, now: u32, iv: u32) -> (Vec<(usize, u32)>, u32) {
     // Intervals i = first + k * iv have ended when i + iv < now.
     let ended = now.saturating_sub(first).saturating_sub(1) / iv;
     let next = first + ended * iv;
