@@ -146,7 +146,11 @@ impl FlowLogWriter {
             // Skipped records may come before their interval is decided.
             seen.extend(records.iter().map(|r| (r.key.eni, r.interval)));
             seen.extend(skipped.iter().map(|(e, start, _)| (*e, *start)));
-            let (quiet, next) = nodata(&self.enis, seen, first, now_secs, iv);
+            // A NAT gateway deleted while running has no interface any more.
+            let topo = gw.topology();
+            let base = topo.interfaces.len();
+            let live = |e: usize| e < base || topo.nat_gateways.get(e - base).is_some_and(|n| !n.public_ips.is_empty());
+            let (quiet, next) = nodata(&self.enis, live, seen, first, now_secs, iv);
             seen.retain(|(_, i)| *i >= next);
             for (e, start) in quiet {
                 let s = unix(start);
@@ -210,17 +214,24 @@ impl FlowLogWriter {
 
 /// The (interface, interval start) pairs of the intervals from `first` that
 /// have ended by `now` in which an interface (an ENI of AWS's: hosts' and
-/// NAT gateways') is not in `seen` (no record, no skipped record); and the
+/// NAT gateways', while `live`) is not in `seen` (no record, no skipped record); and the
 /// next interval to decide. Of a backlog longer than [`NODATA_INTERVALS`]
 /// only the latest are decided.
-fn nodata(enis: &[EniInfo], seen: &Seen, first: u32, now: u32, iv: u32) -> (Vec<(usize, u32)>, u32) {
+fn nodata(
+    enis: &[EniInfo],
+    live: impl Fn(usize) -> bool,
+    seen: &Seen,
+    first: u32,
+    now: u32,
+    iv: u32,
+) -> (Vec<(usize, u32)>, u32) {
     // Intervals i = first + k * iv have ended when i + iv < now.
     let ended = now.saturating_sub(first).saturating_sub(1) / iv;
     let next = first + ended * iv;
     let mut out = Vec::new();
     for k in ended - ended.min(NODATA_INTERVALS)..ended {
         let i = first + k * iv;
-        for (e, _) in enis.iter().enumerate().filter(|(_, info)| info.id != "-") {
+        for (e, _) in enis.iter().enumerate().filter(|(e, info)| info.id != "-" && live(*e)) {
             if !flowlog::Eni::try_from(e).is_ok_and(|x| seen.contains(&(x, i))) {
                 out.push((e, i));
             }
@@ -241,18 +252,21 @@ mod tests {
     fn quiet_interfaces_get_nodata_for_each_ended_interval() {
         // The internet side ("-") is no ENI; app (1) sent in the first interval, nat (2) was skipped in the second.
         let enis = [eni("-"), eni("eni-app"), eni("eni-nat")];
+        let all = |_| true;
         let seen: Seen = [(1, 60), (2, 70)].into();
-        let (quiet, next) = nodata(&enis, &seen, 60, 85, 10);
+        let (quiet, next) = nodata(&enis, all, &seen, 60, 85, 10);
         assert_eq!(quiet, vec![(2, 60), (1, 70)], "the interval 80-90 has not ended");
         assert_eq!(next, 80);
         // Nothing has ended yet: nothing decided, the same start next time.
-        assert_eq!(nodata(&enis, &seen, 80, 85, 10), (vec![], 80));
-        assert_eq!(nodata(&enis, &seen, 80, 90, 10), (vec![], 80), "90 is the end, not past it");
-        assert_eq!(nodata(&enis, &seen, 80, 91, 10).1, 90);
+        assert_eq!(nodata(&enis, all, &seen, 80, 85, 10), (vec![], 80));
+        assert_eq!(nodata(&enis, all, &seen, 80, 90, 10), (vec![], 80), "90 is the end, not past it");
+        assert_eq!(nodata(&enis, all, &seen, 80, 91, 10).1, 90);
         // After a long stall only the latest NODATA_INTERVALS intervals, all decided at once.
-        let (quiet, next) = nodata(&enis, &HashSet::new(), 0, 100_000, 10);
+        let (quiet, next) = nodata(&enis, all, &HashSet::new(), 0, 100_000, 10);
         assert_eq!((quiet.len(), next), (2 * NODATA_INTERVALS as usize, 99_990));
         assert_eq!(quiet[0].1, 99_990 - 10 * NODATA_INTERVALS);
+        // A deleted NAT gateway (2) gets none.
+        assert_eq!(nodata(&enis, |e| e != 2, &seen, 60, 85, 10).0, vec![(1, 70)]);
         let f = flowlog::Format::parse(flowlog::DEFAULT_FORMAT).expect("format");
         let line = flowlog::format_status(&f, "123456789012", "vpc-1", &enis[1], 1_000, 1_010, "NODATA");
         assert_eq!(line, "2 123456789012 eni-app - - - - - - - 1000 1010 - NODATA");
