@@ -11,6 +11,7 @@ mod flow_logs;
 mod groups;
 mod harness;
 mod hold_up;
+mod metrics;
 mod nat_behaviour;
 mod offload;
 mod vpc;

@@ -80,6 +80,18 @@ enum Cmd {
     /// Per NAT gateway: ports in use, held down and free per Elastic IP and
     /// protocol, the ports each host holds, the latest mappings.
     Ports(Target),
+    /// A running gateway's counters in Prometheus's text format: printed once,
+    /// or served at http://ADDRESS/metrics with --listen (loopback only).
+    Metrics {
+        #[command(flatten)]
+        target: Target,
+        /// Serve /metrics here, e.g. 127.0.0.1:9108.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// With --listen: stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Print the VPC Flow Log records a running gateway wrote (AWS's format).
     #[command(name = "flow-logs")]
     FlowLogs {
@@ -549,6 +561,17 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             }
             other => Err(format!("unexpected answer: {other:?}")),
         },
+        Cmd::Metrics { target, listen, count } => {
+            let fetch = || match ask(&target, &Request::Stats)? {
+                Reply::Stats(s) => Ok(*s),
+                other => Err(format!("unexpected reply: {other:?}")),
+            };
+            match listen {
+                Some(at) => natgw::control::metrics::serve(at, count, fetch)?,
+                None => print!("{}", natgw::control::metrics::render(&fetch()?)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Stats(t) => match ask(&t, &Request::Stats)? {
             Reply::Stats(s) => {
                 if t.json {

@@ -9,6 +9,7 @@ pub mod flows;
 pub mod kernel_lab;
 pub mod lab;
 pub mod lab_services;
+pub mod metrics;
 pub mod render;
 pub mod scenario;
 pub mod socket;
