@@ -42,6 +42,15 @@ outbound = []
     )
 }
 
+/// A group that allows all TCP both ways to and from everywhere: AWS does
+/// not track such flows.
+const BASTION_OPEN: &str = r#"
+[[security_groups]]
+name = "bastion-open"
+inbound = [ { protocol = "tcp", ports = "0-65535", source = "0.0.0.0/0" } ]
+outbound = [ { protocol = "all", destination = "0.0.0.0/0" } ]
+"#;
+
 fn lab(extra: &str) -> Lab {
     Lab::from_toml(&groups(extra))
 }
@@ -127,15 +136,7 @@ fn a_removed_rule_leaves_a_tracked_flow_alive_and_stops_new_ones() {
 
 #[test]
 fn an_untracked_flow_is_cut_as_soon_as_its_rule_goes() {
-    // bastion-open allows all TCP both ways to and from everywhere: AWS does
-    // not track such flows.
-    let open = r#"
-[[security_groups]]
-name = "bastion-open"
-inbound = [ { protocol = "tcp", ports = "0-65535", source = "0.0.0.0/0" } ]
-outbound = [ { protocol = "all", destination = "0.0.0.0/0" } ]
-"#;
-    let src = groups(open).replace("[\"bastion-sg\"]", "[\"bastion-open\"]");
+    let src = groups(BASTION_OPEN).replace("[\"bastion-sg\"]", "[\"bastion-open\"]");
     let mut lab = Lab::from_toml(&src);
     lab.pass("internet", "bastion", &tcp(WEB, 40000, BASTION_EIP, 22, "S", 1, 0));
     lab.pass("bastion", "internet", &tcp(BASTION, 22, WEB, 40000, "SA", 100, 2));
@@ -339,13 +340,7 @@ fn connection_tracking_settings_outside_awss_ranges_are_refused() {
 fn a_flow_the_sender_leaves_untracked_gets_the_receivers_timeouts() {
     // bastion's group allows all TCP both ways (its flows go untracked
     // there); app tracks them, with its own 60 s.
-    let open = r#"
-[[security_groups]]
-name = "bastion-open"
-inbound = [ { protocol = "tcp", ports = "0-65535", source = "0.0.0.0/0" } ]
-outbound = [ { protocol = "all", destination = "0.0.0.0/0" } ]
-"#;
-    let src = groups(open)
+    let src = groups(BASTION_OPEN)
         .replace("[\"bastion-sg\"]", "[\"bastion-open\"]")
         .replace("source = \"bastion-sg\"", "source = \"10.0.0.0/24\"")
         .replace(

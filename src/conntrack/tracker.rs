@@ -199,7 +199,7 @@ impl Tracker {
             self.stats.refused.inc();
             return Err(TrackError::Full);
         }
-        let profile = if usize::from(profile) < self.timeouts.len() { profile } else { 0 };
+        // An unknown profile gets the defaults (see `of`).
         let s = Arc::new(
             Session::new(*key, (key.src.to_be_bytes(), key.sport), Dir::Original, now_secs).with_profile(profile),
         );

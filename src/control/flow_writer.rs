@@ -44,7 +44,7 @@ pub struct FlowLogWriter {
     /// The first interval whose NODATA records are not yet written, and the
     /// (interface, interval) pairs from it on that had a record or a
     /// skipped record.
-    nodata_from: Mutex<(Option<u32>, Seen)>,
+    nodata: Mutex<(Option<u32>, Seen)>,
 }
 
 /// (interface, interval start) pairs that had a record or a skipped record.
@@ -101,7 +101,7 @@ impl FlowLogWriter {
             status: Mutex::new(status),
             ring: Mutex::new((0, VecDeque::new())),
             pending: Mutex::new(Vec::new()),
-            nodata_from: Mutex::new((None, HashSet::new())),
+            nodata: Mutex::new((None, HashSet::new())),
         })
     }
 
@@ -140,7 +140,7 @@ impl FlowLogWriter {
         // NODATA: an interface with no record in an interval that has ended
         // (not at the final pass, whose "now" is the end of time).
         if now_secs != u32::MAX {
-            let mut guard = self.nodata_from.lock();
+            let mut guard = self.nodata.lock();
             let (from, seen) = &mut *guard;
             let first = *from.get_or_insert(now_secs - now_secs % iv);
             // Skipped records may come before their interval is decided.
@@ -165,7 +165,6 @@ impl FlowLogWriter {
                 ));
             }
             *from = Some(next);
-            drop(guard);
         }
         if lines.is_empty() {
             return;

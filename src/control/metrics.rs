@@ -6,7 +6,9 @@
 //! never opens a port outside its namespaces but on the host's loopback).
 
 use super::socket::Stats;
+use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,15 +21,13 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// A counter family registered under `name` (the encoder adds `_total`).
-fn counters(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
-    let f = Family::<Labels, Counter>::default();
-    r.register(name, help, f.clone());
-    f
-}
-
-fn gauges(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
-    let f = Family::<Labels, Gauge>::default();
+/// A family of `M` registered under `name` (the encoder adds `_total` to
+/// a counter's).
+fn family<M>(r: &mut Registry, name: &str, help: &str) -> Family<Labels, M>
+where
+    M: Default + EncodeMetric + TypedMetric + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<Labels, M>::default();
     r.register(name, help, f.clone());
     f
 }
@@ -44,10 +44,10 @@ pub fn render(s: &Stats) -> String {
     let uptime = Gauge::<i64>::default();
     uptime.set(gauge_value(s.uptime_secs));
     r.register("uptime_seconds", "Seconds since the gateway started", uptime);
-    let rx_p = counters(&mut r, "interface_receive_packets", "Packets read from an interface");
-    let rx_b = counters(&mut r, "interface_receive_bytes", "Bytes read from an interface");
-    let tx_p = counters(&mut r, "interface_transmit_packets", "Packets written to an interface");
-    let tx_b = counters(&mut r, "interface_transmit_bytes", "Bytes written to an interface");
+    let rx_p = family::<Counter>(&mut r, "interface_receive_packets", "Packets read from an interface");
+    let rx_b = family::<Counter>(&mut r, "interface_receive_bytes", "Bytes read from an interface");
+    let tx_p = family::<Counter>(&mut r, "interface_transmit_packets", "Packets written to an interface");
+    let tx_b = family::<Counter>(&mut r, "interface_transmit_bytes", "Bytes written to an interface");
     for (name, rp, rb, tp, tb) in &t.interfaces {
         let l = labels(&[("interface", name)]);
         rx_p.get_or_create(&l).inc_by(*rp);
@@ -55,11 +55,12 @@ pub fn render(s: &Stats) -> String {
         tx_p.get_or_create(&l).inc_by(*tp);
         tx_b.get_or_create(&l).inc_by(*tb);
     }
-    let drops = counters(&mut r, "drops", "Packets dropped, by reason (natgw stats' names)");
+    let drops = family::<Counter>(&mut r, "drops", "Packets dropped, by reason (natgw stats' names)");
     for reason in crate::pipeline::DropReason::ALL {
         drops.get_or_create(&labels(&[("reason", reason.label())])).inc_by(t.drop_count(reason.label()));
     }
-    let sg = counters(&mut r, "security_group_denied_packets", "Packets an interface's security groups denied");
+    let sg =
+        family::<Counter>(&mut r, "security_group_denied_packets", "Packets an interface's security groups denied");
     for (name, inbound, outbound) in &t.sg_denied {
         sg.get_or_create(&labels(&[("interface", name), ("direction", "inbound")])).inc_by(*inbound);
         sg.get_or_create(&labels(&[("interface", name), ("direction", "outbound")])).inc_by(*outbound);
@@ -70,17 +71,20 @@ pub fn render(s: &Stats) -> String {
         ("flow_cache_events", "The workers' flow caches", &t.cache),
         ("io_events", "Reads, writes and their errors", &t.io),
     ] {
-        let f = counters(&mut r, name, help);
+        let f = family::<Counter>(&mut r, name, help);
         for (event, v) in values {
             f.get_or_create(&labels(&[("event", event)])).inc_by(*v);
         }
     }
-    let sessions = gauges(&mut r, "nat_gateway_sessions", "A NAT gateway's live sessions");
-    let mappings = gauges(&mut r, "nat_gateway_mappings", "A NAT gateway's live mappings");
-    let ports =
-        gauges(&mut r, "nat_gateway_ports_in_use", "Ports in use (held down included), by Elastic IP and protocol");
-    let idle = counters(&mut r, "nat_gateway_idle_timeouts", "Sessions a NAT gateway ended as idle");
-    let early = counters(&mut r, "nat_gateway_early_drops", "Sessions without a reply ended at a full table");
+    let sessions = family::<Gauge>(&mut r, "nat_gateway_sessions", "A NAT gateway's live sessions");
+    let mappings = family::<Gauge>(&mut r, "nat_gateway_mappings", "A NAT gateway's live mappings");
+    let ports = family::<Gauge>(
+        &mut r,
+        "nat_gateway_ports_in_use",
+        "Ports in use (held down included), by Elastic IP and protocol",
+    );
+    let idle = family::<Counter>(&mut r, "nat_gateway_idle_timeouts", "Sessions a NAT gateway ended as idle");
+    let early = family::<Counter>(&mut r, "nat_gateway_early_drops", "Sessions without a reply ended at a full table");
     for n in &s.nat {
         let l = labels(&[("nat_gateway", &n.name)]);
         sessions.get_or_create(&l).set(gauge_value(n.sessions as u64));
@@ -94,7 +98,7 @@ pub fn render(s: &Stats) -> String {
                 .set(i64::from(*used));
         }
     }
-    let workers = counters(&mut r, "worker_read_packets", "Packets each worker read");
+    let workers = family::<Counter>(&mut r, "worker_read_packets", "Packets each worker read");
     for (i, p) in s.per_worker.iter().enumerate() {
         workers.get_or_create(&labels(&[("worker", &i.to_string())])).inc_by(*p);
     }
