@@ -15,6 +15,7 @@ mod metrics;
 mod nat_behaviour;
 mod offload;
 mod vpc;
+mod web;
 use harness::*;
 
 use std::time::{Duration, Instant};

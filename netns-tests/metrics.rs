@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 /// (metric sample name with its labels, value) of an exposition, as
 /// prometheus-client's parser reads it.
-fn parse(exposition: &str) -> HashMap<String, f64> {
+pub fn parse(exposition: &str) -> HashMap<String, f64> {
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
     let script = r#"
 import json, sys

@@ -92,6 +92,19 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Serve a live page of a running gateway's VPC (topology, flows with their
+    /// translation, port pools, drops; a flow's trace on a click) and its
+    /// /metrics, on a loopback address.
+    Web {
+        #[command(flatten)]
+        target: Target,
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Print the VPC Flow Log records a running gateway wrote (AWS's format).
     #[command(name = "flow-logs")]
     FlowLogs {
@@ -240,6 +253,10 @@ enum LabCmd {
         /// Run natgw in route-only mode (the benchmark's TUN ceiling: no NAT, no ACL).
         #[arg(long)]
         route_only: bool,
+        /// Also serve the lab's live page here (`natgw web`; loopback only),
+        /// e.g. 127.0.0.1:8080; `natgw lab down` stops it.
+        #[arg(long, conflicts_with = "kernel")]
+        web: Option<std::net::SocketAddr>,
     },
     /// The study notes' experiments, each one command that checks itself:
     /// `natgw lab scenario list`, `natgw lab scenario run NAME`.
@@ -441,7 +458,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             d.shutdown();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, steering, kernel, route_only }) => {
+        Cmd::Lab(LabCmd::Up { name, config, minimal, workers, no_offload, steering, kernel, route_only, web }) => {
             let cfg = match minimal.config()? {
                 Some(c) => c,
                 None => read_config(config.as_deref())?,
@@ -455,6 +472,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 exe: exe()?,
                 kernel,
                 route_only,
+                web,
             };
             let (state, vpc) = lab::up(&opts).map_err(|e| e.to_string())?;
             for w in &vpc.warnings {
@@ -474,6 +492,12 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 println!("  {h:<10} natgw lab exec{flag} {h} -- <command>      (ip netns exec {ns} <command>)");
             }
             let lab_flag = if name == "default" { String::new() } else { format!(" --lab {name}") };
+            if let Some(at) = web {
+                println!(
+                    "the live page: http://{at}/   (its log: {})",
+                    lab::LabState::dir(&name).join("web.log").display()
+                );
+            }
             println!(
                 "see the NAT: natgw conntrack{lab_flag}   counters: natgw stats{lab_flag}   stop: natgw lab down{flag}"
             );
@@ -570,6 +594,10 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 Some(at) => natgw::control::metrics::serve(at, count, fetch)?,
                 None => print!("{}", natgw::control::metrics::render(&fetch()?)),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Web { target, listen, count } => {
+            natgw::control::web::serve(listen, &target.socket(), count)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats(t) => match ask(&t, &Request::Stats)? {

@@ -356,3 +356,14 @@ fn a_flow_the_sender_leaves_untracked_gets_the_receivers_timeouts() {
     lab.expire();
     assert_eq!(lab.gw.tracker().len(), 0, "app's 60 s, not 5 days");
 }
+
+#[test]
+fn the_web_page_lists_a_tracked_flow_with_the_hosts_elastic_ip() {
+    let mut lab = lab("");
+    lab.pass("internet", "bastion", &tcp(WEB, 40000, BASTION_EIP, 22, "S", 1, 0));
+    let v = natgw::control::views::flows(&lab.gw, &lab.totals(), lab.now.secs(), 10, false);
+    assert_eq!((v.nat_sessions, v.tracked_flows), (0, 1));
+    let f = &v.flows[0];
+    assert_eq!((f.via.as_str(), f.source.as_str()), ("elastic-ip", "198.51.100.10:40000"));
+    assert_eq!(f.translated, "203.0.113.10:22", "the bastion as the internet addressed it");
+}

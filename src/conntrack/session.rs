@@ -142,6 +142,12 @@ impl Session {
         TcpTrack(self.track.load(Relaxed))
     }
 
+    /// A TCP session after a FIN or a RST.
+    pub fn is_closing(&self) -> bool {
+        self.orig.proto == protocol::TCP
+            && matches!(self.tcp_track().state().phase(), super::tcp::TcpPhase::Closing | super::tcp::TcpPhase::Reset)
+    }
+
     /// The idle timeout that applies now.
     pub fn timeout(&self, t: &Timeouts) -> u32 {
         if self.orig.proto == protocol::UDP && t.udp_stream > 0 && self.is_stream() {

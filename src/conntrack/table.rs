@@ -115,6 +115,41 @@ impl FlowTable {
         }
         v
     }
+
+    /// The newest `limit` sessions that `keep` accepts, newest first, without
+    /// the closing ones unless `with_closing` (for a page that must not list
+    /// 100,000), and how many `keep` accepts and of those are closing.
+    pub fn newest(&self, limit: usize, with_closing: bool, keep: impl Fn(&Session) -> bool) -> Page<Arc<Session>> {
+        let mut v: Vec<Arc<Session>> = self.sessions().into_iter().filter(|s| keep(s)).collect();
+        let live = v.len();
+        let closing = v.iter().filter(|s| s.is_closing()).count();
+        if !with_closing {
+            v.retain(|s| !s.is_closing());
+        }
+        let newest_first = |a: &Arc<Session>, b: &Arc<Session>| b.created_secs.cmp(&a.created_secs);
+        if v.len() > limit && limit > 0 {
+            v.select_nth_unstable_by(limit - 1, newest_first);
+        }
+        v.truncate(limit);
+        v.sort_by(newest_first);
+        Page { live, closing, items: v }
+    }
+}
+
+/// A bounded list of sessions and what it leaves out.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// Live sessions in all.
+    pub live: usize,
+    /// Of those, TCP ones after a FIN or a RST.
+    pub closing: usize,
+    pub items: Vec<T>,
+}
+
+impl<T> Page<T> {
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page { live: self.live, closing: self.closing, items: self.items.into_iter().map(f).collect() }
+    }
 }
 
 #[cfg(test)]

@@ -573,6 +573,14 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             hub.arm(true);
             Reply::ConntrackEvents { events: hub.after(*after), lost: hub.lost.load(Ordering::Relaxed) }
         }
+        Request::Topology => Reply::Topology(Box::new(super::views::topology(&s.vpc.lock()))),
+        Request::Flows { limit, with_closing } => {
+            if *limit == 0 || *limit > 1000 {
+                return Reply::Error { message: "flows takes a limit of 1 to 1000".into() };
+            }
+            let totals = Totals::sum(&topo.interface_names(), s.counters.iter().map(|c| &**c));
+            Reply::Flows(Box::new(super::views::flows(&s.gw, &totals, now.secs(), *limit as usize, *with_closing)))
+        }
         Request::Ports => Reply::Ports { nat: s.gw.nats().iter().map(|n| n.port_report()).collect() },
         Request::FlowLogs { after } => match &s.flow_logs {
             Some(w) => Reply::FlowLogs { lines: w.lines_after(*after), status: w.status() },

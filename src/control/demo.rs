@@ -138,6 +138,7 @@ pub fn run(config: (String, String), exe: &Path, offload: Option<bool>) -> Resul
         exe: exe.to_path_buf(),
         kernel: false,
         route_only: false,
+        web: None,
     };
     let (state, vpc) = lab::up(&opts)?;
     let mut demo = Demo { state, stop, failures: Vec::new() };

@@ -47,6 +47,9 @@ pub struct LabState {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The `natgw web` process serving the lab's page, if asked for.
+    #[serde(default)]
+    pub web_pid: Option<u32>,
 }
 
 /// Lab errors, each with what to do about it.
@@ -190,6 +193,8 @@ pub struct UpOptions {
     pub kernel: bool,
     /// Start natgw in route-only mode.
     pub route_only: bool,
+    /// Also start `natgw web` on this loopback address.
+    pub web: Option<std::net::SocketAddr>,
 }
 
 fn is_root() -> bool {
@@ -258,6 +263,7 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
         config: cfg.clone(),
         socket: dir.join("control.sock"),
         log: dir.join("gateway.log"),
+        web_pid: None,
     };
     // Record first, so a crash from here on leaves state the next run can clean.
     state.save()?;
@@ -334,11 +340,65 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
             return Err(gateway_failed(state, format!("it exited with {status}")));
         }
         if let Ok(Reply::Status { .. }) = socket::request(&state.socket, &Request::Status) {
-            return super::lab_services::start(vpc, state, &o.exe);
+            super::lab_services::start(vpc, state, &o.exe)?;
+            return match o.web {
+                Some(at) => start_web(state, &o.exe, at),
+                None => Ok(()),
+            };
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             return Err(gateway_failed(state, "no answer on the control socket after 20 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `natgw web` for the lab on `at` (a loopback address of the root
+/// namespace: it listens and changes nothing) and waits until it answers.
+fn start_web(state: &mut LabState, exe: &Path, at: std::net::SocketAddr) -> Result<(), LabError> {
+    super::web::loopback_only(at, "the lab's page").map_err(|e| LabError::GatewayFailed {
+        reason: e,
+        log: String::new(),
+        tail: String::new(),
+    })?;
+    let log_path = LabState::dir(&state.name).join("web.log");
+    let log = std::fs::File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+    let log2 = log.try_clone().map_err(io_err("log file"))?;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(exe)
+        .arg("web")
+        .arg("--socket")
+        .arg(&state.socket)
+        .args(["--listen", &at.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .map_err(io_err(format!("starting {} web", exe.display())))?;
+    state.web_pid = Some(child.id());
+    state.save()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(LabError::GatewayFailed {
+                reason: format!("natgw web on {at} exited with {status}"),
+                log: log_path.display().to_string(),
+                tail,
+            });
+        }
+        if std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(LabError::GatewayFailed {
+                reason: format!("natgw web did not listen on {at} after 10 s"),
+                log: log_path.display().to_string(),
+                tail: std::fs::read_to_string(&log_path).unwrap_or_default(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -357,19 +417,16 @@ fn gateway_failed(state: &LabState, reason: String) -> LabError {
 /// Stops the gateway, kills every process in the lab's namespaces, deletes
 /// them and the state. Does its best and never fails half-way.
 pub fn teardown(state: &LabState) {
+    if let Some(pid) = state.web_pid {
+        stop_process(pid);
+    }
     if let Some(pid) = state.gateway_pid {
         let _ = socket::request(&state.socket, &Request::Shutdown);
         let deadline = Instant::now() + Duration::from_secs(5);
         while netns::alive(pid as i32) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
-            if !netns::alive(pid as i32) {
-                break;
-            }
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        stop_process(pid);
     }
     for ns in &state.namespaces {
         if let Err(e) = netns::delete(ns) {
@@ -377,6 +434,17 @@ pub fn teardown(state: &LabState) {
         }
     }
     let _ = std::fs::remove_dir_all(LabState::dir(&state.name));
+}
+
+/// SIGTERM, then SIGKILL, to `pid` while it lives.
+fn stop_process(pid: u32) {
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
+        if !netns::alive(pid as i32) {
+            break;
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Tears down lab `name`.

@@ -15,3 +15,5 @@ pub mod scenario;
 pub mod socket;
 pub mod steering;
 pub mod trace;
+pub mod views;
+pub mod web;

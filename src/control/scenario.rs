@@ -550,6 +550,7 @@ pub fn run(name: &str, exe: &Path) -> Result<(), DemoError> {
         exe: exe.to_path_buf(),
         kernel: false,
         route_only: false,
+        web: None,
     };
     let (state, _) = lab::up(&opts)?;
     let mut d = Demo { state, stop, failures: Vec::new() };

@@ -57,6 +57,16 @@ pub enum Request {
     FlowLogs {
         after: u64,
     },
+    /// The VPC as the console lists it (for `natgw web`).
+    Topology,
+    /// The live flows (the newest `limit` of each kind, 1 to 1000; TCP
+    /// flows after a FIN or a RST only `with_closing`), port pools and drops
+    /// (for `natgw web`).
+    Flows {
+        limit: u32,
+        #[serde(default)]
+        with_closing: bool,
+    },
     /// What the current VPC would do with a packet (no state is touched).
     Trace {
         query: crate::control::trace::Query,
@@ -145,6 +155,8 @@ pub enum Reply {
     Ports {
         nat: Vec<crate::nat::gateway::PortReport>,
     },
+    Topology(Box<crate::control::views::TopologyView>),
+    Flows(Box<crate::control::views::FlowsView>),
     TraceLive {
         traced: Vec<crate::pipeline::live::Traced>,
     },

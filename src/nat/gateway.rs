@@ -7,6 +7,7 @@
 //! the gateway's slow-path lock, re-checks the table under it, and is bounded.
 
 use super::ports::{HoldDown, PortBlock, PortPolicy, PortPool};
+use crate::conntrack::table::Page;
 use crate::conntrack::tcp::{Segment, TcpState, Verdict};
 use crate::conntrack::wheel::{RECHECK_SECS, Wheel};
 use crate::conntrack::{Dir, Endpoint, FlowKey, FlowTable, Rewrite, Session, SessionView, Timeouts};
@@ -1083,6 +1084,12 @@ impl NatGateway {
             .collect();
         v.sort_by(|a, b| (a.proto, &a.orig_src, a.orig_sport).cmp(&(b.proto, &b.orig_src, b.orig_sport)));
         v
+    }
+
+    /// The newest `limit` live sessions (see [`FlowTable::newest`]).
+    pub fn newest_sessions(&self, now_secs: u32, limit: usize, with_closing: bool) -> Page<SessionView> {
+        let t = &self.config.timeouts;
+        self.table.newest(limit, with_closing, |s| !s.is_expired(now_secs, t)).map(|s| s.view(now_secs, t))
     }
 
     /// Ports per Elastic IP and protocol (in use, held down, free), per
