@@ -17,9 +17,10 @@ use std::time::Duration;
 const PAGE: &str = include_str!("web/page.html");
 
 /// Requests answered at once (an event stream holds one while it lasts).
-const MAX_REQUESTS: usize = 16;
-/// Event streams open at once.
-const MAX_STREAMS: usize = 8;
+const MAX_REQUESTS: usize = 48;
+/// Event streams open at once (a page that went away holds its stream
+/// until a write fails, up to two seconds).
+const MAX_STREAMS: usize = 32;
 /// Flows a page lists of each kind unless it asks for fewer or more.
 const DEFAULT_LIMIT: u32 = 200;
 
@@ -80,8 +81,12 @@ pub fn serve(listen: SocketAddr, socket: &Path, count: Option<u64>) -> Result<()
 fn respond(req: tiny_http::Request, (status, kind, body): Answer) {
     let header = tiny_http::Header::from_bytes("Content-Type", kind).expect("a constant header is valid");
     let no_store = tiny_http::Header::from_bytes("Cache-Control", "no-store").expect("a constant header is valid");
-    let reply =
+    let mut reply =
         tiny_http::Response::from_string(body).with_status_code(status).with_header(header).with_header(no_store);
+    if status == 503 {
+        // A client told to come back later does not wait on this connection.
+        reply.add_header(tiny_http::Header::from_bytes("Connection", "close").expect("a constant header is valid"));
+    }
     if let Err(e) = req.respond(reply) {
         tracing::debug!(error = %e, "a reply failed");
     }
