@@ -5,6 +5,7 @@
 //! guard takes it down again, also when the test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
+mod capture;
 mod dns;
 mod endpoints;
 mod flow_logs;

@@ -105,6 +105,26 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Capture what the gateway reads and writes for a host, the internet
+    /// gateway or a NAT gateway, before and after translation: as pcapng
+    /// (one interface block per side) with -w, or as text lines.
+    Capture {
+        #[command(flatten)]
+        target: Target,
+        /// A host, the internet gateway (igw) or a NAT gateway (nat-1).
+        what: String,
+        /// A filter: tcp, udp or icmp, an address, `port N` (e.g. `udp port 53`).
+        filter: Vec<String>,
+        /// Write pcapng to this file (`-`: standard output, e.g. `| tshark -r -`).
+        #[arg(short = 'w', long = "write")]
+        write: Option<PathBuf>,
+        /// Stop after this many packets.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Print the VPC Flow Log records a running gateway wrote (AWS's format).
     #[command(name = "flow-logs")]
     FlowLogs {
@@ -594,6 +614,19 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 Some(at) => natgw::control::metrics::serve(at, count, fetch)?,
                 None => print!("{}", natgw::control::metrics::render(&fetch()?)),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Capture { target, what, filter, write, count, seconds } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+            }
+            let o = natgw::control::capture::Options { target: what, filter, write, count, seconds };
+            let sum = natgw::control::capture::run(&target.socket(), &o, &stop)?;
+            eprintln!(
+                "natgw capture: {} packets, each as read and as written; {} dropped because the reader was slow",
+                sum.packets, sum.dropped
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Web { target, listen, count } => {

@@ -133,6 +133,9 @@ struct Shared {
     /// When `natgw conntrack --events` last asked (clock seconds): the
     /// events stay armed for 5 s after.
     events_asked: std::sync::atomic::AtomicU32,
+    /// When `natgw capture` last asked (clock seconds): a capture whose
+    /// reader went away stops 5 s after.
+    capture_asked: std::sync::atomic::AtomicU32,
     /// The VPC's DNS resolver, if `enable_dns_support` is on.
     resolver: Option<Arc<crate::dns::Resolver>>,
 }
@@ -238,6 +241,7 @@ impl Daemon {
             resolver: resolver.clone(),
             flow_logs,
             events_asked: std::sync::atomic::AtomicU32::new(0),
+            capture_asked: std::sync::atomic::AtomicU32::new(0),
             gw: gw.clone(),
             vpc: parking_lot::Mutex::new(vpc),
             counters: workers.counters().to_vec(),
@@ -439,6 +443,10 @@ fn reaper(s: &Shared) {
         if s.gw.events().armed() && now > s.events_asked.load(Ordering::Relaxed).saturating_add(5) {
             s.gw.events().arm(false);
         }
+        if s.gw.capture().armed() && now > s.capture_asked.load(Ordering::Relaxed).saturating_add(5) {
+            tracing::info!("a capture's reader went away: capture stopped");
+            s.gw.capture().disarm();
+        }
         for nat in s.gw.nats() {
             // Bounded passes: yield between them so the slow path gets the lock.
             for _ in 0..100 {
@@ -580,6 +588,40 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             }
             let totals = Totals::sum(&topo.interface_names(), s.counters.iter().map(|c| &**c));
             Reply::Flows(Box::new(super::views::flows(&s.gw, &totals, now.secs(), *limit as usize, *with_closing)))
+        }
+        Request::CaptureStart { target, filter } => {
+            if s.gw.capture().armed() {
+                return Reply::Error {
+                    message: "a capture is running already (one at a time; it stops 5 s after its reader does)".into(),
+                };
+            }
+            let igw = s.vpc.lock().igw_name.clone();
+            match super::capture::select(&topo, &igw, target) {
+                Ok(select) => {
+                    s.capture_asked.store(now.secs(), Ordering::Relaxed);
+                    s.gw.capture().arm(select, filter.clone());
+                    Reply::Ok
+                }
+                Err(message) => Reply::Error { message },
+            }
+        }
+        Request::CaptureRead => {
+            if !s.gw.capture().armed() {
+                return Reply::Error {
+                    message: "no capture is running (it stops 5 s after its reader last asked)".into(),
+                };
+            }
+            s.capture_asked.store(now.secs(), Ordering::Relaxed);
+            let packets = s.gw.capture().take().iter().map(|r| super::capture::Captured::of(r, &topo)).collect();
+            Reply::Captured {
+                packets,
+                dropped: s.gw.capture().dropped.load(Ordering::Relaxed),
+                now_ns: s.clock.now().nanos(),
+            }
+        }
+        Request::CaptureStop => {
+            s.gw.capture().disarm();
+            Reply::Ok
         }
         Request::Ports => Reply::Ports { nat: s.gw.nats().iter().map(|n| n.port_report()).collect() },
         Request::FlowLogs { after } => match &s.flow_logs {

@@ -1,6 +1,7 @@
 //! The control plane: the VPC config file, building the gateway from it,
 //! the namespace lab, and the control socket.
 
+pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod demo;

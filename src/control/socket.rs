@@ -67,6 +67,16 @@ pub enum Request {
         #[serde(default)]
         with_closing: bool,
     },
+    /// Start capturing what `target` (a host, the internet gateway, a NAT
+    /// gateway) reads and writes that `filter` matches.
+    CaptureStart {
+        target: String,
+        filter: crate::pipeline::live::Filter,
+    },
+    /// The packets captured since the last ask (asking keeps the capture
+    /// running for 5 s).
+    CaptureRead,
+    CaptureStop,
     /// What the current VPC would do with a packet (no state is touched).
     Trace {
         query: crate::control::trace::Query,
@@ -156,6 +166,13 @@ pub enum Reply {
         nat: Vec<crate::nat::gateway::PortReport>,
     },
     Topology(Box<crate::control::views::TopologyView>),
+    Captured {
+        packets: Vec<crate::control::capture::Captured>,
+        /// Packets selected while the gateway's ring was full.
+        dropped: u64,
+        /// The gateway's clock now (to date the packets).
+        now_ns: u64,
+    },
     Flows(Box<crate::control::views::FlowsView>),
     TraceLive {
         traced: Vec<crate::pipeline::live::Traced>,

@@ -22,6 +22,7 @@
 
 pub mod action;
 pub mod buf;
+pub mod capture;
 pub mod coalesce;
 pub mod counters;
 pub mod egress;
@@ -124,6 +125,8 @@ pub struct Gateway {
     flow_sink: crate::flowlog::Sink,
     /// `natgw trace --live`.
     live: live::Live,
+    /// `natgw capture`.
+    capture: capture::Capture,
     /// `natgw conntrack --events`.
     events: Arc<crate::conntrack::events::Hub>,
     frags: Mutex<FragTable>,
@@ -149,6 +152,7 @@ impl Gateway {
             tracker,
             flow_sink: crate::flowlog::Sink::default(),
             live: live::Live::default(),
+            capture: capture::Capture::default(),
             frags: Mutex::new(FragTable::new(settings.frag)),
             settings,
         })
@@ -194,6 +198,11 @@ impl Gateway {
         &self.live
     }
 
+    /// The packet capture (`natgw capture`).
+    pub fn capture(&self) -> &capture::Capture {
+        &self.capture
+    }
+
     /// Flow log records flushed by the workers.
     pub fn flow_sink(&self) -> &crate::flowlog::Sink {
         &self.flow_sink
@@ -227,6 +236,7 @@ impl Gateway {
             recording: false,
             record: RefCell::new(Vec::new()),
             flow_log: self.settings.flow_log_interval.map(|i| crate::flowlog::Table::new(enis, i)),
+            captured: Vec::with_capacity(capture::SNAPLEN),
         }
     }
 }
@@ -258,6 +268,8 @@ pub struct Pipeline {
     record: RefCell<Vec<record::Hop>>,
     /// This worker's flow log records of the current interval ([`crate::flowlog`]).
     flow_log: Option<crate::flowlog::Table>,
+    /// The head of the current packet as read, while a capture runs.
+    captured: Vec<u8>,
 }
 
 /// Noted during the walk, for the flow cache.
@@ -469,6 +481,27 @@ impl Pipeline {
     /// Runs one packet that arrived on `ingress` through the pipeline, in place.
     /// Afterwards, [`Pipeline::next_pending`] may have more packets to send.
     pub fn process(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Action {
+        if !self.gw.live.armed() && !self.gw.capture.armed() {
+            return self.process_packet(now, ingress, pkt);
+        }
+        self.process_tapped(now, ingress, pkt)
+    }
+
+    /// `process` while a live trace or a capture runs.
+    #[cold]
+    #[inline(never)]
+    fn process_tapped(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Action {
+        if !self.gw.capture.armed() {
+            return self.process_traced(now, ingress, pkt);
+        }
+        let before_len = pkt.len();
+        capture::keep_head(&mut self.captured, pkt.bytes());
+        let action = self.process_traced(now, ingress, pkt);
+        self.gw.capture.offer(now.nanos(), ingress, &self.captured, before_len, action, pkt.bytes());
+        action
+    }
+
+    fn process_traced(&mut self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf) -> Action {
         if !self.gw.live.armed() {
             return self.process_packet(now, ingress, pkt);
         }
