@@ -47,6 +47,10 @@ fn metrics_count_real_traffic_printed_and_served() {
     assert!(rx >= 3.0, "app's three echo requests: {rx}");
     assert!(m.contains_key("natgw_drops_total{reason=\"no_route\"}"), "every drop reason is listed");
     assert!(m.get("natgw_nat_gateway_mappings{nat_gateway=\"nat-1\"}").is_some_and(|v| *v >= 1.0), "{m:?}");
+    // The CloudWatch-named NAT metrics count exactly the three echoes each way.
+    for name in ["natgw_nat_packets_out_to_destination_total{}", "natgw_nat_packets_in_from_destination_total{}"] {
+        assert_eq!(m.get(name).copied(), Some(3.0), "{name}: {m:?}");
+    }
 
     // Served on the host's loopback, one scrape.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -65,8 +65,18 @@ pub fn render(s: &Stats) -> String {
         sg.get_or_create(&labels(&[("interface", name), ("direction", "inbound")])).inc_by(*inbound);
         sg.get_or_create(&labels(&[("interface", name), ("direction", "outbound")])).inc_by(*outbound);
     }
+    // The NAT gateway metrics, one each, under CloudWatch's meaning (summed
+    // over the NAT gateways: the workers count them together).
+    for (counter, v) in &t.nat {
+        let help = match crate::pipeline::counters::cloudwatch_name(counter) {
+            Some(cw) => format!("CloudWatch {cw}, all NAT gateways together"),
+            None => format!("NAT: {}, all NAT gateways together", counter.replace('_', " ")),
+        };
+        let c = Counter::<u64>::default();
+        c.inc_by(*v);
+        r.register(format!("nat_{counter}"), help, c);
+    }
     for (name, help, values) in [
-        ("nat_events", "NAT counters of all workers (RFC 7857's and AWS's names)", &t.nat),
         ("generated_packets", "Packets the gateway made itself (ICMP errors, RSTs)", &t.generated),
         ("flow_cache_events", "The workers' flow caches", &t.cache),
         ("io_events", "Reads, writes and their errors", &t.io),
@@ -76,14 +86,22 @@ pub fn render(s: &Stats) -> String {
             f.get_or_create(&labels(&[("event", event)])).inc_by(*v);
         }
     }
-    let sessions = family::<Gauge>(&mut r, "nat_gateway_sessions", "A NAT gateway's live sessions");
+    let sessions = family::<Gauge>(
+        &mut r,
+        "nat_gateway_sessions",
+        "A NAT gateway's live sessions, every protocol (CloudWatch ActiveConnectionCount counts TCP's)",
+    );
     let mappings = family::<Gauge>(&mut r, "nat_gateway_mappings", "A NAT gateway's live mappings");
     let ports = family::<Gauge>(
         &mut r,
         "nat_gateway_ports_in_use",
         "Ports in use (held down included), by Elastic IP and protocol",
     );
-    let idle = family::<Counter>(&mut r, "nat_gateway_idle_timeouts", "Sessions a NAT gateway ended as idle");
+    let idle = family::<Counter>(
+        &mut r,
+        "nat_gateway_idle_timeouts",
+        "Sessions a NAT gateway ended as idle (CloudWatch IdleTimeoutCount)",
+    );
     let early = family::<Counter>(&mut r, "nat_gateway_early_drops", "Sessions without a reply ended at a full table");
     for n in &s.nat {
         let l = labels(&[("nat_gateway", &n.name)]);
@@ -173,7 +191,8 @@ mod tests {
             "natgw_interface_transmit_bytes_total{interface=\"app\"} 900",
             "natgw_drops_total{reason=\"sg_deny\"} 4",
             "natgw_drops_total{reason=\"no_route\"} 0",
-            "natgw_nat_events_total{event=\"connection_attempts\"} 6",
+            "natgw_nat_connection_attempts_total 6",
+            "# HELP natgw_nat_connection_attempts CloudWatch ConnectionAttemptCount, all NAT gateways together.",
             "natgw_security_group_denied_packets_total{interface=\"app\",direction=\"inbound\"} 4",
             "natgw_nat_gateway_sessions{nat_gateway=\"nat-1\"} 3",
             "natgw_nat_gateway_ports_in_use{nat_gateway=\"nat-1\",elastic_ip=\"203.0.113.5\",protocol=\"tcp\"} 4",
@@ -182,6 +201,48 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_asks_only_for_metrics_natgw_exposes() {
+        let mut totals = crate::pipeline::Totals::sum(&["app".into()], [&crate::pipeline::Counters::new(1)]);
+        // Listed once an interface's groups denied something.
+        totals.sg_denied = vec![("app".into(), 0, 0)];
+        let text = render(&Stats {
+            uptime_secs: 1,
+            workers: 1,
+            offload: String::new(),
+            steering: String::new(),
+            per_worker: vec![1],
+            totals,
+            nat: vec![NatStatus {
+                name: "nat-1".into(),
+                public_ips: vec![],
+                profile: "aws".into(),
+                sessions: 0,
+                mappings: 0,
+                ports_in_use: vec![("203.0.113.5".into(), 6, 0)],
+                idle_timeouts: 0,
+                early_drops: 0,
+            }],
+            dns: None,
+        });
+        let exposed: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana/natgw.json")).expect("the dashboard is JSON");
+        let mut asked = 0;
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| w.starts_with("natgw_"))
+                {
+                    let family = word.strip_suffix("_total").unwrap_or(word);
+                    assert!(exposed.contains(&family), "the dashboard asks for {word}, natgw has {exposed:?}");
+                    asked += 1;
+                }
+            }
+        }
+        assert!(asked >= 10, "{asked}");
     }
 
     #[test]

@@ -231,21 +231,7 @@ pub fn stats(s: &Stats) -> String {
 
 /// The CloudWatch metric a counter stands for, or the counter's own name.
 fn aws_name(k: &str) -> String {
-    let aws = match k {
-        "packets_in_from_source" => "PacketsInFromSource",
-        "bytes_in_from_source" => "BytesInFromSource",
-        "packets_out_to_destination" => "PacketsOutToDestination",
-        "bytes_out_to_destination" => "BytesOutToDestination",
-        "packets_in_from_destination" => "PacketsInFromDestination",
-        "bytes_in_from_destination" => "BytesInFromDestination",
-        "packets_out_to_source" => "PacketsOutToSource",
-        "bytes_out_to_source" => "BytesOutToSource",
-        "connection_attempts" => "ConnectionAttemptCount",
-        "connections_established" => "ConnectionEstablishedCount",
-        "error_port_allocation" => "ErrorPortAllocation",
-        other => return other.to_string(),
-    };
-    aws.to_string()
+    crate::pipeline::counters::cloudwatch_name(k).unwrap_or(k).to_string()
 }
 
 /// `natgw routes`: each table as the AWS console lists it.

@@ -48,6 +48,24 @@ named_counters! {
     }
 }
 
+/// The AWS CloudWatch NAT gateway metric a [`NatCounters`] field stands for.
+pub fn cloudwatch_name(counter: &str) -> Option<&'static str> {
+    Some(match counter {
+        "packets_in_from_source" => "PacketsInFromSource",
+        "bytes_in_from_source" => "BytesInFromSource",
+        "packets_out_to_destination" => "PacketsOutToDestination",
+        "bytes_out_to_destination" => "BytesOutToDestination",
+        "packets_in_from_destination" => "PacketsInFromDestination",
+        "bytes_in_from_destination" => "BytesInFromDestination",
+        "packets_out_to_source" => "PacketsOutToSource",
+        "bytes_out_to_source" => "BytesOutToSource",
+        "connection_attempts" => "ConnectionAttemptCount",
+        "connections_established" => "ConnectionEstablishedCount",
+        "error_port_allocation" => "ErrorPortAllocation",
+        _ => return None,
+    })
+}
+
 named_counters! {
     /// Messages the gateway built itself.
     GeneratedCounters {
