@@ -284,3 +284,104 @@ impl Tracker {
             .map(|s| (s.orig, s.view(now_secs, self.of(&s))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tcp::flags;
+    use std::net::Ipv4Addr;
+
+    fn key(proto: u8, sport: u16) -> FlowKey {
+        FlowKey::new(proto, Ipv4Addr::new(10, 0, 1, 10), sport, Ipv4Addr::new(10, 0, 2, 20), 80)
+    }
+
+    #[test]
+    fn a_tracked_flow_is_found_both_ways_until_it_is_idle_too_long() {
+        let t = Tracker::new(Timeouts::security_groups(), 10);
+        let k = key(protocol::UDP, 5000);
+        assert_eq!(t.lookup(100, &k, 0, 60), None);
+        t.track(100, &k, 0, 60, 0).unwrap();
+        assert_eq!(t.lookup(101, &k.reply(), 0, 60), Some(Dir::Reply));
+        assert_eq!(t.lookup(101, &k, 0, 60), Some(Dir::Original));
+        // One request-response: 30 s.
+        assert!(!t.expire(131, 100));
+        assert_eq!(t.len(), 1);
+        assert!(!t.expire(133, 100));
+        assert_eq!((t.len(), t.lookup(133, &k, 0, 60)), (0, None));
+        assert_eq!(t.stats.expired.get(), 1);
+    }
+
+    #[test]
+    fn an_interfaces_own_timeouts_apply_to_the_flows_it_tracks() {
+        let own = Timeouts { tcp_established: 60, udp: 45, ..Timeouts::security_groups() };
+        let t = Tracker::new(Timeouts::security_groups(), 10).with_profiles(&[own]);
+        let (short, long) = (key(protocol::TCP, 6000), key(protocol::TCP, 6001));
+        for (k, profile) in [(short, 1), (long, 0)] {
+            t.track(0, &k, flags::SYN, 60, profile).unwrap();
+            t.lookup(0, &k.reply(), flags::SYN | flags::ACK, 60);
+            t.lookup(0, &k, flags::ACK, 60);
+        }
+        let u = key(protocol::UDP, 6002);
+        t.track(0, &u, 0, 60, 1).unwrap();
+        for now in 1..=62 {
+            t.expire(now, 100);
+        }
+        // Established 60 s on the interface's own set; AWS's 5 days otherwise.
+        assert_eq!(t.lookup(62, &short, flags::ACK, 60), None);
+        assert_eq!(t.lookup(62, &long, flags::ACK, 60), Some(Dir::Original));
+        assert_eq!(t.lookup(62, &u, 0, 60), None, "UDP after 45 s");
+        // An unknown profile falls back to the defaults.
+        let k = key(protocol::UDP, 6003);
+        t.track(100, &k, 0, 60, 9).unwrap();
+        t.expire(125, 100);
+        assert_eq!(t.lookup(125, &k, 0, 60), Some(Dir::Original));
+    }
+
+    #[test]
+    fn udp_streams_and_established_tcp_get_awss_longer_timeouts() {
+        let t = Tracker::new(Timeouts::security_groups(), 10);
+        let u = key(protocol::UDP, 5000);
+        t.track(0, &u, 0, 60, 0).unwrap();
+        for _ in 0..2 {
+            t.lookup(0, &u.reply(), 0, 60);
+            t.lookup(0, &u, 0, 60);
+        }
+        let c = key(protocol::TCP, 5001);
+        t.track(0, &c, flags::SYN, 60, 0).unwrap();
+        t.lookup(0, &c.reply(), flags::SYN | flags::ACK, 60);
+        t.lookup(0, &c, flags::ACK, 60);
+        for now in (30..=3600).step_by(30) {
+            t.expire(now, 100);
+        }
+        // The stream lived 180 s past its last packet; TCP is established.
+        assert_eq!(t.lookup(3600, &u, 0, 60), None);
+        assert_eq!(t.lookup(3600, &c, flags::ACK, 60), Some(Dir::Original));
+        let view = &t.flows(3600)[0].1;
+        assert_eq!(view.state.as_deref(), Some("ESTABLISHED"));
+        assert!(view.expires_in > 400_000);
+    }
+
+    #[test]
+    fn a_full_tracker_refuses_and_counts() {
+        let t = Tracker::new(Timeouts::security_groups(), 2);
+        t.track(0, &key(protocol::UDP, 1), 0, 1, 0).unwrap();
+        t.track(0, &key(protocol::UDP, 2), 0, 1, 0).unwrap();
+        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1, 0), Err(TrackError::Full));
+        // The same flow again is carried, not refused.
+        assert_eq!(t.track(0, &key(protocol::UDP, 2), 0, 1, 0), Ok(()));
+        assert_eq!(t.stats.refused.get(), 1);
+        assert_eq!(t.flush(), 2);
+        assert!(t.is_empty());
+        assert_eq!(t.track(0, &key(protocol::UDP, 3), 0, 1, 0), Ok(()));
+    }
+
+    #[test]
+    fn icmp_queries_are_tracked_by_identifier() {
+        let t = Tracker::new(Timeouts::security_groups(), 4);
+        let k = FlowKey::new(protocol::ICMP, Ipv4Addr::new(10, 0, 1, 10), 77, Ipv4Addr::new(10, 0, 2, 20), 77);
+        t.track(0, &k, 0, 84, 0).unwrap();
+        let reply = FlowKey::new(protocol::ICMP, Ipv4Addr::new(10, 0, 2, 20), 77, Ipv4Addr::new(10, 0, 1, 10), 77);
+        assert_eq!(t.lookup(1, &reply, 0, 84), Some(Dir::Reply));
+        assert!(t.contains(1, &k));
+    }
+}
