@@ -90,13 +90,28 @@ impl Captured {
         base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()
     }
 
+    /// `build::describe` of a kept head: one cut short (a packet longer than
+    /// the snap length) is described as if it ended there.
+    fn describe(s: &str, len: usize) -> String {
+        let mut b = Self::bytes(s);
+        if b.len() < len && b.len() >= 20 {
+            // At most the snap length: it fits.
+            let kept = b.len() as u16;
+            let mut ip = crate::wire::ipv4::Ipv4Packet::new_unchecked(&mut b[..]);
+            ip.set_total_len(kept);
+            ip.fill_checksum();
+            return format!("{} ({len} bytes, {} kept)", crate::wire::build::describe(&b), b.len());
+        }
+        crate::wire::build::describe(&b)
+    }
+
     /// One line: when, where, as read, as written.
     pub fn line(&self, wall: SystemTime) -> String {
         let t = humantime::format_rfc3339_micros(wall);
-        let before = crate::wire::build::describe(&Self::bytes(&self.before));
+        let before = Self::describe(&self.before, self.before_len);
         match &self.egress {
             Some(e) if self.outcome == "forwarded" => {
-                let after = crate::wire::build::describe(&Self::bytes(&self.after));
+                let after = Self::describe(&self.after, self.after_len);
                 if after == before {
                     format!("{t} {} -> {e}  {before}", self.ingress)
                 } else {
@@ -107,7 +122,7 @@ impl Captured {
                 "{t} {}  {before}  {}, out of {e}: {}",
                 self.ingress,
                 self.outcome,
-                crate::wire::build::describe(&Self::bytes(&self.after))
+                Self::describe(&self.after, self.after_len)
             ),
             None => format!("{t} {}  {before}  {}", self.ingress, self.outcome),
         }
@@ -241,27 +256,49 @@ pub fn run(socket: &std::path::Path, o: &Options, stop: &std::sync::atomic::Atom
         }
         None => None,
     };
-    ask(&Request::CaptureStart { target: o.target.clone(), filter })?;
+    let deadline = std::time::Instant::now()
+        .checked_add(Duration::from_secs(o.seconds))
+        .ok_or_else(|| format!("--seconds {}: too many", o.seconds))?;
+    let Reply::CaptureStarted { generation } = ask(&Request::CaptureStart { target: o.target.clone(), filter })? else {
+        return Err("the gateway answered something else".to_string());
+    };
     let what = if o.filter.is_empty() { String::new() } else { format!(" ({})", o.filter.join(" ")) };
     eprintln!("natgw capture: capturing {}{what}: up to {} packets or {} s", o.target, o.count, o.seconds);
-    let deadline = std::time::Instant::now() + Duration::from_secs(o.seconds);
     let mut sum = Summary { packets: 0, dropped: 0 };
+    let mut stdout = std::io::stdout();
+    let mut busy = 0;
     let result = (|| {
-        while sum.packets < o.count
-            && std::time::Instant::now() < deadline
-            && !stop.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            std::thread::sleep(Duration::from_millis(100));
-            let Reply::Captured { packets, dropped, now_ns } = ask(&Request::CaptureRead)? else {
-                return Err("the gateway answered something else".to_string());
+        let mut last = false;
+        while sum.packets < o.count && !last {
+            // One more read after the bound: what reached the ring since the last.
+            last = std::time::Instant::now() >= deadline || stop.load(std::sync::atomic::Ordering::Relaxed);
+            if !last {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let (packets, dropped, now_ns) = match ask(&Request::CaptureRead { generation }) {
+                Ok(Reply::Captured { packets, dropped, now_ns }) => (packets, dropped, now_ns),
+                Ok(_) => return Err("the gateway answered something else".to_string()),
+                // The gateway answers a few requests at once: ask again (the
+                // capture runs on for 5 s without an ask).
+                Err(e) if e.contains("try again") && busy < 20 => {
+                    busy += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
+            busy = 0;
             let answered = SystemTime::now();
             sum.dropped = dropped;
             for p in packets.iter().take((o.count - sum.packets) as usize) {
                 let wall = wall_time(p.t_ns, now_ns, answered);
                 match &mut file {
                     Some(f) => f.write(p, wall)?,
-                    None => println!("{}", p.line(wall)),
+                    None => match writeln!(stdout, "{}", p.line(wall)) {
+                        Ok(()) => {}
+                        // The reader went away (`| head`): stop as asked.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        Err(e) => return Err(format!("writing: {e}")),
+                    },
                 }
                 sum.packets += 1;
             }
@@ -271,7 +308,7 @@ pub fn run(socket: &std::path::Path, o: &Options, stop: &std::sync::atomic::Atom
         }
         Ok(())
     })();
-    let _ = ask(&Request::CaptureStop);
+    let _ = ask(&Request::CaptureStop { generation });
     result.map(|()| sum)
 }
 

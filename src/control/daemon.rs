@@ -443,9 +443,9 @@ fn reaper(s: &Shared) {
         if s.gw.events().armed() && now > s.events_asked.load(Ordering::Relaxed).saturating_add(5) {
             s.gw.events().arm(false);
         }
-        if s.gw.capture().armed() && now > s.capture_asked.load(Ordering::Relaxed).saturating_add(5) {
+        if s.gw.capture().armed() && now > s.capture_asked.load(Ordering::Acquire).saturating_add(5) {
             tracing::info!("a capture's reader went away: capture stopped");
-            s.gw.capture().disarm();
+            s.gw.capture().disarm(None);
         }
         for nat in s.gw.nats() {
             // Bounded passes: yield between them so the slow path gets the lock.
@@ -590,37 +590,36 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             Reply::Flows(Box::new(super::views::flows(&s.gw, &totals, now.secs(), *limit as usize, *with_closing)))
         }
         Request::CaptureStart { target, filter } => {
-            if s.gw.capture().armed() {
-                return Reply::Error {
-                    message: "a capture is running already (one at a time; it stops 5 s after its reader does)".into(),
-                };
-            }
             let igw = s.vpc.lock().igw_name.clone();
             match super::capture::select(&topo, &igw, target) {
                 Ok(select) => {
-                    s.capture_asked.store(now.secs(), Ordering::Relaxed);
-                    s.gw.capture().arm(select, filter.clone());
-                    Reply::Ok
+                    s.capture_asked.store(now.secs(), Ordering::Release);
+                    match s.gw.capture().try_arm(select, filter.clone()) {
+                        Some(generation) => Reply::CaptureStarted { generation },
+                        None => Reply::Error {
+                            message: "a capture is running already (one at a time; it stops 5 s after its reader does)"
+                                .into(),
+                        },
+                    }
                 }
                 Err(message) => Reply::Error { message },
             }
         }
-        Request::CaptureRead => {
-            if !s.gw.capture().armed() {
-                return Reply::Error {
-                    message: "no capture is running (it stops 5 s after its reader last asked)".into(),
-                };
-            }
-            s.capture_asked.store(now.secs(), Ordering::Relaxed);
-            let packets = s.gw.capture().take().iter().map(|r| super::capture::Captured::of(r, &topo)).collect();
-            Reply::Captured {
-                packets,
-                dropped: s.gw.capture().dropped.load(Ordering::Relaxed),
-                now_ns: s.clock.now().nanos(),
+        Request::CaptureRead { generation } => {
+            s.capture_asked.store(now.secs(), Ordering::Release);
+            match s.gw.capture().take(*generation) {
+                Some(records) => Reply::Captured {
+                    packets: records.iter().map(|r| super::capture::Captured::of(r, &topo)).collect(),
+                    dropped: s.gw.capture().dropped.load(Ordering::Relaxed),
+                    now_ns: s.clock.now().nanos(),
+                },
+                None => {
+                    Reply::Error { message: "this capture has ended (it stops 5 s after its reader last asked)".into() }
+                }
             }
         }
-        Request::CaptureStop => {
-            s.gw.capture().disarm();
+        Request::CaptureStop { generation } => {
+            s.gw.capture().disarm(Some(*generation));
             Reply::Ok
         }
         Request::Ports => Reply::Ports { nat: s.gw.nats().iter().map(|n| n.port_report()).collect() },

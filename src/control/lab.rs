@@ -73,6 +73,8 @@ pub enum LabError {
     Netns(#[from] netns::NetnsError),
     #[error("the gateway did not start: {reason}\n--- gateway log ({log}) ---\n{tail}")]
     GatewayFailed { reason: String, log: String, tail: String },
+    #[error("the lab's page: {0}")]
+    Web(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -208,6 +210,11 @@ pub fn up(o: &UpOptions) -> Result<(LabState, Vpc), LabError> {
     }
     if !is_root() {
         return Err(LabError::NotRoot);
+    }
+    if let Some(at) = o.web {
+        super::web::loopback_only(at, "the lab's page").map_err(LabError::Web)?;
+        // Taken already (another lab's page?): say so before building anything.
+        std::net::TcpListener::bind(at).map_err(|e| LabError::Web(format!("--web {at}: {e}")))?;
     }
     let vpc = config::parse(&o.config.0, &o.config.1)?;
     cleanup_leftovers();
@@ -355,13 +362,9 @@ fn start(state: &mut LabState, o: &UpOptions, vpc: &Vpc) -> Result<(), LabError>
 }
 
 /// Starts `natgw web` for the lab on `at` (a loopback address of the root
-/// namespace: it listens and changes nothing) and waits until it answers.
+/// namespace, checked by `up`: it listens and changes nothing) and waits
+/// until it answers.
 fn start_web(state: &mut LabState, exe: &Path, at: std::net::SocketAddr) -> Result<(), LabError> {
-    super::web::loopback_only(at, "the lab's page").map_err(|e| LabError::GatewayFailed {
-        reason: e,
-        log: String::new(),
-        tail: String::new(),
-    })?;
     let log_path = LabState::dir(&state.name).join("web.log");
     let log = std::fs::File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
     let log2 = log.try_clone().map_err(io_err("log file"))?;
@@ -379,26 +382,25 @@ fn start_web(state: &mut LabState, exe: &Path, at: std::net::SocketAddr) -> Resu
         .map_err(io_err(format!("starting {} web", exe.display())))?;
     state.web_pid = Some(child.id());
     state.save()?;
+    let failed = |why: String| {
+        let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+        LabError::Web(format!("{why}\n--- its log ({}) ---\n{tail}", log_path.display()))
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(LabError::GatewayFailed {
-                reason: format!("natgw web on {at} exited with {status}"),
-                log: log_path.display().to_string(),
-                tail,
-            });
+            // Reaped: its pid may be anyone's now.
+            state.web_pid = None;
+            let _ = state.save();
+            return Err(failed(format!("natgw web on {at} exited with {status}")));
         }
-        if std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)).is_ok() {
+        // Listening, and it is ours: it writes its banner once bound.
+        let banner = std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("natgw web: serving"));
+        if banner && std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(LabError::GatewayFailed {
-                reason: format!("natgw web did not listen on {at} after 10 s"),
-                log: log_path.display().to_string(),
-                tail: std::fs::read_to_string(&log_path).unwrap_or_default(),
-            });
+            return Err(failed(format!("natgw web did not listen on {at} after 10 s")));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

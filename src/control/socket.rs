@@ -73,10 +73,14 @@ pub enum Request {
         target: String,
         filter: crate::pipeline::live::Filter,
     },
-    /// The packets captured since the last ask (asking keeps the capture
-    /// running for 5 s).
-    CaptureRead,
-    CaptureStop,
+    /// The packets capture `generation` took since the last ask (asking
+    /// keeps it running for 5 s).
+    CaptureRead {
+        generation: u64,
+    },
+    CaptureStop {
+        generation: u64,
+    },
     /// What the current VPC would do with a packet (no state is touched).
     Trace {
         query: crate::control::trace::Query,
@@ -166,6 +170,10 @@ pub enum Reply {
         nat: Vec<crate::nat::gateway::PortReport>,
     },
     Topology(Box<crate::control::views::TopologyView>),
+    /// A capture started: its generation names it in later requests.
+    CaptureStarted {
+        generation: u64,
+    },
     Captured {
         packets: Vec<crate::control::capture::Captured>,
         /// Packets selected while the gateway's ring was full.

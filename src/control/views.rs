@@ -147,7 +147,8 @@ pub struct FlowsView {
     /// Of both, TCP flows after a FIN or a RST (still held until their
     /// timeout; listed only when asked for).
     pub closing: usize,
-    /// The newest `limit` of each kind, newest first.
+    /// The newest `limit` NAT sessions (over all NAT gateways), then the
+    /// newest `limit` other tracked flows, each newest first.
     pub flows: Vec<FlowRow>,
     pub pools: Vec<PoolRow>,
     /// Every drop reason with its count (also 0).
@@ -199,6 +200,9 @@ pub fn flows(gw: &Gateway, totals: &Totals, now_secs: u32, limit: usize, with_cl
             });
         }
     }
+    // The newest `limit` over all NAT gateways.
+    rows.sort_by_key(|r| r.age);
+    rows.truncate(limit);
     // A flow a NAT gateway translates is listed once, as its session.
     let tracked = gw.tracker().newest(now_secs, limit, with_closing, |k| super::flows::nat_rewrite(gw, k).is_none());
     closing += tracked.closing;

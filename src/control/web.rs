@@ -19,7 +19,8 @@ const PAGE: &str = include_str!("web/page.html");
 /// Requests answered at once (an event stream holds one while it lasts).
 const MAX_REQUESTS: usize = 48;
 /// Event streams open at once (a page that went away holds its stream
-/// until a write fails, up to two seconds).
+/// until a write fails, up to two seconds; a client that stops reading
+/// holds it until the connection ends).
 const MAX_STREAMS: usize = 32;
 /// Flows a page lists of each kind unless it asks for fewer or more.
 const DEFAULT_LIMIT: u32 = 200;
@@ -27,6 +28,7 @@ const DEFAULT_LIMIT: u32 = 200;
 /// What `natgw web` serves.
 pub struct Web {
     socket: PathBuf,
+    listen: SocketAddr,
     stop: AtomicBool,
     streams: AtomicUsize,
 }
@@ -52,7 +54,7 @@ pub fn serve(listen: SocketAddr, socket: &Path, count: Option<u64>) -> Result<()
     loopback_only(listen, "its page")?;
     let server = tiny_http::Server::http(listen).map_err(|e| format!("--listen {listen}: {e}"))?;
     eprintln!("natgw web: serving http://{listen}/ (the page), /events, /metrics");
-    let web = Web { socket: socket.to_path_buf(), stop: AtomicBool::new(false), streams: AtomicUsize::new(0) };
+    let web = Web { socket: socket.to_path_buf(), listen, stop: AtomicBool::new(false), streams: AtomicUsize::new(0) };
     let busy = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for (served, req) in (1u64..).zip(server.incoming_requests()) {
@@ -81,12 +83,8 @@ pub fn serve(listen: SocketAddr, socket: &Path, count: Option<u64>) -> Result<()
 fn respond(req: tiny_http::Request, (status, kind, body): Answer) {
     let header = tiny_http::Header::from_bytes("Content-Type", kind).expect("a constant header is valid");
     let no_store = tiny_http::Header::from_bytes("Cache-Control", "no-store").expect("a constant header is valid");
-    let mut reply =
+    let reply =
         tiny_http::Response::from_string(body).with_status_code(status).with_header(header).with_header(no_store);
-    if status == 503 {
-        // A client told to come back later does not wait on this connection.
-        reply.add_header(tiny_http::Header::from_bytes("Connection", "close").expect("a constant header is valid"));
-    }
     if let Err(e) = req.respond(reply) {
         tracing::debug!(error = %e, "a reply failed");
     }
@@ -119,6 +117,15 @@ fn limit(p: &[(String, String)]) -> Result<u32, String> {
 }
 
 impl Web {
+    /// The Host header names the address listened on (`127.0.0.1:PORT`,
+    /// `localhost:PORT`); a request without one (HTTP/1.0) is let through.
+    fn host_allowed(&self, headers: &[tiny_http::Header]) -> bool {
+        let Some(h) = headers.iter().find(|h| h.field.equiv("Host")) else { return true };
+        let port = self.listen.port();
+        let host = h.value.as_str();
+        host == self.listen.to_string() || host == format!("localhost:{port}")
+    }
+
     fn ask(&self, req: &Request) -> Result<Reply, String> {
         match socket::request(&self.socket, req) {
             Ok(Reply::Error { message }) => Err(message),
@@ -139,6 +146,11 @@ impl Web {
     fn handle(&self, req: tiny_http::Request) {
         if *req.method() != tiny_http::Method::Get {
             return respond(req, (405, TEXT, "natgw web answers GET only\n".into()));
+        }
+        // Only a browser that asked for this address: a page elsewhere that
+        // renamed itself to 127.0.0.1 (DNS rebinding) gets nothing.
+        if !self.host_allowed(req.headers()) {
+            return respond(req, (421, TEXT, format!("natgw web answers for {} only\n", self.listen)));
         }
         let url = req.url().to_string();
         let path = url.split('?').next().unwrap_or("");
@@ -191,10 +203,12 @@ impl Web {
             Ok(q) => q,
             Err(e) => return (400, TEXT, format!("{e} (the trace takes src, dst, proto, port, sport)\n")),
         };
-        match self.ask(&Request::Trace { query }) {
+        match socket::request(&self.socket, &Request::Trace { query }) {
             Ok(Reply::Trace { report }) => (200, TEXT, super::trace::render(&report)),
+            // The gateway refused the query: a bad address, name or protocol.
+            Ok(Reply::Error { message }) => (400, TEXT, format!("{message}\n")),
             Ok(_) => (502, TEXT, "the gateway answered something else\n".into()),
-            Err(e) => (400, TEXT, format!("{e}\n")),
+            Err(e) => (503, TEXT, format!("the gateway did not answer: {e}\n")),
         }
     }
 
@@ -259,6 +273,21 @@ mod tests {
         assert_eq!(limit(&params("/events?limit=5")), Ok(5));
         assert!(limit(&params("/events?limit=0")).unwrap_err().contains("1 to 1000"));
         assert!(limit(&params("/events?limit=x")).is_err());
+    }
+
+    #[test]
+    fn only_requests_for_the_address_listened_on_are_answered() {
+        let web = Web {
+            socket: PathBuf::new(),
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            stop: AtomicBool::new(false),
+            streams: AtomicUsize::new(0),
+        };
+        let host = |v: &str| vec![tiny_http::Header::from_bytes("Host", v).unwrap()];
+        assert!(web.host_allowed(&host("127.0.0.1:8080")) && web.host_allowed(&host("localhost:8080")));
+        assert!(!web.host_allowed(&host("attacker.example:8080")), "DNS rebinding");
+        assert!(!web.host_allowed(&host("127.0.0.1:9090")));
+        assert!(web.host_allowed(&[]), "HTTP/1.0 without Host");
     }
 
     #[test]

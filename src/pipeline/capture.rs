@@ -15,7 +15,7 @@ use super::action::{Action, DropReason};
 use super::live::Filter;
 use super::topology::IfId;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 
 /// Bytes kept of each packet (a larger one, a TSO super-packet say, is
 /// truncated; its length is kept).
@@ -96,23 +96,39 @@ impl Record {
     }
 }
 
+/// What a capture takes, read by the workers without a lock.
+#[derive(Debug)]
+struct Spec {
+    select: Select,
+    filter: Filter,
+}
+
 #[derive(Debug, Default)]
 struct Ring {
-    select: Option<Select>,
-    filter: Filter,
     slots: Vec<Record>,
     len: usize,
+    /// Which capture this is (a reader names it in every request).
+    generation: u64,
 }
 
 /// The gateway's capture.
 #[derive(Debug, Default)]
 pub struct Capture {
     armed: AtomicBool,
+    spec: arc_swap::ArcSwapOption<Spec>,
     ring: Mutex<Ring>,
     /// Packets selected while the ring was full.
     pub dropped: AtomicU64,
-    /// Packets taken.
-    pub taken: AtomicU64,
+}
+
+/// What the capture decided on the whole packet as read, before the walk
+/// rewrote it (the kept head may be too short to parse).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Before {
+    /// Taken whatever becomes of it (its ingress, or a NAT gateway's Elastic IP).
+    picked: bool,
+    /// The filter matches it.
+    matches: bool,
 }
 
 /// Copies `b`'s head into `into` (its capacity is [`SNAPLEN`]: no allocation).
@@ -121,26 +137,39 @@ pub fn keep_head(into: &mut Vec<u8>, b: &[u8]) {
     into.extend_from_slice(&b[..b.len().min(SNAPLEN)]);
 }
 
+/// The source (`src`) or destination address of an IPv4 packet.
+fn addr(b: &[u8], src: bool) -> Option<u32> {
+    crate::wire::build::fields(b).map(|(_, s, d, _, _)| u32::from_be_bytes(if src { s } else { d }))
+}
+
 impl Capture {
-    /// Starts capturing what `select` and `filter` pick (the ring is made here).
-    pub fn arm(&self, select: Select, filter: Filter) {
+    /// Starts capturing what `select` and `filter` pick (the ring is made
+    /// here), unless a capture runs already. Returns the new capture's
+    /// generation.
+    pub fn try_arm(&self, select: Select, filter: Filter) -> Option<u64> {
         let mut r = self.ring.lock();
+        if self.armed() {
+            return None;
+        }
         if r.slots.len() != RING {
             r.slots = (0..RING).map(|_| Record::empty()).collect();
         }
         r.len = 0;
-        r.select = Some(select);
-        r.filter = filter;
+        r.generation += 1;
+        self.spec.store(Some(std::sync::Arc::new(Spec { select, filter })));
         self.dropped.store(0, Relaxed);
-        self.taken.store(0, Relaxed);
-        self.armed.store(true, Relaxed);
+        self.armed.store(true, Release);
+        Some(r.generation)
     }
 
-    /// Stops capturing and frees the ring.
-    pub fn disarm(&self) {
-        self.armed.store(false, Relaxed);
+    /// Stops capture `generation` (any, if None) and frees the ring.
+    pub fn disarm(&self, generation: Option<u64>) {
         let mut r = self.ring.lock();
-        r.select = None;
+        if generation.is_some_and(|g| g != r.generation) {
+            return;
+        }
+        self.armed.store(false, Release);
+        self.spec.store(None);
         r.slots = Vec::new();
         r.len = 0;
     }
@@ -150,30 +179,52 @@ impl Capture {
         self.armed.load(Relaxed)
     }
 
-    /// Offers a packet read on `ingress` as `before` (its head; `before_len`
-    /// its length) that became `action`, the buffer now holding `after`.
-    pub fn offer(&self, t_ns: u64, ingress: IfId, before: &[u8], before_len: usize, action: Action, after: &[u8]) {
-        let outcome = Outcome::of(action);
-        let written = outcome.egress().is_some();
-        let mut r = self.ring.lock();
-        let Some(select) = &r.select else { return };
-        let picked = match select {
-            Select::Interface(i) => ingress == *i || outcome.egress() == Some(*i),
+    /// The decisions on packet `b`, read on `ingress`, before the walk.
+    pub fn before(&self, ingress: IfId, b: &[u8]) -> Before {
+        let spec = self.spec.load();
+        let Some(spec) = spec.as_ref() else { return Before::default() };
+        let picked = match &spec.select {
+            Select::Interface(i) => ingress == *i,
             Select::Nat { internet, elastic_ips } => {
-                let field = |b: &[u8], src: bool| {
-                    crate::wire::build::fields(b).map(|(_, s, d, _, _)| u32::from_be_bytes(if src { s } else { d }))
-                };
-                (ingress == *internet && field(before, false).is_some_and(|a| elastic_ips.contains(&a)))
-                    || (outcome.egress() == Some(*internet)
-                        && written
-                        && field(after, true).is_some_and(|a| elastic_ips.contains(&a)))
+                ingress == *internet && addr(b, false).is_some_and(|a| elastic_ips.contains(&a))
             }
         };
-        if !picked || !(r.filter.matches(before) || (written && r.filter.matches(after))) {
+        Before { picked, matches: spec.filter.matches(b) }
+    }
+
+    /// Offers a packet read on `ingress` (`before` its head, `before_len`
+    /// its length, `pre` what [`Capture::before`] said) that became
+    /// `action`, the buffer now holding `after`.
+    #[allow(clippy::too_many_arguments)] // one call site, the packet path's
+    pub fn offer(
+        &self,
+        t_ns: u64,
+        ingress: IfId,
+        before: &[u8],
+        before_len: usize,
+        pre: Before,
+        action: Action,
+        after: &[u8],
+    ) {
+        let spec = self.spec.load();
+        let Some(spec) = spec.as_ref() else { return };
+        let outcome = Outcome::of(action);
+        let egress = outcome.egress();
+        let picked = pre.picked
+            || match &spec.select {
+                Select::Interface(i) => egress == Some(*i),
+                Select::Nat { internet, elastic_ips } => {
+                    egress == Some(*internet) && addr(after, true).is_some_and(|a| elastic_ips.contains(&a))
+                }
+            };
+        if !picked || !(pre.matches || (egress.is_some() && spec.filter.matches(after))) {
             return;
         }
+        let mut r = self.ring.lock();
         if r.len == r.slots.len() {
-            self.dropped.fetch_add(1, Relaxed);
+            if !r.slots.is_empty() {
+                self.dropped.fetch_add(1, Relaxed);
+            }
             return;
         }
         let i = r.len;
@@ -184,23 +235,26 @@ impl Capture {
         rec.outcome = outcome;
         keep_head(&mut rec.before, before);
         rec.before_len = before_len;
-        if written {
+        if egress.is_some() {
             keep_head(&mut rec.after, after);
             rec.after_len = after.len();
         } else {
             rec.after.clear();
             rec.after_len = 0;
         }
-        self.taken.fetch_add(1, Relaxed);
     }
 
-    /// The records taken since the last call, oldest first (copied out: the
-    /// ring's buffers stay for the workers).
-    pub fn take(&self) -> Vec<Record> {
+    /// The records of capture `generation` taken since the last call, oldest
+    /// first (copied out under the lock: the ring's buffers stay for the
+    /// workers), or None if that capture has ended.
+    pub fn take(&self, generation: u64) -> Option<Vec<Record>> {
         let mut r = self.ring.lock();
+        if r.generation != generation || !self.armed() {
+            return None;
+        }
         let n = r.len;
         r.len = 0;
-        r.slots[..n].to_vec()
+        Some(r.slots[..n].to_vec())
     }
 }
 
@@ -214,27 +268,60 @@ mod tests {
         let c = Capture::default();
         let out = build::probe(17, [10, 0, 1, 10], [198, 51, 100, 10], 5000, 7, 0);
         let translated = build::probe(17, [203, 0, 113, 5], [198, 51, 100, 10], 40000, 7, 0);
+        let reply = build::probe(17, [198, 51, 100, 10], [203, 0, 113, 5], 7, 40000, 0);
         let other = build::probe(17, [10, 0, 0, 10], [198, 51, 100, 10], 5000, 7, 0);
         let nat = u32::from_be_bytes([203, 0, 113, 5]);
-        c.arm(Select::Nat { internet: 3, elastic_ips: vec![nat] }, Filter::default());
-        c.offer(1, 0, &out, out.len(), Action::Forward(3), &translated);
+        let offer =
+            |t, ingress, b: &[u8], a, after: &[u8]| c.offer(t, ingress, b, b.len(), c.before(ingress, b), a, after);
+        let g = c.try_arm(Select::Nat { internet: 3, elastic_ips: vec![nat] }, Filter::default()).unwrap();
+        assert!(c.try_arm(Select::Interface(0), Filter::default()).is_none(), "one capture at a time");
+        offer(1, 0, &out, Action::Forward(3), &translated);
         // Through the internet gateway, not the NAT: not nat-1's.
-        c.offer(2, 1, &other, other.len(), Action::Forward(3), &other);
+        offer(2, 1, &other, Action::Forward(3), &other);
         // Dropped on the way out: nothing was written from the Elastic IP.
-        c.offer(3, 0, &out, out.len(), Action::Drop(DropReason::SgDeny), &out);
-        let got = c.take();
-        assert_eq!(got.len(), 1);
-        assert_eq!((got[0].t_ns, got[0].ingress, got[0].outcome), (1, 0, Outcome::Forwarded(3)));
+        offer(3, 0, &out, Action::Drop(DropReason::SgDeny), &out);
+        // The reply, read for the Elastic IP, even if it is then dropped.
+        offer(4, 3, &reply, Action::Drop(DropReason::AclDeny), &reply);
+        let got = c.take(g).unwrap();
+        assert_eq!(got.iter().map(|r| r.t_ns).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!((got[0].ingress, got[0].outcome), (0, Outcome::Forwarded(3)));
         assert_eq!((got[0].before.as_slice(), got[0].after.as_slice()), (&out[..], &translated[..]));
+        assert!(got[1].after.is_empty());
+        c.disarm(Some(g + 1));
+        assert!(c.armed(), "another capture's stop leaves this one running");
 
-        c.arm(Select::Interface(0), Filter::parse(&["port".into(), "7".into()]).unwrap());
+        c.disarm(Some(g));
+        let g = c.try_arm(Select::Interface(0), Filter::parse(&["port".into(), "7".into()]).unwrap()).unwrap();
         for t in 0..RING as u64 + 5 {
-            c.offer(t, 0, &out, out.len(), Action::Drop(DropReason::SgDeny), &out);
+            offer(t, 0, &out, Action::Drop(DropReason::SgDeny), &out);
         }
-        assert_eq!((c.take().len(), c.dropped.load(Relaxed)), (RING, 5), "the full ring counts what it refuses");
-        assert_eq!(c.take().len(), 0, "taken once");
-        c.disarm();
-        c.offer(9, 0, &out, out.len(), Action::Forward(3), &translated);
-        assert!(!c.armed() && c.take().is_empty());
+        assert_eq!(
+            (c.take(g).unwrap().len(), c.dropped.load(Relaxed)),
+            (RING, 5),
+            "the full ring counts what it refuses"
+        );
+        assert_eq!(c.take(g).unwrap().len(), 0, "taken once");
+        assert!(c.take(g - 1).is_none(), "an ended capture's reader gets nothing");
+        c.disarm(None);
+        offer(9, 0, &out, Action::Forward(3), &translated);
+        assert!(!c.armed() && c.take(g).is_none());
+    }
+
+    #[test]
+    fn a_packet_longer_than_the_kept_head_is_selected_and_filtered_as_read() {
+        let c = Capture::default();
+        let mut big = build::probe(17, [198, 51, 100, 10], [203, 0, 113, 5], 7, 40000, 0);
+        big.resize(SNAPLEN + 1000, 0);
+        let mut ip = crate::wire::ipv4::Ipv4Packet::new_unchecked(&mut big[..]);
+        ip.set_total_len((SNAPLEN + 1000) as u16);
+        ip.fill_checksum();
+        let fixed = big;
+        let nat = u32::from_be_bytes([203, 0, 113, 5]);
+        let g = c.try_arm(Select::Nat { internet: 3, elastic_ips: vec![nat] }, Filter::parse(&["udp".into()]).unwrap());
+        let mut head = Vec::with_capacity(SNAPLEN);
+        keep_head(&mut head, &fixed);
+        c.offer(1, 3, &head, fixed.len(), c.before(3, &fixed), Action::Drop(DropReason::AclDeny), &fixed);
+        let got = c.take(g.unwrap()).unwrap();
+        assert_eq!((got.len(), got[0].before.len(), got[0].before_len), (1, SNAPLEN, SNAPLEN + 1000));
     }
 }

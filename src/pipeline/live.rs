@@ -49,7 +49,12 @@ impl Filter {
         Ok(f)
     }
 
+    /// Whether packet `b` matches; an empty filter matches every packet,
+    /// also one that does not parse.
     pub fn matches(&self, b: &[u8]) -> bool {
+        if *self == Filter::default() {
+            return true;
+        }
         let Some((proto, src, dst, sport, dport)) = build::fields(b) else { return false };
         let (src, dst) = (u32::from_be_bytes(src), u32::from_be_bytes(dst));
         self.proto.is_none_or(|p| p == proto)

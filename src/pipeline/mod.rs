@@ -495,9 +495,10 @@ impl Pipeline {
             return self.process_traced(now, ingress, pkt);
         }
         let before_len = pkt.len();
+        let pre = self.gw.capture.before(ingress, pkt.bytes());
         capture::keep_head(&mut self.captured, pkt.bytes());
         let action = self.process_traced(now, ingress, pkt);
-        self.gw.capture.offer(now.nanos(), ingress, &self.captured, before_len, action, pkt.bytes());
+        self.gw.capture.offer(now.nanos(), ingress, &self.captured, before_len, pre, action, pkt.bytes());
         action
     }
 
