@@ -803,10 +803,14 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let v = load(file.as_deref())?;
             let took = t.elapsed();
             println!(
-                "{}: VPC {} ({}), {} subnets, {} hosts, {} NAT gateways, {} route tables, {} network ACLs: OK",
+                "{}: {} {}{}, {} subnets, {} hosts, {} NAT gateways, {} route tables, {} network ACLs: OK",
                 file.as_ref().map_or("default lab".to_string(), |p| p.display().to_string()),
-                v.name,
-                v.parts.vpc_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                if v.parts.vpcs.len() > 1 { "VPCs" } else { "VPC" },
+                v.parts.vpcs.iter().map(|x| format!("{} ({})", x.name, x.cidr)).collect::<Vec<_>>().join(", "),
+                match v.parts.peerings.len() {
+                    0 => String::new(),
+                    n => format!(", {n} peerings"),
+                },
                 v.parts.subnets.len(),
                 v.parts.hosts.len(),
                 v.nats.len(),

@@ -14,16 +14,26 @@ pub struct FlowKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
+    /// The connection tracking zone (netfilter's term): VPCs that are not
+    /// connected have their own, so one 5-tuple in two of them is two flows.
+    /// 0 for the first VPC and for NAT gateways' tables (each its VPC's).
+    #[serde(default)]
+    pub zone: u16,
 }
 
 impl FlowKey {
     pub fn new(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
-        FlowKey { src: u32::from(src), dst: u32::from(dst), sport, dport, proto }
+        FlowKey { src: u32::from(src), dst: u32::from(dst), sport, dport, proto, zone: 0 }
+    }
+
+    /// The same flow in zone `zone`.
+    pub fn in_zone(self, zone: u16) -> FlowKey {
+        FlowKey { zone, ..self }
     }
 
     /// The key of a packet travelling the other way.
     pub fn reply(&self) -> FlowKey {
-        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto }
+        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
     }
 
     /// The key of replies once this flow's source is translated to
@@ -31,7 +41,7 @@ impl FlowKey {
     /// ports, so both carry the external identifier.
     pub fn reply_via(&self, ext_addr: u32, ext_port: u16) -> FlowKey {
         let sport = if self.proto == crate::wire::ipv4::protocol::ICMP { ext_port } else { self.dport };
-        FlowKey { src: self.dst, dst: ext_addr, sport, dport: ext_port, proto: self.proto }
+        FlowKey { src: self.dst, dst: ext_addr, sport, dport: ext_port, ..*self }
     }
 
     pub fn src_addr(&self) -> Ipv4Addr {
@@ -57,7 +67,12 @@ impl Hash for FlowKey {
     /// Two word writes instead of five field writes: the hasher is the cost here.
     fn hash<H: Hasher>(&self, h: &mut H) {
         h.write_u64((u64::from(self.src) << 32) | u64::from(self.dst));
-        h.write_u64((u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto));
+        h.write_u64(
+            (u64::from(self.zone) << 48)
+                | (u64::from(self.sport) << 32)
+                | (u64::from(self.dport) << 16)
+                | u64::from(self.proto),
+        );
     }
 }
 

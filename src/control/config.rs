@@ -8,7 +8,7 @@ use crate::acl::{Acl, AclRule, RuleAction, RuleProtocol};
 use crate::conntrack::{Profile, Timeouts};
 use crate::nat::ports::PortPolicy;
 use crate::nat::{ExhaustionReply, Filtering, Mapping, NatConfig};
-use crate::pipeline::topology::{Host, NatGatewayInfo, Subnet, TopologyParts};
+use crate::pipeline::topology::{Host, NatGatewayInfo, Subnet, TopologyParts, VpcId};
 use crate::route::{Prefix, Route, RouteState, RouteTable, Target};
 use crate::wire::checksum::Delta;
 use serde::Deserialize;
@@ -22,6 +22,10 @@ mod conntrack;
 mod dns;
 mod endpoints;
 mod groups;
+mod targets;
+mod vpcs;
+
+pub use targets::{TargetError, Targets};
 
 pub use dns::{DnsSettings, zone_of};
 pub use endpoints::{EndpointKind, EndpointSettings, ServiceSettings, prefix_list_id};
@@ -59,6 +63,11 @@ type S = Spanned<String>;
 #[serde(deny_unknown_fields)]
 struct File {
     vpc: VpcSection,
+    /// More VPCs, after the `[vpc]` section's.
+    #[serde(default)]
+    vpcs: Vec<vpcs::MoreVpcSection>,
+    #[serde(default)]
+    peerings: Vec<vpcs::PeeringSection>,
     #[serde(default)]
     gateway: GatewaySection,
     internet: Option<InternetSection>,
@@ -177,6 +186,8 @@ struct IgwSection {
 #[serde(deny_unknown_fields)]
 struct SubnetSection {
     name: S,
+    /// Its VPC (default: the `[vpc]` section's).
+    vpc: Option<S>,
     cidr: S,
     route_table: Option<S>,
     network_acl: Option<S>,
@@ -257,6 +268,8 @@ struct TimeoutOverrides {
 #[serde(deny_unknown_fields)]
 struct RouteTableSection {
     name: S,
+    /// Its VPC (default: the `[vpc]` section's).
+    vpc: Option<S>,
     #[serde(default)]
     main: bool,
     #[serde(default)]
@@ -285,6 +298,8 @@ struct RouteSection {
 #[serde(deny_unknown_fields)]
 struct AclSection {
     name: S,
+    /// Its VPC (default: the `[vpc]` section's).
+    vpc: Option<S>,
     #[serde(default)]
     inbound: Vec<RuleSection>,
     #[serde(default)]
@@ -356,8 +371,10 @@ pub struct Vpc {
     /// One per interface, in interface order (hosts, then the internet).
     pub attachments: Vec<Attachment>,
     pub gateway: GatewaySettings,
-    /// The main route table, if the file has one.
+    /// The first VPC's main route table, if the file has one.
     pub main_table: Option<usize>,
+    /// Each route table's VPC, in table order.
+    pub table_vpcs: Vec<VpcId>,
     /// The internet gateway's name (a route target).
     pub igw_name: String,
     /// Things that load but are probably mistakes (stateless ACLs without the
@@ -508,14 +525,10 @@ fn size_ok(p: &Prefix) -> bool {
 }
 
 fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
-    let vpc = cx.prefix(&f.vpc.cidr, "VPC CIDR")?;
-    if !size_ok(&vpc) {
-        return Err(cx.err(
-            f.vpc.cidr.span(),
-            format!("VPC CIDR {vpc} is /{}; AWS allows /16 to /28", vpc.prefix_len()),
-            "use a block between /16 and /28, e.g. \"10.0.0.0/16\"",
-        ));
-    }
+    // The VPCs first: every later section belongs to one.
+    let vpcs = vpcs::compile(cx, &f.vpc, &f.vpcs, &f.peerings)?;
+    // The first VPC's block: its resolver, endpoints and services live there.
+    let vpc = vpcs.cidr(VpcId::FIRST);
     let mut warnings = Vec::new();
 
     // Names are unique per kind; hosts, NAT gateways and the internet gateway
@@ -559,25 +572,33 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
 
     // Route tables (targets resolved after hosts and NAT gateways are known).
     let mut table_index: HashMap<String, usize> = HashMap::new();
+    let mut table_vpcs = Vec::new();
     for (i, t) in f.route_tables.iter().enumerate() {
         claim(&t.name, "route table")?;
         table_index.insert(t.name.get_ref().clone(), i);
+        table_vpcs.push(vpcs.of(cx, t.vpc.as_ref())?);
     }
-    let mains: Vec<&RouteTableSection> = f.route_tables.iter().filter(|t| t.main).collect();
-    if mains.len() > 1 {
-        return Err(cx.err(
-            mains[1].name.span(),
-            "more than one main route table",
-            "keep `main = true` on one table only",
-        ));
+    // One main table per VPC.
+    let mut mains: HashMap<VpcId, usize> = HashMap::new();
+    for (i, t) in f.route_tables.iter().enumerate().filter(|(_, t)| t.main) {
+        if mains.insert(table_vpcs[i], i).is_some() {
+            return Err(cx.err(
+                t.name.span(),
+                format!("more than one main route table in VPC {}", vpcs.name(table_vpcs[i])),
+                "keep `main = true` on one table of each VPC",
+            ));
+        }
     }
-    let main_table = f.route_tables.iter().position(|t| t.main);
+    let main_table = mains.get(&VpcId::FIRST).copied();
 
     // ACLs.
+    // The default ACL (allow all) is every VPC's.
     let mut acls = vec![Acl::default_allow("default")];
+    let mut acl_vpcs: Vec<Option<VpcId>> = vec![None];
     let mut acl_index: HashMap<String, usize> = HashMap::from([("default".to_string(), 0)]);
     for a in &f.network_acls {
         claim(&a.name, "network ACL")?;
+        acl_vpcs.push(Some(vpcs.of(cx, a.vpc.as_ref())?));
         let inbound = a.inbound.iter().map(|r| rule(cx, r)).collect::<Result<Vec<_>, _>>()?;
         let outbound = a.outbound.iter().map(|r| rule(cx, r)).collect::<Result<Vec<_>, _>>()?;
         for list in [&a.inbound, &a.outbound] {
@@ -604,6 +625,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     let mut subnet_index: HashMap<String, usize> = HashMap::new();
     for s in &f.subnets {
         claim(&s.name, "subnet")?;
+        let in_vpc = vpcs.of(cx, s.vpc.as_ref())?;
+        let vpc = vpcs.cidr(in_vpc);
         let cidr = cx.prefix(&s.cidr, "subnet CIDR")?;
         if !size_ok(&cidr) {
             return Err(cx.err(
@@ -619,7 +642,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 format!("choose a block inside {vpc}"),
             ));
         }
-        if let Some(o) = subnets.iter().find(|o| o.cidr.overlaps(&cidr)) {
+        if let Some(o) = subnets.iter().find(|o| o.vpc == in_vpc && o.cidr.overlaps(&cidr)) {
             return Err(cx.err(
                 s.cidr.span(),
                 format!("subnet {cidr} overlaps subnet `{}` ({})", o.name, o.cidr),
@@ -638,14 +661,32 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                     ),
                 )
             })?,
-            None => main_table.ok_or_else(|| {
+            None => mains.get(&in_vpc).copied().ok_or_else(|| {
                 cx.err(
                     s.name.span(),
-                    format!("subnet `{}` has no route table and there is no main table", s.name.get_ref()),
-                    "add `route_table = \"...\"` to the subnet, or `main = true` to a route table",
+                    format!(
+                        "subnet `{}` has no route table and VPC {} has no main table",
+                        s.name.get_ref(),
+                        vpcs.name(in_vpc)
+                    ),
+                    "add `route_table = \"...\"` to the subnet, or `main = true` to a route table of its VPC",
                 )
             })?,
         };
+        if table_vpcs[route_table] != in_vpc {
+            let t = s.route_table.as_ref().map_or(s.name.span(), |t| t.span());
+            return Err(cx.err(
+                t,
+                format!(
+                    "route table `{}` is VPC {}'s, subnet `{}` is in VPC {}",
+                    f.route_tables[route_table].name.get_ref(),
+                    vpcs.name(table_vpcs[route_table]),
+                    s.name.get_ref(),
+                    vpcs.name(in_vpc)
+                ),
+                "associate a route table of the subnet's own VPC",
+            ));
+        }
         let acl = match &s.network_acl {
             Some(a) => *acl_index.get(a.get_ref()).ok_or_else(|| {
                 cx.err(
@@ -656,12 +697,25 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             })?,
             None => 0,
         };
+        if let Some(theirs) = acl_vpcs[acl].filter(|v| *v != in_vpc) {
+            let a = s.network_acl.as_ref().map_or(s.name.span(), |a| a.span());
+            return Err(cx.err(
+                a,
+                format!(
+                    "network ACL `{}` is VPC {}'s, not VPC {}'s",
+                    acls[acl].name,
+                    vpcs.name(theirs),
+                    vpcs.name(in_vpc)
+                ),
+                "associate a network ACL of the subnet's own VPC",
+            ));
+        }
         subnet_index.insert(s.name.get_ref().clone(), subnets.len());
-        subnets.push(Subnet { name: s.name.get_ref().clone(), cidr, route_table, acl, public: false });
+        subnets.push(Subnet { name: s.name.get_ref().clone(), vpc: in_vpc, cidr, route_table, acl, public: false });
     }
 
     // Addresses taken inside the VPC, and public ones.
-    let mut private_taken: HashMap<Ipv4Addr, Range<usize>> = HashMap::new();
+    let mut private_taken: HashMap<(VpcId, Ipv4Addr), Range<usize>> = HashMap::new();
     let mut public_taken: HashMap<Ipv4Addr, Range<usize>> = HashMap::new();
     let reserved = |cidr: &Prefix, ip: Ipv4Addr| {
         let off = u32::from(ip) - cidr.addr_u32();
@@ -686,7 +740,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 ),
             ));
         }
-        if let Some(prev) = private_taken.insert(ip, span.clone()) {
+        if let Some(prev) = private_taken.insert((subnet.vpc, ip), span.clone()) {
             let (line, _) = line_col(cx.src, prev.start);
             return Err(cx.err(
                 span,
@@ -697,10 +751,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         Ok(())
     };
     let mut check_public = |ip: Ipv4Addr, span: Range<usize>| -> Result<(), ConfigError> {
-        if vpc.contains(ip) {
+        if let Some(v) = vpcs.inside_any(ip) {
             return Err(cx.err(
                 span,
-                format!("Elastic IP {ip} is inside the VPC {vpc}"),
+                format!("Elastic IP {ip} is inside the VPC {} ({})", v.name, v.cidr),
                 "use a public address, e.g. from 203.0.113.0/24",
             ));
         }
@@ -757,6 +811,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         hosts.push(Host {
             name: h.name.get_ref().clone(),
             subnet: si as u16,
+            vpc: subnets[si].vpc,
+            zone: 0,
             ip,
             elastic_ip,
             interface: 0,
@@ -808,10 +864,15 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     let region = f.vpc.region.as_ref().map_or("us-east-1", |r| r.get_ref().as_str());
     let services = endpoints::services(cx, &f.services, vpc, f.internet.is_some(), region)?;
     let subnet_cidrs: Vec<Prefix> = subnets.iter().map(|s| s.cidr).collect();
+    // Endpoints are the first VPC's (docs/VPCS.md): they see its subnets and tables only.
+    let first_subnets: HashMap<String, usize> =
+        subnet_index.iter().filter(|(_, i)| subnets[**i].vpc == VpcId::FIRST).map(|(n, i)| (n.clone(), *i)).collect();
+    let first_tables: HashMap<String, usize> =
+        table_index.iter().filter(|(_, i)| table_vpcs[**i] == VpcId::FIRST).map(|(n, i)| (n.clone(), *i)).collect();
     let scope = endpoints::Scope {
         services: &services,
-        subnets: &subnet_index,
-        tables: &table_index,
+        subnets: &first_subnets,
+        tables: &first_tables,
         subnet_cidrs: &subnet_cidrs,
         region,
         dns_support: f.vpc.enable_dns_support.as_ref().is_none_or(|s| *s.get_ref()),
@@ -819,11 +880,13 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     };
     let take_address = |s: usize| {
         let c = subnet_cidrs[s];
-        (4..c.size().saturating_sub(1)).rev().map(|i| c.nth(i)).find(|ip| !private_taken.contains_key(ip)).inspect(
-            |ip| {
-                private_taken.insert(*ip, 0..0);
-            },
-        )
+        (4..c.size().saturating_sub(1))
+            .rev()
+            .map(|i| c.nth(i))
+            .find(|ip| !private_taken.contains_key(&(VpcId::FIRST, *ip)))
+            .inspect(|ip| {
+                private_taken.insert((VpcId::FIRST, *ip), 0..0);
+            })
     };
     let vpc_endpoints = endpoints::endpoints(cx, &f.endpoints, &scope, take_address)?;
     let mut endpoint_groups = Vec::new();
@@ -842,6 +905,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             hosts.push(Host {
                 name,
                 subnet: *s as u16,
+                vpc: VpcId::FIRST,
+                zone: 0,
                 ip: *ip,
                 elastic_ip: None,
                 interface: 0,
@@ -863,48 +928,32 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         })
         .collect();
 
-    // Route targets by name: the internet gateway, NAT gateways, hosts, blackhole.
-    let resolve_target = |t: &S| -> Result<Target, ConfigError> {
-        let name = t.get_ref().as_str();
-        if name == "local" {
-            Err(cx.err(t.span(), "the local route is added automatically", "remove this route"))
-        } else if name == "blackhole" {
-            Ok(Target::Blackhole)
-        } else if name == igw_name || name == "igw" {
-            if f.internet.is_none() {
-                return Err(cx.err(
-                    t.span(),
-                    "a route to the internet gateway, but there is no [internet] section",
-                    "add an [internet] section or remove the route",
-                ));
-            }
-            Ok(Target::InternetGateway)
-        } else if let Some(&i) = nat_index.get(name) {
-            Ok(Target::NatGateway(i as u16))
-        } else if let Some(&i) = host_index.get(name) {
-            Ok(Target::Host(i as u16))
-        } else {
-            let mut known: Vec<String> = vec![igw_name.clone(), "blackhole".into()];
-            known.extend(nat_index.keys().cloned());
-            known.extend(host_index.keys().cloned());
-            known.sort();
-            Err(cx.err(
-                t.span(),
-                format!("route target `{name}` does not exist"),
-                format!("use one of: {}", known.join(", ")),
-            ))
-        }
+    // Route targets by name, scoped to the table's VPC (one resolver, `targets`).
+    let vpc_names: Vec<String> = vpcs.infos.iter().map(|v| v.name.clone()).collect();
+    let targets = Targets {
+        igw_name: &igw_name,
+        internet: f.internet.is_some(),
+        nats: &nat_infos,
+        hosts: &hosts,
+        subnets: &subnets,
+        peerings: &vpcs.peerings,
+        vpc_names: &vpc_names,
+    };
+    let resolve_target = |t: &S, in_vpc: VpcId| -> Result<Target, ConfigError> {
+        targets.resolve(t.get_ref(), in_vpc).map_err(|e| cx.err(t.span(), e.to_string(), e.fix()))
     };
     // Routes: the local route first (AWS adds it to every table), then the file's.
     let mut route_tables = Vec::new();
-    for t in &f.route_tables {
+    for (ti, t) in f.route_tables.iter().enumerate() {
+        let in_vpc = table_vpcs[ti];
+        let vpc = vpcs.cidr(in_vpc);
         let mut routes = vec![Route {
             destination: vpc,
             target: Target::Local,
             target_name: "local".into(),
             state: RouteState::Active,
         }];
-        let mut seen: HashMap<Prefix, Range<usize>> = HashMap::from([(vpc, f.vpc.cidr.span())]);
+        let mut seen: HashMap<Prefix, Range<usize>> = HashMap::from([(vpc, t.name.span())]);
         for r in &t.routes {
             let destination = cx.prefix(&r.destination, "route destination")?;
             if let Some(prev) = seen.insert(destination, r.destination.span()) {
@@ -918,11 +967,31 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 ));
             }
             let name = r.target.get_ref().as_str();
-            let target = resolve_target(&r.target)?;
+            let target = resolve_target(&r.target, in_vpc)?;
+            if let Target::Peering(p) = target {
+                let pcx = &vpcs.peerings[usize::from(p)];
+                let peer = pcx.other(in_vpc).unwrap_or(in_vpc);
+                if vpc.covers(&destination) {
+                    return Err(cx.err(
+                        r.destination.span(),
+                        format!(
+                            "{destination} is inside the table's own VPC {} ({vpc}): the address would be ambiguous",
+                            vpcs.name(in_vpc)
+                        ),
+                        format!("route the peer VPC's block ({}) or a part of it", vpcs.cidr(peer)),
+                    ));
+                }
+                if !vpcs.cidr(peer).covers(&destination) {
+                    warnings.push(format!(
+                        "route table `{}` sends {destination} to {} (line {}), beyond the peer VPC {} ({}): a peering carries traffic to its peer's own addresses only (not transitive), so the rest is dropped (peering_transit)",
+                        t.name.get_ref(), pcx.name, line_col(cx.src, r.destination.span().start).0, vpcs.name(peer), vpcs.cidr(peer)
+                    ));
+                }
+            }
             routes.push(Route { destination, target, target_name: name.to_string(), state: RouteState::Active });
         }
         for rf in &t.route_files {
-            let target = resolve_target(&rf.target)?;
+            let target = resolve_target(&rf.target, in_vpc)?;
             let path = cx.relative(rf.path.get_ref());
             let loaded = read_route_file(&path).map_err(|e| {
                 cx.err(
@@ -946,7 +1015,6 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             }
         }
         // Gateway endpoints' prefix-list routes (the service's address).
-        let ti = route_tables.len();
         for (i, (e, _, tables)) in gateway_endpoints.iter().enumerate() {
             if !tables.contains(&ti) {
                 continue;
@@ -1022,10 +1090,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                             "write e.g. \"198.51.100.10/24\"",
                         )
                     })?;
-                if vpc.contains(ip) {
+                if vpcs.inside_any(ip).is_some() {
                     return Err(cx.err(
                         a.span(),
-                        format!("internet address {ip} is inside the VPC"),
+                        format!("internet address {ip} is inside a VPC"),
                         "use a public address",
                     ));
                 }
@@ -1079,7 +1147,8 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     // Security groups, once every host is known (a group's members).
     let mut host_groups: Vec<Option<Spanned<Vec<S>>>> = f.hosts.iter().map(|h| h.security_groups.clone()).collect();
     host_groups.extend(endpoint_groups);
-    let security_groups = match groups::compile(cx, &f.security_groups, &host_groups)? {
+    let host_vpcs: Vec<VpcId> = hosts.iter().map(|h| h.vpc).collect();
+    let security_groups = match groups::compile(cx, &vpcs, &f.security_groups, &host_groups, &host_vpcs)? {
         Some((groups, per_host)) => {
             for (h, g) in hosts.iter_mut().zip(per_host) {
                 h.groups = g;
@@ -1138,7 +1207,9 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         a.mtu = if a.mtu == 0 { gateway.mtu } else { a.mtu.clamp(576, 65535) };
     }
     let parts = TopologyParts {
-        vpc_cidrs: vec![vpc],
+        vpc_cidrs: vpcs.infos.iter().map(|v| v.cidr).collect(),
+        vpcs: vpcs.infos.clone(),
+        peerings: vpcs.peerings.clone(),
         subnets,
         hosts,
         route_tables,
@@ -1151,9 +1222,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         dns: Some(crate::pipeline::topology::DnsParts { addresses: dns.addresses, serving: dns.support }),
         endpoints: gateway_endpoints.iter().map(|(e, pl, _)| (e.id.clone(), (*pl).clone())).collect(),
     };
-    let name = f.vpc.name.clone().unwrap_or_else(|| "vpc".into());
-    let id = endpoints::vpc_id(cx, f.vpc.id.as_ref(), &name)?;
+    let name = vpcs.name(VpcId::FIRST).to_string();
+    let id = vpcs.infos[0].id.clone();
     Ok(Vpc {
+        table_vpcs,
         name,
         id,
         services,
@@ -1511,6 +1583,8 @@ pub enum ChangeError {
     BadDestination(String),
     #[error("route target `{0}` does not exist")]
     NoTarget(String),
+    #[error("{0}")]
+    BadTarget(String),
     #[error("route table `{table}` already has a route to {destination}")]
     Exists { table: String, destination: String },
     #[error("route table `{table}` has no route to {destination}")]
@@ -1542,20 +1616,25 @@ impl Vpc {
             .ok_or_else(|| ChangeError::NoTable(table.to_string()))
     }
 
-    fn target_named(&self, name: &str) -> Result<Target, ChangeError> {
-        if name == "blackhole" {
-            return Ok(Target::Blackhole);
-        }
-        if name == self.igw_name || name == "igw" {
-            return Ok(Target::InternetGateway);
-        }
-        if let Some(i) = self.parts.nat_gateways.iter().position(|n| n.name == name && !n.public_ips.is_empty()) {
-            return Ok(Target::NatGateway(i as u16));
-        }
-        if let Some(i) = self.parts.hosts.iter().position(|h| h.name == name) {
-            return Ok(Target::Host(i as u16));
-        }
-        Err(ChangeError::NoTarget(name.to_string()))
+    /// A target by name for a route of table `table` (the resolver the
+    /// compiler uses, on the running parts).
+    fn target_named(&self, table: usize, name: &str) -> Result<Target, ChangeError> {
+        let vpc_names: Vec<String> = self.parts.vpcs.iter().map(|v| v.name.clone()).collect();
+        let targets = Targets {
+            igw_name: &self.igw_name,
+            internet: self.parts.internet_gateway_ip.is_some(),
+            nats: &self.parts.nat_gateways,
+            hosts: &self.parts.hosts,
+            subnets: &self.parts.subnets,
+            peerings: &self.parts.peerings,
+            vpc_names: &vpc_names,
+        };
+        let vpc = self.table_vpcs.get(table).copied().unwrap_or(VpcId::FIRST);
+        targets.resolve(name, vpc).map_err(|e| match e {
+            TargetError::Unknown { name, .. } => ChangeError::NoTarget(name),
+            TargetError::Local => ChangeError::Local,
+            other => ChangeError::BadTarget(format!("{other}: {}", other.fix())),
+        })
     }
 
     fn rebuild_table(&mut self, i: usize, routes: Vec<Route>) {
@@ -1567,7 +1646,7 @@ impl Vpc {
     pub fn add_route(&mut self, table: &str, destination: &str, target: &str) -> Result<(), ChangeError> {
         let i = self.table_index(table)?;
         let d = Prefix::parse_canonical(destination).map_err(|e| ChangeError::BadDestination(e.to_string()))?;
-        let t = self.target_named(target)?;
+        let t = self.target_named(i, target)?;
         let mut routes = self.parts.route_tables[i].routes().to_vec();
         if routes.iter().any(|r| r.destination == d) {
             return Err(ChangeError::Exists { table: table.to_string(), destination: d.to_string() });

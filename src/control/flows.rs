@@ -37,7 +37,7 @@ pub fn tracked(gw: &Gateway, now_secs: u32) -> Vec<TrackedFlow> {
 /// outside the VPC.
 pub fn eip_rewrite(topo: &Topology, key: &FlowKey) -> Option<(Ipv4Addr, u16)> {
     let inside = |a: u32| topo.vpc_cidrs.iter().any(|c| c.contains_u32(a));
-    let eip = |host: u32| topo.host_by_ip(host).and_then(|h| topo.hosts[usize::from(h)].elastic_ip);
+    let eip = |host: u32| topo.host_in_zone(key.zone, host).and_then(|h| topo.hosts[usize::from(h)].elastic_ip);
     if !inside(key.dst) {
         eip(key.src).map(|e| (e, key.sport))
     } else if !inside(key.src) {

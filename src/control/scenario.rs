@@ -520,6 +520,69 @@ pub const ALL: &[Scenario] = &[
             },
         ],
     },
+    Scenario {
+        name: "peering-not-transitive",
+        title: "a shared-services VPC peered with two others: not transitive, no edge-to-edge, overlap allowed apart",
+        config: include_str!("../../examples/scenarios/peering-not-transitive.toml"),
+        steps: &[
+            Step::Say("Four VPCs: app and logs are each peered with shared; legacy (app's very CIDR) with nothing."),
+            Step::Run {
+                host: "app",
+                argv: &["ping", "-c", "1", "-W", "1", "10.1.1.10"],
+                ok: true,
+                want: "1 received",
+                what: "app reaches auth in the shared VPC over pcx-app-shared",
+            },
+            Step::Run {
+                host: "auth",
+                argv: &["ping", "-c", "1", "-W", "1", "10.2.1.10"],
+                ok: true,
+                want: "1 received",
+                what: "auth reaches logs over pcx-shared-logs",
+            },
+            Step::Run {
+                host: "app",
+                argv: &["ping", "-c", "1", "-W", "1", "10.2.1.10"],
+                ok: false,
+                want: "0 received",
+                what: "app cannot reach logs through shared, though its route table says pcx-app-shared: not transitive",
+            },
+            Step::Trace {
+                q: ("app", "logs", "icmp", None),
+                request: "dropped (peering_transit)",
+                reply: None,
+                hop: "pcx-app-shared: 10.2.1.10 is not in the peer VPC shared",
+            },
+            Step::Run {
+                host: "auth",
+                argv: &["ping", "-c", "1", "-W", "1", "198.51.100.10"],
+                ok: true,
+                want: "1 received",
+                what: "auth reaches the internet through its VPC's NAT gateway",
+            },
+            Step::Run {
+                host: "app",
+                argv: &["ping", "-c", "1", "-W", "1", "198.51.100.10"],
+                ok: false,
+                want: "0 received",
+                what: "app cannot use shared's NAT gateway through the peering: no edge-to-edge routing",
+            },
+            Step::Dropped { reason: "peering_transit", what: "natgw stats counted both at the peering" },
+            Step::Run {
+                host: "legacy",
+                argv: &["ping", "-c", "1", "-W", "1", "198.51.100.10"],
+                ok: true,
+                want: "1 received",
+                what: "legacy, with app's own address 10.0.1.10 in an overlapping VPC, reaches the internet at its Elastic IP",
+            },
+            Step::Trace {
+                q: ("legacy", "198.51.100.10", "icmp", None),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "source 10.0.1.10 -> Elastic IP 203.0.113.20 (legacy's, 1:1)",
+            },
+        ],
+    },
 ];
 
 /// The scenarios, one a line.

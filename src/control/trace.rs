@@ -89,7 +89,10 @@ pub fn trace(vpc: &Vpc, q: &Query) -> Result<Report, String> {
     let dst = address(vpc, "destination", &q.dst)?;
     let gw = vpc.build();
     let topo = gw.topology();
-    let ingress = match topo.host_by_ip(u32::from(src)) {
+    // A host named: its interface (VPCs may overlap, so its address may not
+    // say which host); an address: the first VPC's host that has it.
+    let named = topo.hosts.iter().position(|h| h.name == q.src).map(|h| h as u16);
+    let ingress = match named.or_else(|| topo.host_anywhere(u32::from(src))) {
         Some(h) => topo.hosts[usize::from(h)].interface,
         None if topo.vpc_cidrs.iter().any(|c| c.contains(src)) => {
             return Err(format!("no host has the address {src}: give a host's name or address"));

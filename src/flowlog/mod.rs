@@ -124,6 +124,7 @@ fn unpack(w: &[u64; 3]) -> RecordKey {
             sport: (w[1] >> 48) as u16,
             dport: (w[1] >> 32) as u16,
             proto: (w[1] >> 24) as u8,
+            zone: 0,
         },
         pkt_src: (w[2] >> 32) as u32,
         pkt_dst: w[2] as u32,
@@ -468,7 +469,7 @@ mod tests {
     fn key(eni: Eni, sport: u16) -> RecordKey {
         RecordKey {
             eni,
-            flow: FlowKey { src: 0x0a00_010a, dst: 0xc633_640a, sport, dport: 53, proto: 17 },
+            flow: FlowKey { src: 0x0a00_010a, dst: 0xc633_640a, sport, dport: 53, proto: 17, zone: 0 },
             pkt_src: 0x0a00_010a,
             pkt_dst: 0xc633_640a,
             reject: false,

@@ -876,6 +876,7 @@ impl NatGateway {
             dst: key.src,
             dport: key.sport,
             proto: key.proto,
+            zone: key.zone,
         };
         if self.clear_expired(&mut slow, &orig, now_secs).is_some() {
             // The inside already has this flow under another key: leave it be.

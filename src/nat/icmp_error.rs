@@ -72,8 +72,14 @@ pub fn parse(icmp: &[u8]) -> Result<Quoted, ErrorFault> {
         }
         _ => return Err(ErrorFault::Unmatchable),
     };
-    let key =
-        FlowKey { src: u32::from(qip.src_addr()), dst: u32::from(qip.dst_addr()), sport, dport, proto: qip.protocol() };
+    let key = FlowKey {
+        src: u32::from(qip.src_addr()),
+        dst: u32::from(qip.dst_addr()),
+        sport,
+        dport,
+        proto: qip.protocol(),
+        zone: 0,
+    };
     Ok(Quoted { key, at, l4_len: l4.len() })
 }
 

@@ -80,6 +80,9 @@ drop_reasons! {
     /// NAT leaves as its Elastic IP, which no endpoint reply could reach, so
     /// the request is stopped before the service acts on it (docs/ENDPOINTS.md).
     NatToEndpoint => "nat_to_endpoint",
+    /// Routed to a VPC peering connection, but not to an address of the peer
+    /// VPC: a peering is not transitive and lends no edge (AWS).
+    PeeringTransit => "peering_transit",
     /// Denied by a network ACL.
     AclDeny => "acl_deny",
     /// No rule of the interface's security groups allows it (and it belongs

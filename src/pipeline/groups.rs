@@ -50,7 +50,7 @@ impl Meta {
             L4::Icmp { ident, .. } => (ident, ident),
             L4::Opaque => (0, 0),
         };
-        FlowKey { src: self.src, dst: self.dst, sport, dport, proto: self.proto }
+        FlowKey { src: self.src, dst: self.dst, sport, dport, proto: self.proto, zone: self.zone }
     }
 
     /// A TCP SYN (no ACK, no RST): the first packet of a connection.
@@ -286,7 +286,7 @@ impl Pipeline {
         let ihl = Ipv4Packet::new_unchecked(b).header_len();
         match icmp_error::parse(&b[ihl..]) {
             Ok(q) => {
-                self.gw.tracker.contains(now.secs(), &q.key)
+                self.gw.tracker.contains(now.secs(), &q.key.in_zone(m.zone))
                     || self.gw.nats.iter().any(|n| n.live_dir(now.secs(), &q.key).is_some())
             }
             Err(_) => false,

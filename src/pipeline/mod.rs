@@ -312,6 +312,10 @@ struct Meta {
     later_fragment: bool,
     is_fragment: bool,
     l4: L4,
+    /// The connection tracking zone of the VPC the packet is in (set by the
+    /// walk once it knows: the sending host's, or the receiving one's for a
+    /// packet from outside the VPCs).
+    zone: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -446,6 +450,7 @@ fn parse(b: &[u8], header_ok: bool) -> Result<Meta, DropReason> {
         later_fragment,
         is_fragment: ip.is_fragment(),
         l4,
+        zone: 0,
     })
 }
 
@@ -644,13 +649,14 @@ impl Pipeline {
         if let Some(t) = self.flow_log.as_mut()
             && !t.bump(self.cache.flow_log_refs(slot), now.secs(), pkt.len(), flags)
         {
-            let orig = FlowKey { src, dst, sport, dport, proto };
+            let orig = FlowKey { src, dst, sport, dport, proto, zone: 0 };
             let fin = FlowKey {
                 src: u32::from_be_bytes(d.src),
                 dst: u32::from_be_bytes(d.dst),
                 sport: d.sport,
                 dport: d.dport,
                 proto,
+                zone: 0,
             };
             let len = pkt.len();
             let refs = self.log_forward(now, ingress, &orig, d.egress, &fin, nat, len, flags);
@@ -697,7 +703,7 @@ impl Pipeline {
         };
         let t = &self.topo;
         let dst = u32::from(ip.dst_addr());
-        let egress = match t.host_by_ip(dst) {
+        let egress = match t.host_anywhere(dst) {
             Some(h) => t.hosts[usize::from(h)].interface,
             None => match &t.internet {
                 Some(i) => i.interface,

@@ -146,10 +146,10 @@ impl Pipeline {
                 return Err(self.drop(DropReason::Fragment));
             }
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => {
-                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto }
+                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto, zone: 0 }
             }
             L4::Icmp { kind, ident, .. } if NatGateway::opens_icmp_session(kind) => {
-                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto }
+                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto, zone: 0 }
             }
             L4::Icmp { kind, .. } if icmpv4::is_error(kind) => {
                 return self.icmp_error_through(nat, pkt, m, Dir::Original);
@@ -250,10 +250,10 @@ impl Pipeline {
                 return Err(self.drop(DropReason::Fragment));
             }
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => {
-                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto }
+                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto, zone: 0 }
             }
             L4::Icmp { kind: icmpv4::kind::ECHO_REPLY | icmpv4::kind::TIMESTAMP_REPLY, ident, .. } => {
-                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto }
+                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto, zone: 0 }
             }
             L4::Icmp { kind, .. } if icmpv4::is_error(kind) => {
                 return self.icmp_error_through(nat, pkt, m, Dir::Reply);

@@ -52,7 +52,7 @@ impl Pipeline {
             });
             return self.drop(DropReason::SourceCheck);
         }
-        match topo.host_by_ip(m.dst) {
+        match topo.host_by_ip(super::topology::VpcId::FIRST, m.dst) {
             Some(h) => self.deliver(now, topo.hosts[usize::from(h)].interface, ingress, pkt, m),
             None => self.drop(DropReason::HostUnreachable),
         }

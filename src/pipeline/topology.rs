@@ -16,6 +16,54 @@ pub type IfId = u16;
 /// Index of a subnet.
 pub type SubnetId = u16;
 
+/// A VPC of the gateway, issued by the config compiler in file order (the
+/// `[vpc]` section's is 0). Every address lookup a packet makes is scoped to
+/// one: VPCs that are not connected may overlap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VpcId(pub u16);
+
+impl VpcId {
+    /// The first VPC (the `[vpc]` section's).
+    pub const FIRST: VpcId = VpcId(0);
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// One VPC: its name, id and CIDR block.
+#[derive(Clone, Debug)]
+pub struct VpcInfo {
+    pub name: String,
+    /// `vpc-...`.
+    pub id: String,
+    pub cidr: Prefix,
+    /// Its connection tracking zone: VPCs joined by peerings share one (their
+    /// addresses cannot overlap), others have their own, so two flows with
+    /// the same 5-tuple in two overlapping VPCs are two flows (set by
+    /// [`Topology::new`]).
+    pub zone: u16,
+}
+
+/// A VPC peering connection (`pcx-...`) between two VPCs.
+#[derive(Clone, Debug)]
+pub struct Peering {
+    pub name: String,
+    pub vpcs: [VpcId; 2],
+}
+
+impl Peering {
+    /// The VPC at the other end from `v`, if `v` is one of its ends.
+    #[inline]
+    pub fn other(&self, v: VpcId) -> Option<VpcId> {
+        match self.vpcs {
+            [a, b] if a == v => Some(b),
+            [a, b] if b == v => Some(a),
+            _ => None,
+        }
+    }
+}
+
 /// What sits behind an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfKind {
@@ -42,6 +90,8 @@ pub struct Interface {
 #[derive(Clone, Debug)]
 pub struct Subnet {
     pub name: String,
+    /// The VPC it belongs to.
+    pub vpc: VpcId,
     pub cidr: Prefix,
     /// Index into [`Topology::route_tables`] (its association, or the main table).
     pub route_table: usize,
@@ -63,6 +113,10 @@ impl Subnet {
 pub struct Host {
     pub name: String,
     pub subnet: SubnetId,
+    /// Its subnet's VPC (set by [`Topology::new`]).
+    pub vpc: VpcId,
+    /// Its VPC's connection tracking zone (set by [`Topology::new`]).
+    pub zone: u16,
     pub ip: Ipv4Addr,
     pub elastic_ip: Option<Ipv4Addr>,
     pub interface: IfId,
@@ -164,24 +218,34 @@ struct AddrInfo {
     own: bool,
 }
 
+/// The key of address `a` in VPC `v` (public addresses: in [`PUBLIC`]).
+#[inline]
+fn scoped(v: u16, a: u32) -> u64 {
+    (u64::from(v) << 32) | u64::from(a)
+}
+
+/// The scope of public addresses (Elastic IPs), which are the internet's.
+const PUBLIC: u16 = u16::MAX;
+
 /// Every address the walk asks about (hosts, public addresses, the gateway's
-/// own), in one open-addressing table with an unkeyed multiplicative hash: one
-/// short probe per question. Built by the control plane only, so no packet can
-/// add to it or steer its layout.
+/// own), each under its VPC, in one open-addressing table with an unkeyed
+/// multiplicative hash: one short probe per question. Built by the control
+/// plane only, so no packet can add to it or steer its layout.
 #[derive(Clone, Debug)]
 struct AddrTable {
-    slots: Vec<(u32, AddrInfo)>,
+    slots: Vec<(u64, AddrInfo)>,
     shift: u32,
 }
 
 impl AddrTable {
-    fn build(entries: &HashMap<u32, AddrInfo>) -> AddrTable {
-        // At most half full; 0.0.0.0 (never a valid address here) marks a free slot.
+    fn build(entries: &HashMap<u64, AddrInfo>) -> AddrTable {
+        // At most half full; key 0 (0.0.0.0 in the first VPC, never a valid
+        // address here) marks a free slot; 0.0.0.0 is never entered.
         let cap = (entries.len() * 2).next_power_of_two().max(16);
-        let shift = 32 - cap.trailing_zeros();
+        let shift = 64 - cap.trailing_zeros();
         let mut t = AddrTable { slots: vec![(0, AddrInfo::default()); cap], shift };
         for (&a, &info) in entries {
-            if a == 0 {
+            if a as u32 == 0 {
                 continue;
             }
             let mut i = t.home(a);
@@ -194,12 +258,12 @@ impl AddrTable {
     }
 
     #[inline]
-    fn home(&self, a: u32) -> usize {
-        (a.wrapping_mul(0x9e37_79b9) >> self.shift) as usize
+    fn home(&self, a: u64) -> usize {
+        (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
     #[inline]
-    fn get(&self, a: u32) -> Option<&AddrInfo> {
+    fn get(&self, a: u64) -> Option<&AddrInfo> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(a);
         loop {
@@ -215,9 +279,14 @@ impl AddrTable {
     }
 }
 
-/// The compiled VPC.
+/// The compiled VPCs.
 #[derive(Clone, Debug)]
 pub struct Topology {
+    /// The VPCs, by [`VpcId`].
+    pub vpcs: Vec<VpcInfo>,
+    /// VPC peering connections, by [`PeeringId`].
+    pub peerings: Vec<Peering>,
+    /// Every VPC's CIDR, the first VPC's first.
     pub vpc_cidrs: Vec<Prefix>,
     pub interfaces: Vec<Interface>,
     pub subnets: Vec<Subnet>,
@@ -239,6 +308,9 @@ pub struct Topology {
 /// The parts a topology is built from.
 #[derive(Clone, Debug, Default)]
 pub struct TopologyParts {
+    /// The VPCs (their zones are assigned by [`Topology::new`]).
+    pub vpcs: Vec<VpcInfo>,
+    pub peerings: Vec<Peering>,
     pub vpc_cidrs: Vec<Prefix>,
     pub subnets: Vec<Subnet>,
     /// Hosts; their `interface` field is assigned by [`Topology::new`].
@@ -265,6 +337,16 @@ impl Topology {
     /// internet side, then the VPC's resolver, then the gateway endpoints.
     pub fn new(mut parts: TopologyParts) -> Topology {
         let mtu = if parts.mtu == 0 { 1500 } else { parts.mtu };
+        if parts.vpcs.is_empty()
+            && let Some(cidr) = parts.vpc_cidrs.first()
+        {
+            parts.vpcs.push(VpcInfo { name: "vpc".into(), id: String::new(), cidr: *cidr, zone: 0 });
+        }
+        zone_vpcs(&mut parts.vpcs, &parts.peerings);
+        for h in &mut parts.hosts {
+            h.vpc = parts.subnets.get(usize::from(h.subnet)).map_or(VpcId::FIRST, |s| s.vpc);
+            h.zone = parts.vpcs.get(h.vpc.index()).map_or(0, |v| v.zone);
+        }
         // An interface's own MTU, or the gateway's.
         let own_mtus = std::mem::take(&mut parts.interface_mtus);
         let mtu_of = |i: usize| own_mtus.get(i).copied().filter(|m| *m > 0).unwrap_or(mtu);
@@ -320,26 +402,32 @@ impl Topology {
                 None => [true, true],
             };
         }
-        let mut addrs: HashMap<u32, AddrInfo> = HashMap::new();
+        let mut addrs: HashMap<u64, AddrInfo> = HashMap::new();
+        let vpc_of = |s: SubnetId| parts.subnets.get(usize::from(s)).map_or(0, |s| s.vpc.0);
         for (i, h) in parts.hosts.iter().enumerate() {
-            addrs.entry(u32::from(h.ip)).or_default().host = Some(i as HostId);
+            addrs.entry(scoped(h.vpc.0, u32::from(h.ip))).or_default().host = Some(i as HostId);
             if let Some(e) = h.elastic_ip {
-                addrs.entry(u32::from(e)).or_default().public = Some(PublicOwner::Host(i as HostId));
+                addrs.entry(scoped(PUBLIC, u32::from(e))).or_default().public = Some(PublicOwner::Host(i as HostId));
             }
         }
         for (i, n) in parts.nat_gateways.iter().enumerate() {
-            addrs.entry(u32::from(n.private_ip)).or_default().own = true;
+            addrs.entry(scoped(vpc_of(n.subnet), u32::from(n.private_ip))).or_default().own = true;
             for ip in &n.public_ips {
-                addrs.entry(u32::from(*ip)).or_default().public = Some(PublicOwner::Nat(i as NatId));
+                addrs.entry(scoped(PUBLIC, u32::from(*ip))).or_default().public = Some(PublicOwner::Nat(i as NatId));
             }
         }
         for s in &parts.subnets {
-            addrs.entry(u32::from(s.router())).or_default().own = true;
+            addrs.entry(scoped(s.vpc.0, u32::from(s.router()))).or_default().own = true;
         }
         if let Some(i) = &internet {
-            addrs.entry(u32::from(i.gateway_ip)).or_default().own = true;
+            // Every VPC's own: one probe answers from anywhere.
+            for v in (0..parts.vpcs.len().max(1) as u16).chain([PUBLIC]) {
+                addrs.entry(scoped(v, u32::from(i.gateway_ip))).or_default().own = true;
+            }
         }
         Topology {
+            vpcs: parts.vpcs,
+            peerings: parts.peerings,
             vpc_cidrs: parts.vpc_cidrs,
             interfaces,
             subnets: parts.subnets,
@@ -355,23 +443,54 @@ impl Topology {
         }
     }
 
-    /// The host whose private address is `ip`.
+    /// The host of VPC `vpc` whose private address is `ip`.
     #[inline]
-    pub fn host_by_ip(&self, ip: u32) -> Option<HostId> {
-        self.addrs.get(ip).and_then(|i| i.host)
+    pub fn host_by_ip(&self, vpc: VpcId, ip: u32) -> Option<HostId> {
+        self.addrs.get(scoped(vpc.0, ip)).and_then(|i| i.host)
+    }
+
+    /// The host whose private address is `ip` in any VPC (the first VPC's
+    /// first): for the control plane, which names hosts by address.
+    pub fn host_anywhere(&self, ip: u32) -> Option<HostId> {
+        (0..self.vpcs.len().max(1) as u16).find_map(|v| self.host_by_ip(VpcId(v), ip))
+    }
+
+    /// The host whose private address is `ip` in a VPC of connection
+    /// tracking zone `zone` (a tracked flow's key names its zone).
+    pub fn host_in_zone(&self, zone: u16, ip: u32) -> Option<HostId> {
+        (0..self.vpcs.len().max(1) as u16)
+            .filter(|v| self.zone_of(VpcId(*v)) == zone)
+            .find_map(|v| self.host_by_ip(VpcId(v), ip))
+    }
+
+    /// The VPC whose CIDR holds `ip` (the first such).
+    pub fn vpc_holding(&self, ip: u32) -> Option<VpcId> {
+        self.vpcs.iter().position(|v| v.cidr.contains_u32(ip)).map(|i| VpcId(i as u16))
     }
 
     /// The owner of a public address.
     #[inline]
     pub fn public_owner(&self, ip: u32) -> Option<PublicOwner> {
-        self.addrs.get(ip).and_then(|i| i.public)
+        self.addrs.get(scoped(PUBLIC, ip)).and_then(|i| i.public)
     }
 
-    /// True for the gateway's own addresses (subnet routers, NAT gateways'
-    /// private addresses, the internet-side address).
+    /// True for the gateway's own addresses in VPC `vpc` (its subnet routers,
+    /// its NAT gateways' private addresses, the internet-side address).
     #[inline]
-    pub fn is_own(&self, ip: u32) -> bool {
-        self.addrs.get(ip).is_some_and(|i| i.own)
+    pub fn is_own(&self, vpc: VpcId, ip: u32) -> bool {
+        self.addrs.get(scoped(vpc.0, ip)).is_some_and(|i| i.own)
+    }
+
+    /// The VPC of subnet `s`.
+    #[inline]
+    pub fn vpc_of(&self, s: SubnetId) -> VpcId {
+        self.subnets.get(usize::from(s)).map_or(VpcId::FIRST, |s| s.vpc)
+    }
+
+    /// The connection tracking zone of VPC `v`.
+    #[inline]
+    pub fn zone_of(&self, v: VpcId) -> u16 {
+        self.vpcs.get(v.index()).map_or(0, |v| v.zone)
     }
 
     /// Interface names, in interface order.
@@ -380,16 +499,53 @@ impl Topology {
     }
 }
 
+/// Gives VPCs joined by peerings (directly or not) one connection tracking
+/// zone, the lowest VPC id among them; others their own.
+fn zone_vpcs(vpcs: &mut [VpcInfo], peerings: &[Peering]) {
+    for (i, v) in vpcs.iter_mut().enumerate() {
+        v.zone = i as u16;
+    }
+    // Few VPCs: relax until nothing changes.
+    loop {
+        let mut changed = false;
+        for p in peerings {
+            let [a, b] = p.vpcs.map(VpcId::index);
+            if a >= vpcs.len() || b >= vpcs.len() {
+                continue;
+            }
+            let z = vpcs[a].zone.min(vpcs[b].zone);
+            for i in [a, b] {
+                if vpcs[i].zone != z {
+                    vpcs[i].zone = z;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peered_vpcs_share_a_zone_and_others_keep_their_own() {
+        let v = |n: &str| VpcInfo { name: n.into(), id: String::new(), cidr: "10.0.0.0/16".parse().unwrap(), zone: 9 };
+        let mut vpcs = vec![v("a"), v("b"), v("c"), v("d")];
+        let p = |a: u16, b: u16| Peering { name: String::new(), vpcs: [VpcId(a), VpcId(b)] };
+        zone_vpcs(&mut vpcs, &[p(2, 1), p(1, 3)]);
+        assert_eq!(vpcs.iter().map(|v| v.zone).collect::<Vec<_>>(), [0, 1, 1, 1]);
+    }
 
     #[test]
     fn address_table_finds_every_entry_and_nothing_else() {
         let mut m = HashMap::new();
         for i in 1..=1000u32 {
             m.insert(
-                i.wrapping_mul(2_654_435_761),
+                scoped((i % 3) as u16, i.wrapping_mul(2_654_435_761)),
                 AddrInfo { host: Some(i as HostId), public: None, own: i % 2 == 0 },
             );
         }
@@ -397,7 +553,7 @@ mod tests {
         for (a, info) in &m {
             assert_eq!(t.get(*a), Some(info));
         }
-        for probe in [0u32, 1, 2, 3, 0xffff_ffff, 12345] {
+        for probe in [0u64, 1, 2, 3, 0xffff_ffff, 12345, scoped(5, 2_654_435_761)] {
             assert_eq!(t.get(probe).is_some(), m.contains_key(&probe) && probe != 0);
         }
     }

@@ -1,7 +1,7 @@
 //! Steps 3 to 6 of the pipeline: where a packet came from, its TTL, and the
 //! routing loop through subnets, NAT gateways and the internet gateway.
 
-use super::topology::{IfKind, PublicOwner, SubnetId, Topology};
+use super::topology::{IfKind, PublicOwner, SubnetId, Topology, VpcId};
 use super::{Action, DropReason, IfId, Meta, PacketBuf, Pipeline};
 use crate::acl::{AclDirection, RuleAction};
 use crate::clock::Timestamp;
@@ -33,6 +33,7 @@ impl Pipeline {
         match ifc.kind {
             IfKind::Host(h) => {
                 let host = &topo.hosts[usize::from(h)];
+                m.zone = host.zone;
                 self.note("interface", || {
                     let s = &topo.subnets[usize::from(host.subnet)];
                     format!("from host {} ({}) in subnet {} ({})", host.name, host.ip, s.name, s.cidr)
@@ -43,7 +44,9 @@ impl Pipeline {
                     });
                     return self.drop(DropReason::SourceCheck);
                 }
+                // The resolver is the first VPC's (docs/VPCS.md).
                 if let Some(dns) = &topo.dns
+                    && host.vpc == crate::pipeline::topology::VpcId::FIRST
                     && dns.is_resolver(m.dst)
                 {
                     return self.resolver_query(now, dns, ingress, pkt, m);
@@ -52,7 +55,7 @@ impl Pipeline {
                     return a;
                 }
                 let subnet = &topo.subnets[usize::from(host.subnet)];
-                if topo.is_own(m.dst) {
+                if topo.is_own(host.vpc, m.dst) {
                     return self.to_gateway(ingress, pkt, m);
                 }
                 // Inside one subnet the VPC is a switch: no hop, no ACL.
@@ -60,7 +63,7 @@ impl Pipeline {
                     self.note("subnet", || {
                         format!("same subnet {}: delivered directly, no route table, no network ACL", subnet.name)
                     });
-                    return match topo.host_by_ip(m.dst) {
+                    return match topo.host_by_ip(host.vpc, m.dst) {
                         Some(peer) => self.forward(now, topo.hosts[usize::from(peer)].interface, ingress, pkt, m),
                         None => self.unreachable(
                             now,
@@ -82,7 +85,7 @@ impl Pipeline {
             IfKind::Endpoint(e) => self.endpoint_reply(now, topo, e, ingress, pkt, m),
             IfKind::Internet => {
                 self.note("interface", || "from the internet (through the internet gateway)".to_string());
-                if topo.is_own(m.dst) {
+                if topo.is_own(VpcId::FIRST, m.dst) {
                     return self.to_gateway(ingress, pkt, m);
                 }
                 if m.ttl <= 1 {
@@ -113,6 +116,7 @@ impl Pipeline {
             match at {
                 At::Subnet(s) => {
                     let subnet = &topo.subnets[usize::from(s)];
+                    let vpc = subnet.vpc;
                     let table = &topo.route_tables[subnet.route_table];
                     let Some(route) = table.lookup(m.dst) else {
                         self.note("route table", || {
@@ -145,7 +149,7 @@ impl Pipeline {
                     });
                     match route.effective() {
                         Target::Local => {
-                            let Some(h) = topo.host_by_ip(m.dst) else {
+                            let Some(h) = topo.host_by_ip(vpc, m.dst) else {
                                 if translated {
                                     return self.drop(DropReason::HostUnreachable);
                                 }
@@ -191,6 +195,7 @@ impl Pipeline {
                             // No group filters the door (it is a route target, not an interface of the VPC).
                             return self.deliver(now, ep.interface, ingress, pkt, m);
                         }
+                        Target::Peering(p) => return self.peering(now, topo, s, p, ingress, pkt, m),
                         Target::InternetGateway => {
                             let Some(internet) = topo.internet.as_ref() else {
                                 return self.drop(DropReason::NoRoute);
@@ -201,7 +206,7 @@ impl Pipeline {
                             // The internet gateway's 1:1 NAT: a host with an Elastic IP
                             // leaves as that address; a NAT gateway's traffic already
                             // carries its public address; anything else cannot leave.
-                            if let Some(h) = topo.host_by_ip(m.src) {
+                            if let Some(h) = topo.host_by_ip(vpc, m.src) {
                                 let host = &topo.hosts[usize::from(h)];
                                 let Some(eip) = host.elastic_ip else {
                                     return self.drop(DropReason::NoPublicIp);
@@ -273,6 +278,7 @@ impl Pipeline {
                 At::Internet => match topo.public_owner(m.dst) {
                     Some(PublicOwner::Host(h)) => {
                         let host = &topo.hosts[usize::from(h)];
+                        m.zone = host.zone;
                         self.note("internet gateway", || {
                             format!(
                                 "Elastic IP {} is {}'s: destination -> {}",
@@ -294,6 +300,7 @@ impl Pipeline {
                         let Some(info) = topo.nat_gateways.get(usize::from(n)) else {
                             return self.drop(DropReason::NoRoute);
                         };
+                        m.zone = topo.zone_of(topo.vpc_of(info.subnet));
                         if !self.acl(topo, info.subnet, AclDirection::Inbound, m) {
                             return self.drop(DropReason::AclDeny);
                         }
@@ -326,14 +333,16 @@ impl Pipeline {
     ) -> Action {
         let name = topo.endpoints.get(usize::from(e)).map_or("?", |ep| ep.name.as_str());
         self.note("interface", || format!("from gateway endpoint {name} (the service's side)"));
-        if topo.is_own(m.dst) {
+        // Endpoints are the first VPC's (docs/VPCS.md).
+        if topo.is_own(VpcId::FIRST, m.dst) {
             return self.to_gateway(ingress, pkt, m);
         }
-        let Some(h) = topo.host_by_ip(m.dst) else {
+        let Some(h) = topo.host_by_ip(VpcId::FIRST, m.dst) else {
             self.note("gateway endpoint", || format!("{} is no host of the VPC", std::net::Ipv4Addr::from(m.dst)));
             return self.drop(DropReason::NoRoute);
         };
         let host = &topo.hosts[usize::from(h)];
+        m.zone = host.zone;
         let subnet = &topo.subnets[usize::from(host.subnet)];
         let table = &topo.route_tables[subnet.route_table];
         if table.lookup(m.src).map(|r| r.effective()) != Some(crate::route::Target::Endpoint(e)) {
@@ -346,6 +355,56 @@ impl Pipeline {
             return self.time_exceeded(now, ingress, pkt, m);
         }
         Ipv4Packet::new_unchecked(pkt.bytes_mut()).decrement_ttl();
+        if !self.acl(topo, host.subnet, AclDirection::Inbound, m) {
+            return self.refused_at(host.interface);
+        }
+        self.forward(now, host.interface, ingress, pkt, m)
+    }
+
+    /// Through VPC peering connection `p` from subnet `s`: AWS delivers to
+    /// the peer VPC's own addresses only, so a peering is not transitive and
+    /// lends nothing at the far edge (internet gateway, NAT gateway, VPN,
+    /// endpoints, further peerings). The packet leaves through `s`'s outbound
+    /// network ACL and enters through the receiving subnet's inbound one.
+    #[allow(clippy::too_many_arguments)]
+    fn peering(
+        &self,
+        now: Timestamp,
+        topo: &Topology,
+        s: SubnetId,
+        p: crate::route::PeeringId,
+        ingress: IfId,
+        pkt: &mut PacketBuf,
+        m: &mut Meta,
+    ) -> Action {
+        let here = topo.vpc_of(s);
+        let Some((pcx, peer)) = topo.peerings.get(usize::from(p)).and_then(|pc| Some((pc, pc.other(here)?))) else {
+            return self.drop(DropReason::Blackhole);
+        };
+        let Some(pv) = topo.vpcs.get(peer.index()) else { return self.drop(DropReason::Blackhole) };
+        if !pv.cidr.contains_u32(m.dst) {
+            self.note("VPC peering", || {
+                format!(
+                    "{}: {} is not in the peer VPC {} ({}): a peering carries traffic between its two VPCs only (not transitive, no edge-to-edge routing)",
+                    pcx.name,
+                    std::net::Ipv4Addr::from(m.dst),
+                    pv.name,
+                    pv.cidr
+                )
+            });
+            return self.drop(DropReason::PeeringTransit);
+        }
+        if !self.acl(topo, s, AclDirection::Outbound, m) {
+            return self.drop(DropReason::AclDeny);
+        }
+        self.note("VPC peering", || format!("{}: into VPC {} ({})", pcx.name, pv.name, pv.cidr));
+        if topo.is_own(peer, m.dst) {
+            return self.to_gateway(ingress, pkt, m);
+        }
+        let Some(h) = topo.host_by_ip(peer, m.dst) else {
+            return self.unreachable(now, ingress, pkt, m, DropReason::HostUnreachable, icmpv4::unreachable::HOST);
+        };
+        let host = &topo.hosts[usize::from(h)];
         if !self.acl(topo, host.subnet, AclDirection::Inbound, m) {
             return self.refused_at(host.interface);
         }

@@ -15,6 +15,8 @@ pub type HostId = u16;
 pub type NatId = u16;
 /// Index of a gateway endpoint in the topology.
 pub type EndpointId = u16;
+/// Index of a VPC peering connection in the topology.
+pub type PeeringId = u16;
 
 /// Where a route sends traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +31,8 @@ pub enum Target {
     Host(HostId),
     /// To a gateway VPC endpoint (a prefix-list route): the service, privately.
     Endpoint(EndpointId),
+    /// Through a VPC peering connection (`pcx-...`): to a host of the peer VPC only.
+    Peering(PeeringId),
     /// Dropped.
     Blackhole,
 }

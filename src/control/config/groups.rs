@@ -3,6 +3,7 @@
 
 use super::{Ctx, S, rule_ports, rule_protocol};
 use crate::acl::RuleProtocol;
+use crate::pipeline::topology::VpcId;
 use crate::route::Prefix;
 use crate::sg::{GroupId, MAX_GROUPS_PER_INTERFACE, MAX_RULES, Peer, SecurityGroup, SgDirection, SgRule};
 use serde::Deserialize;
@@ -13,6 +14,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(super) struct SgSection {
     name: S,
+    /// Its VPC (default: the `[vpc]` section's).
+    vpc: Option<S>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -38,24 +41,32 @@ pub(super) struct SgRuleSection {
     rule: Option<Spanned<i64>>,
 }
 
-/// What the pass produces: the groups (the VPC's `default` first) and each
-/// host's groups, in host order. None when the file declares no group and
-/// no host names one.
+/// What the pass produces: the groups (each VPC's `default` first, in VPC
+/// order) and each host's groups, in host order. None when the file declares
+/// no group and no host names one.
 pub(super) type Compiled = Option<(Vec<SecurityGroup>, Vec<Vec<GroupId>>)>;
+
+/// Group names, each VPC's apart: a host or a rule names groups of its own VPC.
+type Index = HashMap<(VpcId, String), GroupId>;
 
 pub(super) fn compile(
     cx: &Ctx<'_>,
+    vpcs: &super::vpcs::Vpcs,
     sections: &[SgSection],
     hosts: &[Option<Spanned<Vec<S>>>],
+    host_vpcs: &[VpcId],
 ) -> Result<Compiled, crate::control::config::ConfigError> {
     if sections.is_empty() && hosts.iter().all(Option::is_none) {
         return Ok(None);
     }
-    // Names first: a rule may name any group, defined before it or after.
-    let mut index: HashMap<String, GroupId> = HashMap::from([("default".to_string(), GroupId(0))]);
-    let mut order: Vec<Option<&SgSection>> = vec![None];
+    // Names first: a rule may name any group of its VPC, defined before it or after.
+    let n = vpcs.infos.len();
+    let mut index: Index = (0..n).map(|v| ((VpcId(v as u16), "default".to_string()), GroupId(v as u16))).collect();
+    let mut order: Vec<Option<&SgSection>> = vec![None; n];
+    let mut group_vpcs: Vec<VpcId> = (0..n).map(|v| VpcId(v as u16)).collect();
     for s in sections {
         let name = s.name.get_ref();
+        let vpc = vpcs.of(cx, s.vpc.as_ref())?;
         if !super::name_ok(name) {
             return Err(cx.err(
                 s.name.span(),
@@ -64,21 +75,26 @@ pub(super) fn compile(
             ));
         }
         if name == "default" {
-            if order[0].is_some() {
-                return Err(cx.err(s.name.span(), "the default group is defined twice", "keep one `default` group"));
+            if order[vpc.index()].is_some() {
+                return Err(cx.err(
+                    s.name.span(),
+                    format!("VPC {}'s default group is defined twice", vpcs.name(vpc)),
+                    "keep one `default` group a VPC",
+                ));
             }
-            order[0] = Some(s);
+            order[vpc.index()] = Some(s);
             continue;
         }
-        if index.contains_key(name) {
+        if index.contains_key(&(vpc, name.clone())) {
             return Err(cx.err(
                 s.name.span(),
-                format!("the security group name `{name}` is already used"),
-                "give every group its own name",
+                format!("the security group name `{name}` is already used in VPC {}", vpcs.name(vpc)),
+                "give every group of a VPC its own name",
             ));
         }
-        index.insert(name.clone(), GroupId(order.len() as u16));
+        index.insert((vpc, name.clone()), GroupId(order.len() as u16));
         order.push(Some(s));
+        group_vpcs.push(vpc);
     }
     let mut groups = Vec::new();
     for (i, s) in order.iter().enumerate() {
@@ -87,9 +103,10 @@ pub(super) fn compile(
             groups.push(SecurityGroup::vpc_default(id));
             continue;
         };
-        let inbound = rules(cx, &index, &s.inbound, SgDirection::Inbound)?;
+        let vpc = group_vpcs[i];
+        let inbound = rules(cx, &index, vpc, &s.inbound, SgDirection::Inbound)?;
         let outbound = match &s.outbound {
-            Some(r) => rules(cx, &index, r, SgDirection::Outbound)?,
+            Some(r) => rules(cx, &index, vpc, r, SgDirection::Outbound)?,
             None => vec![SgRule::all(Peer::Cidr(Prefix::DEFAULT), "all traffic (a new group's default)")],
         };
         groups.push(SecurityGroup {
@@ -100,9 +117,10 @@ pub(super) fn compile(
         });
     }
     let mut per_host = Vec::new();
-    for h in hosts {
+    for (h, vpc) in hosts.iter().zip(host_vpcs) {
+        let vpc = *vpc;
         let Some(list) = h else {
-            per_host.push(vec![GroupId(0)]);
+            per_host.push(vec![GroupId(vpc.0)]);
             continue;
         };
         if list.get_ref().is_empty() || list.get_ref().len() > MAX_GROUPS_PER_INTERFACE {
@@ -114,11 +132,16 @@ pub(super) fn compile(
         }
         let mut ids = Vec::new();
         for n in list.get_ref() {
-            let id = *index.get(n.get_ref()).ok_or_else(|| {
+            let id = *index.get(&(vpc, n.get_ref().clone())).ok_or_else(|| {
                 cx.err(
                     n.span(),
-                    format!("no security group named `{}`", n.get_ref()),
-                    format!("define [[security_groups]] name = \"{}\", or use one of: {}", n.get_ref(), known(&index)),
+                    format!("no security group named `{}` in the host's VPC {}", n.get_ref(), vpcs.name(vpc)),
+                    format!(
+                        "define [[security_groups]] name = \"{}\" (with vpc = \"{}\"), or use one of: {}",
+                        n.get_ref(),
+                        vpcs.name(vpc),
+                        known(&index, vpc)
+                    ),
                 )
             })?;
             if ids.contains(&id) {
@@ -131,15 +154,16 @@ pub(super) fn compile(
     Ok(Some((groups, per_host)))
 }
 
-fn known(index: &HashMap<String, GroupId>) -> String {
-    let mut v: Vec<&str> = index.keys().map(String::as_str).collect();
+fn known(index: &Index, vpc: VpcId) -> String {
+    let mut v: Vec<&str> = index.keys().filter(|(v, _)| *v == vpc).map(|(_, n)| n.as_str()).collect();
     v.sort();
     v.join(", ")
 }
 
 fn rules(
     cx: &Ctx<'_>,
-    index: &HashMap<String, GroupId>,
+    index: &Index,
+    vpc: VpcId,
     list: &[Spanned<SgRuleSection>],
     dir: SgDirection,
 ) -> Result<Vec<SgRule>, crate::control::config::ConfigError> {
@@ -151,12 +175,13 @@ fn rules(
             "AWS allows 60 rules a direction; split them over several groups",
         ));
     }
-    list.iter().map(|r| rule(cx, index, r, dir)).collect()
+    list.iter().map(|r| rule(cx, index, vpc, r, dir)).collect()
 }
 
 fn rule(
     cx: &Ctx<'_>,
-    index: &HashMap<String, GroupId>,
+    index: &Index,
+    vpc: VpcId,
     spanned: &Spanned<SgRuleSection>,
     dir: SgDirection,
 ) -> Result<SgRule, crate::control::config::ConfigError> {
@@ -198,11 +223,11 @@ fn rule(
     let peer = if peer.get_ref().contains('/') {
         Peer::Cidr(cx.prefix(peer, &format!("rule {key}"))?)
     } else {
-        Peer::Group(*index.get(peer.get_ref()).ok_or_else(|| {
+        Peer::Group(*index.get(&(vpc, peer.get_ref().clone())).ok_or_else(|| {
             cx.err(
                 peer.span(),
-                format!("`{}` is neither a CIDR block nor a security group", peer.get_ref()),
-                format!("write a CIDR such as \"203.0.113.0/24\", or one of: {}", known(index)),
+                format!("`{}` is neither a CIDR block nor a security group of this VPC", peer.get_ref()),
+                format!("write a CIDR such as \"203.0.113.0/24\", or one of: {}", known(index, vpc)),
             )
         })?)
     };
