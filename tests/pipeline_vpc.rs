@@ -192,3 +192,38 @@ fn a_deleted_nat_gateway_leaves_blackhole_routes() {
     let (a, _) = lab.send("internet", &udp(WEB, 2, NAT_IP, 1, b"x"));
     assert_eq!(a, Action::Drop(DropReason::NoRoute));
 }
+
+const NAT_INSTANCE: &str = include_str!("../examples/scenarios/nat-instance.toml");
+
+#[test]
+fn a_route_to_an_instance_whose_check_is_on_is_accepted_and_its_traffic_dropped() {
+    let vpc = natgw::control::config::parse("ni.toml", NAT_INSTANCE).unwrap();
+    assert!(
+        vpc.warnings.iter().any(|w| w.contains("source/destination check is on") && w.contains("line 66")),
+        "{:?}",
+        vpc.warnings
+    );
+    let mut lab = Lab::from_toml(NAT_INSTANCE);
+    let (a, _) = lab.send("app", &echo(APP, WEB, 1, 1));
+    assert_eq!(a, Action::Drop(DropReason::SourceCheck), "the instance receives only what is addressed to it");
+    assert_eq!(lab.totals().drop_count("source_check"), 1);
+}
+
+#[test]
+fn a_nat_instance_with_its_check_off_gets_the_subnets_traffic_and_returns_it() {
+    let src = NAT_INSTANCE.replace("source_dest_check = true", "source_dest_check = false");
+    let mut old = natgw::control::config::parse("ni.toml", NAT_INSTANCE).unwrap();
+    let new = natgw::control::config::parse("ni.toml", &src).unwrap();
+    old.reload(new).expect("a reload may change a host's source/destination check");
+    let mut lab = Lab::from_toml(&src);
+    const INSTANCE: [u8; 4] = [10, 0, 0, 20];
+    // Untranslated to the instance: its own kernel translates.
+    let out = lab.pass("app", "natinst", &echo(APP, WEB, 1, 1));
+    assert_eq!((seen(&out).src, seen(&out).dst), (addr(APP), addr(WEB)));
+    // Its masqueraded packet leaves as its Elastic IP; the reply comes back to it.
+    let out = lab.pass("natinst", "internet", &echo(INSTANCE, WEB, 7, 1));
+    assert_eq!(seen(&out).src, addr([203, 0, 113, 20]));
+    lab.pass("internet", "natinst", &echo_reply(WEB, [203, 0, 113, 20], 7, 1));
+    // And the reply it forwards to app carries web's address as its source.
+    lab.pass("natinst", "app", &echo_reply(WEB, APP, 1, 1));
+}

@@ -968,6 +968,15 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             }
             let name = r.target.get_ref().as_str();
             let target = resolve_target(&r.target, in_vpc)?;
+            if let Target::Host(h) = target
+                && hosts[usize::from(h)].source_dest_check
+            {
+                warnings.push(format!(
+                    "route table `{}` sends {destination} to host `{name}` (line {}), whose source/destination check is on: AWS accepts the route and the host never gets that traffic (dropped as source_check); set source_dest_check = false on `{name}` (a NAT instance or middlebox)",
+                    t.name.get_ref(),
+                    line_col(cx.src, r.destination.span().start).0
+                ));
+            }
             if let Target::Peering(p) = target {
                 let pcx = &vpcs.peerings[usize::from(p)];
                 let peer = pcx.other(in_vpc).unwrap_or(in_vpc);
@@ -1594,7 +1603,7 @@ pub enum ChangeError {
     #[error("no NAT gateway named `{0}`")]
     NoNatGateway(String),
     #[error(
-        "{0}: a reload changes route tables, network ACLs, security groups and hosts' groups and Elastic IPs; restart natgw for this"
+        "{0}: a reload changes route tables, network ACLs, security groups and hosts' groups, Elastic IPs and source/destination checks; restart natgw for this"
     )]
     Reload(String),
 }
@@ -1729,8 +1738,9 @@ impl Vpc {
         if nat_id(&new) != nat_id(self) {
             return refuse("the NAT gateways differ");
         }
-        let old_hosts = self.parts.hosts.iter().map(|h| (&h.name, h.subnet, h.ip, h.source_dest_check));
-        if !old_hosts.eq(new.parts.hosts.iter().map(|h| (&h.name, h.subnet, h.ip, h.source_dest_check))) {
+        // A host's source/destination check may change (ModifyInstanceAttribute).
+        let old_hosts = self.parts.hosts.iter().map(|h| (&h.name, h.subnet, h.ip));
+        if !old_hosts.eq(new.parts.hosts.iter().map(|h| (&h.name, h.subnet, h.ip))) {
             return refuse("the hosts differ");
         }
         for (old, n) in self.parts.nat_gateways.iter().zip(&new.parts.nat_gateways.clone()) {

@@ -56,6 +56,7 @@ pub struct Scenario {
 
 const WEB_HTTP: &[&str] = &["python3", "-m", "http.server", "80", "--bind", "198.51.100.10", "--directory", "/etc"];
 const WEB_PAGE: &str = "http://198.51.100.10/hostname";
+const PING_WEB: &[&str] = &["ping", "-c", "1", "-W", "1", "198.51.100.10"];
 
 /// Every scenario.
 pub const ALL: &[Scenario] = &[
@@ -521,6 +522,93 @@ pub const ALL: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "nat-instance",
+        title: "the notes' NAT instance (a host whose kernel masquerades) beside the NAT gateway",
+        config: include_str!("../../examples/scenarios/nat-instance.toml"),
+        steps: &[
+            Step::Say("app's route table sends the internet to natinst, whose source/destination check is still on."),
+            Step::Run {
+                host: "app",
+                argv: PING_WEB,
+                ok: false,
+                want: "0 received",
+                what: "the route is accepted, but the instance never gets app's packets",
+            },
+            Step::Dropped { reason: "source_check", what: "natgw stats counted them at the check" },
+            Step::Reload {
+                from: "source_dest_check = true",
+                to: "source_dest_check = false",
+                what: "turn natinst's check off (AWS's ModifyInstanceAttribute)",
+            },
+            Step::Run {
+                host: "natinst",
+                argv: &[
+                    "sh",
+                    "-c",
+                    "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 && nft add table ip nat && nft 'add chain ip nat post { type nat hook postrouting priority 100 ; }' && nft add rule ip nat post ip saddr 10.0.1.0/24 masquerade && nft list table ip nat",
+                ],
+                ok: true,
+                want: "masquerade",
+                what: "natinst's own kernel forwards and masquerades (in its namespace only)",
+            },
+            Step::Run {
+                host: "app",
+                argv: PING_WEB,
+                ok: true,
+                want: "1 received",
+                what: "app reaches the internet through the instance",
+            },
+            Step::Run {
+                host: "natinst",
+                argv: &["conntrack", "-L", "-p", "icmp"],
+                ok: true,
+                want: "src=10.0.1.10 dst=198.51.100.10",
+                what: "the instance's conntrack -L holds app's translation",
+            },
+            Step::Trace {
+                q: ("app", "198.51.100.10", "icmp", None),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "via-instance (subnet private-a): 0.0.0.0/0 -> natinst",
+            },
+            Step::Run {
+                host: "app",
+                argv: &["traceroute", "-n", "-q", "1", "-w", "1", "-m", "5", "198.51.100.10"],
+                ok: true,
+                want: " 2  10.0.0.20 ",
+                what: "traceroute shows the instance as a hop",
+            },
+            Step::Run {
+                host: "app2",
+                argv: &["traceroute", "-n", "-q", "1", "-w", "1", "-m", "5", "198.51.100.10"],
+                ok: true,
+                want: " 2  10.0.0.5 ",
+                what: "and app2's the NAT gateway's private address",
+            },
+            Step::Run {
+                host: "natinst",
+                argv: &["sysctl", "-w", "net.ipv4.ip_forward=0"],
+                ok: true,
+                want: "= 0",
+                what: "the instance stops forwarding (as a stopped or failed instance would)",
+            },
+            Step::Run {
+                host: "app",
+                argv: PING_WEB,
+                ok: false,
+                want: "0 received",
+                what: "app's egress is gone: the instance was a single point of failure",
+            },
+            Step::Run {
+                host: "app2",
+                argv: PING_WEB,
+                ok: true,
+                want: "1 received",
+                what: "app2's path through the NAT gateway (AWS's managed one) does not notice",
+            },
+        ],
+    },
+    Scenario {
         name: "peering-not-transitive",
         title: "a shared-services VPC peered with two others: not transitive, no edge-to-edge, overlap allowed apart",
         config: include_str!("../../examples/scenarios/peering-not-transitive.toml"),
@@ -587,7 +675,7 @@ pub const ALL: &[Scenario] = &[
 
 /// The scenarios, one a line.
 pub fn list() -> String {
-    ALL.iter().map(|s| format!("{:<20} {}\n", s.name, s.title)).collect()
+    ALL.iter().map(|s| format!("{:<22} {}\n", s.name, s.title)).collect()
 }
 
 /// Runs scenario `name`.

@@ -57,7 +57,8 @@ drop_reasons! {
     MartianSource => "martian_source",
     /// A destination the gateway does not forward to (0/8, 127/8, multicast, broadcast).
     MartianDestination => "martian_destination",
-    /// A host sent with a source address that is not its own (AWS source/destination check).
+    /// A host sent with a source address that is not its own, or a route
+    /// sent it a packet not addressed to it (AWS source/destination check).
     SourceCheck => "source_check",
     /// TTL ran out here (an ICMP Time Exceeded was sent unless suppressed).
     TtlExpired => "ttl_expired",

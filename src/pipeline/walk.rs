@@ -172,6 +172,18 @@ impl Pipeline {
                             let Some(host) = topo.hosts.get(usize::from(h)) else {
                                 return self.drop(DropReason::Blackhole);
                             };
+                            // AWS's check works both ways: an instance with it on
+                            // receives only what is addressed to it.
+                            if host.source_dest_check && m.dst != u32::from(host.ip) {
+                                self.note("source/destination check", || {
+                                    format!(
+                                        "{} has its check on: {} is not its own address (set source_dest_check = false for a NAT instance)",
+                                        host.name,
+                                        std::net::Ipv4Addr::from(m.dst)
+                                    )
+                                });
+                                return self.drop(DropReason::SourceCheck);
+                            }
                             if host.subnet != s && !self.cross(topo, s, host.subnet, m) {
                                 return self.refused_at(host.interface);
                             }

@@ -148,7 +148,8 @@ pub(super) fn compile(
 pub fn zone_of(vpc: &super::Vpc) -> Zone {
     let d = &vpc.dns;
     let mut z = Zone::default();
-    for h in &vpc.parts.hosts {
+    // The resolver is the first VPC's: its hosts' names only.
+    for h in vpc.parts.hosts.iter().filter(|h| h.vpc == crate::pipeline::topology::VpcId::FIRST) {
         z.add(&zone::private_name(h.ip, &d.region), h.ip);
         if d.hostnames
             && let Some(e) = h.elastic_ip
