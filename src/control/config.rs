@@ -23,6 +23,7 @@ mod dns;
 mod endpoints;
 mod groups;
 mod targets;
+mod transit;
 mod vpcs;
 
 pub use targets::{TargetError, Targets};
@@ -68,6 +69,8 @@ struct File {
     vpcs: Vec<vpcs::MoreVpcSection>,
     #[serde(default)]
     peerings: Vec<vpcs::PeeringSection>,
+    #[serde(default)]
+    transit_gateways: Vec<transit::TgwSection>,
     #[serde(default)]
     gateway: GatewaySection,
     internet: Option<InternetSection>,
@@ -543,7 +546,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             ));
         }
         let kind = match what {
-            "host" | "NAT gateway" | "internet gateway" => "route target",
+            "host" | "NAT gateway" | "internet gateway" | "transit gateway" => "route target",
             other => other,
         };
         if kind == "route target" && ["local", "blackhole"].contains(&n.get_ref().as_str()) {
@@ -568,6 +571,9 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     let igw_name = f.internet_gateway.as_ref().map_or("igw".to_string(), |i| i.name.get_ref().clone());
     if let Some(i) = &f.internet_gateway {
         claim(&i.name, "internet gateway")?;
+    }
+    for g in &f.transit_gateways {
+        claim(&g.name, "transit gateway")?;
     }
 
     // Route tables (targets resolved after hosts and NAT gateways are known).
@@ -713,6 +719,10 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         subnet_index.insert(s.name.get_ref().clone(), subnets.len());
         subnets.push(Subnet { name: s.name.get_ref().clone(), vpc: in_vpc, cidr, route_table, acl, public: false });
     }
+
+    // Transit gateways: their attachments sit in subnets, VPC route tables target them.
+    let tgws = transit::compile(cx, &f.transit_gateways, &vpcs, &subnets, &subnet_index, &mut warnings)?;
+    vpcs::check_zones(cx, &vpcs, &tgws)?;
 
     // Addresses taken inside the VPC, and public ones.
     let mut private_taken: HashMap<(VpcId, Ipv4Addr), Range<usize>> = HashMap::new();
@@ -937,6 +947,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         hosts: &hosts,
         subnets: &subnets,
         peerings: &vpcs.peerings,
+        tgws: &tgws,
         vpc_names: &vpc_names,
     };
     let resolve_target = |t: &S, in_vpc: VpcId| -> Result<Target, ConfigError> {
@@ -996,6 +1007,18 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                         t.name.get_ref(), pcx.name, line_col(cx.src, r.destination.span().start).0, vpcs.name(peer), vpcs.cidr(peer)
                     ));
                 }
+            }
+            if let Target::TransitGateway(_) = target
+                && vpc.covers(&destination)
+            {
+                return Err(cx.err(
+                    r.destination.span(),
+                    format!(
+                        "{destination} is inside the table's own VPC {} ({vpc}): the address would be ambiguous",
+                        vpcs.name(in_vpc)
+                    ),
+                    "route the other VPCs' blocks (or 0.0.0.0/0) to the transit gateway",
+                ));
             }
             routes.push(Route { destination, target, target_name: name.to_string(), state: RouteState::Active });
         }
@@ -1219,6 +1242,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         vpc_cidrs: vpcs.infos.iter().map(|v| v.cidr).collect(),
         vpcs: vpcs.infos.clone(),
         peerings: vpcs.peerings.clone(),
+        transit_gateways: tgws,
         subnets,
         hosts,
         route_tables,
@@ -1636,6 +1660,7 @@ impl Vpc {
             hosts: &self.parts.hosts,
             subnets: &self.parts.subnets,
             peerings: &self.parts.peerings,
+            tgws: &self.parts.transit_gateways,
             vpc_names: &vpc_names,
         };
         let vpc = self.table_vpcs.get(table).copied().unwrap_or(VpcId::FIRST);

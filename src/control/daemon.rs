@@ -690,8 +690,36 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
                     (destination, r.target_name.clone(), r.state.to_string())
                 })
                 .collect(),
+            transit: None,
         })
+        .chain(transit_views(vpc))
         .collect()
+}
+
+/// The transit gateways' route tables, as the console shows them: the
+/// attachments associated with each, its routes with their type.
+fn transit_views(vpc: &Vpc) -> impl Iterator<Item = RouteTableView> + '_ {
+    use crate::pipeline::transit::{RouteType, TransitTarget};
+    vpc.parts.transit_gateways.iter().flat_map(|g| {
+        g.tables.iter().enumerate().map(move |(i, t)| RouteTableView {
+            name: t.name.clone(),
+            main: false,
+            subnets: g.attachments.iter().filter(|a| a.table == Some(i)).map(|a| a.name.clone()).collect(),
+            routes: t
+                .routes()
+                .iter()
+                .map(|r| {
+                    let kind = match r.kind {
+                        RouteType::Static => "static",
+                        RouteType::Propagated => "propagated",
+                    };
+                    let state = if r.target == TransitTarget::Blackhole { "blackhole" } else { "active" };
+                    (r.destination.to_string(), format!("{} ({kind})", g.target_name(r.target)), state.to_string())
+                })
+                .collect(),
+            transit: Some(g.name.clone()),
+        })
+    })
 }
 
 #[cfg(test)]

@@ -239,7 +239,15 @@ pub fn routes(tables: &[RouteTableView]) -> String {
     let mut out = String::new();
     for t in tables {
         let subnets = if t.subnets.is_empty() { "none".to_string() } else { t.subnets.join(", ") };
-        let _ = writeln!(out, "Route table {}{} (subnets: {subnets})", t.name, if t.main { " [main]" } else { "" });
+        match &t.transit {
+            Some(g) => {
+                let _ = writeln!(out, "Transit gateway route table {} of {g} (associations: {subnets})", t.name);
+            }
+            None => {
+                let _ =
+                    writeln!(out, "Route table {}{} (subnets: {subnets})", t.name, if t.main { " [main]" } else { "" });
+            }
+        }
         // Columns as wide as their widest entry (a prefix list's is long).
         let dw = t.routes.iter().map(|(d, _, _)| d.len()).max().unwrap_or(0).max(20);
         let tw = t.routes.iter().map(|(_, tg, _)| tg.len()).max().unwrap_or(0).max(12);

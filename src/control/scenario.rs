@@ -671,6 +671,75 @@ pub const ALL: &[Scenario] = &[
             },
         ],
     },
+    Scenario {
+        name: "transit-hub",
+        title: "a transit gateway hub: every spoke reaches the shared VPC and the internet, spokes kept apart by route tables",
+        config: include_str!("../../examples/scenarios/transit-hub.toml"),
+        steps: &[
+            Step::Say(
+                "tgw-hub joins the shared VPC and the spokes prod and dev; the spokes' transit route table knows shared, a default route and a blackhole for 10.0.0.0/8.",
+            ),
+            Step::Run {
+                host: "prod",
+                argv: &["ping", "-c", "1", "-W", "1", "10.10.1.10"],
+                ok: true,
+                want: "1 received",
+                what: "prod reaches auth in the shared VPC through the hub",
+            },
+            Step::Run {
+                host: "dev",
+                argv: &["ping", "-c", "1", "-W", "1", "10.10.1.10"],
+                ok: true,
+                want: "1 received",
+                what: "so does dev",
+            },
+            Step::Run {
+                host: "prod",
+                argv: &["ping", "-c", "1", "-W", "1", "10.30.1.10"],
+                ok: false,
+                want: "0 received",
+                what: "prod does not reach dev: the spokes' table sends 10.0.0.0/8 to a blackhole",
+            },
+            Step::Trace {
+                q: ("prod", "dev", "icmp", None),
+                request: "dropped (blackhole)",
+                reply: None,
+                hop: "tgw-rtb-spokes (associated with tgw-attach-prod): 10.0.0.0/8 -> blackhole (static)",
+            },
+            Step::Dropped { reason: "blackhole", what: "natgw stats counted it at the transit gateway" },
+            Step::Run {
+                host: "prod",
+                argv: PING_WEB,
+                ok: true,
+                want: "1 received",
+                what: "prod reaches the internet through the shared VPC's NAT gateway (centralized egress)",
+            },
+            Step::Trace {
+                q: ("dev", "198.51.100.10", "icmp", None),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "nat-egress: new mapping, source 10.30.1.10",
+            },
+            Step::Reload {
+                from: "  { destination = \"10.0.0.0/8\", target = \"blackhole\" },\n",
+                to: "",
+                what: "take the blackhole route away: the spokes' default route now also carries 10.30.0.0/16 to the hub",
+            },
+            Step::Run {
+                host: "prod",
+                argv: &["ping", "-c", "1", "-W", "1", "10.30.1.10"],
+                ok: true,
+                want: "1 received",
+                what: "prod reaches dev through the shared VPC: isolation was the route tables' alone",
+            },
+            Step::Trace {
+                q: ("prod", "dev", "icmp", None),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "tgw-rtb-shared (associated with tgw-attach-shared): 10.30.0.0/16 -> tgw-attach-dev (propagated)",
+            },
+        ],
+    },
 ];
 
 /// The scenarios, one a line.

@@ -139,6 +139,10 @@ pub struct RouteTableView {
     pub subnets: Vec<String>,
     /// (destination, target, state), most specific first.
     pub routes: Vec<(String, String, String)>,
+    /// A transit gateway's route table: the gateway's name (`subnets` then
+    /// holds the attachments associated with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transit: Option<String>,
 }
 
 /// Any reply.

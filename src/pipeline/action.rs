@@ -84,6 +84,10 @@ drop_reasons! {
     /// Routed to a VPC peering connection, but not to an address of the peer
     /// VPC: a peering is not transitive and lends no edge (AWS).
     PeeringTransit => "peering_transit",
+    /// Routed to a transit gateway whose route table for the sender's
+    /// attachment has no route to the destination (or the attachment is
+    /// associated with no table): how spokes are kept apart.
+    TransitNoRoute => "transit_no_route",
     /// Denied by a network ACL.
     AclDeny => "acl_deny",
     /// No rule of the interface's security groups allows it (and it belongs

@@ -37,6 +37,7 @@ pub mod record;
 pub mod reply;
 pub mod resolver;
 pub mod topology;
+pub mod transit;
 pub mod walk;
 
 pub use action::{Action, DropReason};

@@ -4,6 +4,7 @@
 //! Built by the control plane (`control::config`) and immutable: a change
 //! builds a new topology that is swapped in whole.
 
+pub use super::transit::TransitGateway;
 use crate::acl::Acl;
 use crate::route::{EndpointId, HostId, NatId, Prefix, RouteTable};
 use crate::sg::{GroupId, SecurityGroups};
@@ -286,6 +287,8 @@ pub struct Topology {
     pub vpcs: Vec<VpcInfo>,
     /// VPC peering connections, by [`PeeringId`].
     pub peerings: Vec<Peering>,
+    /// Transit gateways, by [`crate::route::TgwId`].
+    pub transit_gateways: Vec<TransitGateway>,
     /// Every VPC's CIDR, the first VPC's first.
     pub vpc_cidrs: Vec<Prefix>,
     pub interfaces: Vec<Interface>,
@@ -311,6 +314,7 @@ pub struct TopologyParts {
     /// The VPCs (their zones are assigned by [`Topology::new`]).
     pub vpcs: Vec<VpcInfo>,
     pub peerings: Vec<Peering>,
+    pub transit_gateways: Vec<TransitGateway>,
     pub vpc_cidrs: Vec<Prefix>,
     pub subnets: Vec<Subnet>,
     /// Hosts; their `interface` field is assigned by [`Topology::new`].
@@ -342,7 +346,7 @@ impl Topology {
         {
             parts.vpcs.push(VpcInfo { name: "vpc".into(), id: String::new(), cidr: *cidr, zone: 0 });
         }
-        zone_vpcs(&mut parts.vpcs, &parts.peerings);
+        zone_vpcs(&mut parts.vpcs, &links(&parts.peerings, &parts.transit_gateways));
         for h in &mut parts.hosts {
             h.vpc = parts.subnets.get(usize::from(h.subnet)).map_or(VpcId::FIRST, |s| s.vpc);
             h.zone = parts.vpcs.get(h.vpc.index()).map_or(0, |v| v.zone);
@@ -428,6 +432,7 @@ impl Topology {
         Topology {
             vpcs: parts.vpcs,
             peerings: parts.peerings,
+            transit_gateways: parts.transit_gateways,
             vpc_cidrs: parts.vpc_cidrs,
             interfaces,
             subnets: parts.subnets,
@@ -499,17 +504,29 @@ impl Topology {
     }
 }
 
-/// Gives VPCs joined by peerings (directly or not) one connection tracking
-/// zone, the lowest VPC id among them; others their own.
-fn zone_vpcs(vpcs: &mut [VpcInfo], peerings: &[Peering]) {
+/// The pairs of VPCs that can reach each other: the ends of every peering,
+/// and every two VPCs attached to one transit gateway.
+fn links(peerings: &[Peering], tgws: &[TransitGateway]) -> Vec<[VpcId; 2]> {
+    let mut l: Vec<[VpcId; 2]> = peerings.iter().map(|p| p.vpcs).collect();
+    for t in tgws {
+        for pair in t.attachments.windows(2) {
+            l.push([pair[0].vpc, pair[1].vpc]);
+        }
+    }
+    l
+}
+
+/// Gives VPCs joined by peerings or transit gateways (directly or not) one
+/// connection tracking zone, the lowest VPC id among them; others their own.
+fn zone_vpcs(vpcs: &mut [VpcInfo], links: &[[VpcId; 2]]) {
     for (i, v) in vpcs.iter_mut().enumerate() {
         v.zone = i as u16;
     }
     // Few VPCs: relax until nothing changes.
     loop {
         let mut changed = false;
-        for p in peerings {
-            let [a, b] = p.vpcs.map(VpcId::index);
+        for l in links {
+            let [a, b] = l.map(VpcId::index);
             if a >= vpcs.len() || b >= vpcs.len() {
                 continue;
             }
@@ -536,7 +553,7 @@ mod tests {
         let v = |n: &str| VpcInfo { name: n.into(), id: String::new(), cidr: "10.0.0.0/16".parse().unwrap(), zone: 9 };
         let mut vpcs = vec![v("a"), v("b"), v("c"), v("d")];
         let p = |a: u16, b: u16| Peering { name: String::new(), vpcs: [VpcId(a), VpcId(b)] };
-        zone_vpcs(&mut vpcs, &[p(2, 1), p(1, 3)]);
+        zone_vpcs(&mut vpcs, &links(&[p(2, 1), p(1, 3)], &[]));
         assert_eq!(vpcs.iter().map(|v| v.zone).collect::<Vec<_>>(), [0, 1, 1, 1]);
     }
 

@@ -208,6 +208,10 @@ impl Pipeline {
                             return self.deliver(now, ep.interface, ingress, pkt, m);
                         }
                         Target::Peering(p) => return self.peering(now, topo, s, p, ingress, pkt, m),
+                        Target::TransitGateway(t) => match self.transit(topo, s, t, m) {
+                            Ok(next) => at = At::Subnet(next),
+                            Err(a) => return a,
+                        },
                         Target::InternetGateway => {
                             let Some(internet) = topo.internet.as_ref() else {
                                 return self.drop(DropReason::NoRoute);
@@ -421,6 +425,76 @@ impl Pipeline {
             return self.refused_at(host.interface);
         }
         self.forward(now, host.interface, ingress, pkt, m)
+    }
+
+    /// Through transit gateway `t` from subnet `s`: the route table the
+    /// sending VPC's attachment is associated with picks the attachment it
+    /// leaves by; the packet enters that VPC at the attachment's subnet, whose
+    /// route table routes it on (so a hub VPC may send it to its NAT
+    /// gateway). AWS's network ACLs for transit gateways: on the way in, the
+    /// sender's subnet outbound and the attachment subnet inbound (both, even
+    /// when they are one subnet); on the way out, the attachment subnet
+    /// outbound and the receiver's subnet inbound (neither within one
+    /// subnet), which the next routing step applies as a subnet crossing.
+    fn transit(&self, topo: &Topology, s: SubnetId, t: crate::route::TgwId, m: &Meta) -> Result<SubnetId, Action> {
+        use super::transit::TransitTarget;
+        let here = topo.vpc_of(s);
+        let Some((tgw, from)) =
+            topo.transit_gateways.get(usize::from(t)).and_then(|g| Some((g, g.attachment_of(here)?)))
+        else {
+            return Err(self.drop(DropReason::Blackhole));
+        };
+        if !(self.acl(topo, s, AclDirection::Outbound, m) && self.acl(topo, from.subnet, AclDirection::Inbound, m)) {
+            return Err(self.drop(DropReason::AclDeny));
+        }
+        let Some(table) = from.table.and_then(|i| tgw.tables.get(i)) else {
+            self.note("transit gateway", || {
+                format!("{}: attachment {} is associated with no route table", tgw.name, from.name)
+            });
+            return Err(self.drop(DropReason::TransitNoRoute));
+        };
+        let Some(route) = table.lookup(m.dst) else {
+            self.note("transit gateway", || {
+                format!(
+                    "{} route table {} (associated with {}): no route to {}",
+                    tgw.name,
+                    table.name,
+                    from.name,
+                    std::net::Ipv4Addr::from(m.dst)
+                )
+            });
+            return Err(self.drop(DropReason::TransitNoRoute));
+        };
+        self.note("transit gateway", || {
+            let kind = match route.kind {
+                super::transit::RouteType::Static => "static",
+                super::transit::RouteType::Propagated => "propagated",
+            };
+            format!(
+                "{} route table {} (associated with {}): {} -> {} ({kind})",
+                tgw.name,
+                table.name,
+                from.name,
+                route.destination,
+                tgw.target_name(route.target)
+            )
+        });
+        let TransitTarget::Attachment(a) = route.target else {
+            return Err(self.drop(DropReason::Blackhole));
+        };
+        let Some(to) = tgw.attachments.get(usize::from(a)) else {
+            return Err(self.drop(DropReason::Blackhole));
+        };
+        if to.vpc == here {
+            // Back into the VPC it came from: a loop of routes.
+            return Err(self.drop(DropReason::RoutingLoop));
+        }
+        self.note("transit gateway", || {
+            let v = topo.vpcs.get(to.vpc.index()).map_or("?", |v| v.name.as_str());
+            let sub = topo.subnets.get(usize::from(to.subnet)).map_or("?", |s| s.name.as_str());
+            format!("{}: into VPC {v} at subnet {sub}", to.name)
+        });
+        Ok(to.subnet)
     }
 
     /// A packet addressed to one of the gateway's own addresses: it answers

@@ -7,4 +7,4 @@ pub mod table;
 
 pub use lpm::Lpm;
 pub use prefix::{Prefix, PrefixError};
-pub use table::{EndpointId, HostId, NatId, PeeringId, Route, RouteState, RouteTable, Target};
+pub use table::{EndpointId, HostId, NatId, PeeringId, Route, RouteState, RouteTable, Target, TgwId};

@@ -17,6 +17,8 @@ pub type NatId = u16;
 pub type EndpointId = u16;
 /// Index of a VPC peering connection in the topology.
 pub type PeeringId = u16;
+/// Index of a transit gateway in the topology.
+pub type TgwId = u16;
 
 /// Where a route sends traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +35,8 @@ pub enum Target {
     Endpoint(EndpointId),
     /// Through a VPC peering connection (`pcx-...`): to a host of the peer VPC only.
     Peering(PeeringId),
+    /// To a transit gateway (`tgw-...`): its route table for the VPC's attachment decides.
+    TransitGateway(TgwId),
     /// Dropped.
     Blackhole,
 }

@@ -2,7 +2,7 @@
 //! route table's VPC. The config compiler and run-time route changes
 //! (`natgw route add`) both ask it.
 
-use crate::pipeline::topology::{Host, NatGatewayInfo, Peering, Subnet, VpcId};
+use crate::pipeline::topology::{Host, NatGatewayInfo, Peering, Subnet, TransitGateway, VpcId};
 use crate::route::Target;
 
 /// Why a target name does not resolve.
@@ -16,6 +16,8 @@ pub enum TargetError {
     OtherVpc { name: String, kind: &'static str, vpc: String, table_vpc: String },
     /// A peering that does not end in the table's VPC.
     NotPeered { name: String, table_vpc: String },
+    /// A transit gateway the table's VPC is not attached to.
+    NotAttached { name: String, table_vpc: String },
     /// Nothing by that name; the names that would do.
     Unknown { name: String, known: Vec<String> },
 }
@@ -33,6 +35,9 @@ impl std::fmt::Display for TargetError {
             TargetError::NotPeered { name, table_vpc } => {
                 write!(f, "peering `{name}` does not connect this table's VPC {table_vpc}")
             }
+            TargetError::NotAttached { name, table_vpc } => {
+                write!(f, "this table's VPC {table_vpc} has no attachment to transit gateway `{name}`")
+            }
             TargetError::Unknown { name, .. } => write!(f, "route target `{name}` does not exist"),
         }
     }
@@ -48,6 +53,9 @@ impl TargetError {
                 "route to a target of the table's own VPC (another VPC is reached through a peering, pcx-...)".into()
             }
             TargetError::NotPeered { .. } => "use a peering one of whose `vpcs` is this table's VPC".into(),
+            TargetError::NotAttached { table_vpc, .. } => {
+                format!("add attachments = [{{ vpc = \"{table_vpc}\", subnet = \"...\" }}] to the transit gateway")
+            }
             TargetError::Unknown { known, .. } => format!("use one of: {}", known.join(", ")),
         }
     }
@@ -61,6 +69,7 @@ pub struct Targets<'a> {
     pub hosts: &'a [Host],
     pub subnets: &'a [Subnet],
     pub peerings: &'a [Peering],
+    pub tgws: &'a [TransitGateway],
     pub vpc_names: &'a [String],
 }
 
@@ -105,10 +114,17 @@ impl Targets<'_> {
                 None => Err(TargetError::NotPeered { name: name.to_string(), table_vpc: self.vpc_name(vpc) }),
             };
         }
+        if let Some(i) = self.tgws.iter().position(|t| t.name == name) {
+            return match self.tgws[i].attachment_of(vpc) {
+                Some(_) => Ok(Target::TransitGateway(i as u16)),
+                None => Err(TargetError::NotAttached { name: name.to_string(), table_vpc: self.vpc_name(vpc) }),
+            };
+        }
         let mut known: Vec<String> = vec![self.igw_name.to_string(), "blackhole".into()];
         known.extend(self.nats.iter().filter(|n| self.vpc_of(n.subnet) == vpc).map(|n| n.name.clone()));
         known.extend(self.hosts.iter().filter(|h| self.vpc_of(h.subnet) == vpc).map(|h| h.name.clone()));
         known.extend(self.peerings.iter().filter(|p| p.other(vpc).is_some()).map(|p| p.name.clone()));
+        known.extend(self.tgws.iter().filter(|t| t.attachment_of(vpc).is_some()).map(|t| t.name.clone()));
         known.sort();
         known.dedup();
         Err(TargetError::Unknown { name: name.to_string(), known })

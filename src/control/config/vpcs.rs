@@ -4,7 +4,7 @@
 //! reads to a VPC through [`Vpcs::of`].
 
 use super::{ConfigError, Ctx, S, VpcSection, line_col, name_ok, size_ok};
-use crate::pipeline::topology::{Peering, VpcId, VpcInfo};
+use crate::pipeline::topology::{Peering, TransitGateway, VpcId, VpcInfo};
 use crate::route::{PeeringId, Prefix};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -36,6 +36,8 @@ pub(super) struct Vpcs {
     pub peerings: Vec<Peering>,
     names: HashMap<String, VpcId>,
     pub peering_names: HashMap<String, PeeringId>,
+    /// Where each VPC's CIDR is written.
+    spans: Vec<Range<usize>>,
 }
 
 impl Vpcs {
@@ -78,9 +80,13 @@ pub(super) fn compile(
     more: &[MoreVpcSection],
     peerings: &[PeeringSection],
 ) -> Result<Vpcs, ConfigError> {
-    let mut vpcs =
-        Vpcs { infos: Vec::new(), peerings: Vec::new(), names: HashMap::new(), peering_names: HashMap::new() };
-    let mut spans: Vec<Range<usize>> = Vec::new();
+    let mut vpcs = Vpcs {
+        infos: Vec::new(),
+        peerings: Vec::new(),
+        names: HashMap::new(),
+        peering_names: HashMap::new(),
+        spans: Vec::new(),
+    };
     let first_name = first.name.clone().unwrap_or_else(|| "vpc".into());
     let sections = std::iter::once((None, &first.cidr, first.id.as_ref(), first_name.clone()))
         .chain(more.iter().map(|m| (Some(&m.name), &m.cidr, m.id.as_ref(), m.name.get_ref().clone())));
@@ -115,7 +121,7 @@ pub(super) fn compile(
             return Err(cx.err(span, format!("VPC id {id} is also {}'s", other.name), "give every VPC its own id"));
         }
         vpcs.names.insert(name.clone(), VpcId(vpcs.infos.len() as u16));
-        spans.push(cidr_s.span());
+        vpcs.spans.push(cidr_s.span());
         vpcs.infos.push(VpcInfo { name, id, cidr, zone: 0 });
     }
     if vpcs.infos.len() > 64 {
@@ -168,12 +174,18 @@ pub(super) fn compile(
         vpcs.peering_names.insert(name.clone(), vpcs.peerings.len() as PeeringId);
         vpcs.peerings.push(Peering { name: name.clone(), vpcs: [a, b] });
     }
-    // Two VPCs of one zone must not overlap either: an address would be
-    // ambiguous to their tracker (a peer's peer may overlap: AWS allows it,
-    // natgw refuses it for now).
+    Ok(vpcs)
+}
+
+/// Two VPCs that peerings or transit gateways connect, directly or through
+/// others (one connection tracking zone), must not overlap: an address would
+/// be ambiguous to their tracker (a peer's peer may overlap on AWS; natgw
+/// refuses it for now).
+pub(super) fn check_zones(cx: &Ctx<'_>, vpcs: &Vpcs, tgws: &[TransitGateway]) -> Result<(), ConfigError> {
     let mut parts = crate::pipeline::topology::TopologyParts {
         vpcs: vpcs.infos.clone(),
         peerings: vpcs.peerings.clone(),
+        transit_gateways: tgws.to_vec(),
         ..Default::default()
     };
     parts.vpc_cidrs = parts.vpcs.iter().map(|v| v.cidr).collect();
@@ -181,17 +193,17 @@ pub(super) fn compile(
     for (i, a) in zoned.vpcs.iter().enumerate() {
         for (j, b) in zoned.vpcs.iter().enumerate().skip(i + 1) {
             if a.zone == b.zone && a.cidr.overlaps(&b.cidr) {
-                let (line, _) = line_col(cx.src, spans[i].start);
+                let (line, _) = line_col(cx.src, vpcs.spans[i].start);
                 return Err(cx.err(
-                    spans[j].clone(),
+                    vpcs.spans[j].clone(),
                     format!(
-                        "VPC {} ({}) overlaps VPC {} ({}, line {line}), and peerings connect them through a third",
+                        "VPC {} ({}) overlaps VPC {} ({}, line {line}), and peerings or transit gateways connect them through a third",
                         b.name, b.cidr, a.name, a.cidr
                     ),
-                    "natgw does not yet tell apart overlapping VPCs that share a peer: give one another block",
+                    "natgw does not yet tell apart overlapping VPCs that share a peer or a hub: give one another block",
                 ));
             }
         }
     }
-    Ok(vpcs)
+    Ok(())
 }
