@@ -807,9 +807,11 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 file.as_ref().map_or("default lab".to_string(), |p| p.display().to_string()),
                 if v.parts.vpcs.len() > 1 { "VPCs" } else { "VPC" },
                 v.parts.vpcs.iter().map(|x| format!("{} ({})", x.name, x.cidr)).collect::<Vec<_>>().join(", "),
-                match v.parts.peerings.len() {
-                    0 => String::new(),
-                    n => format!(", {n} peerings"),
+                match (v.parts.peerings.len(), v.parts.transit_gateways.len()) {
+                    (0, 0) => String::new(),
+                    (p, 0) => format!(", {p} peerings"),
+                    (0, t) => format!(", {t} transit gateways"),
+                    (p, t) => format!(", {p} peerings, {t} transit gateways"),
                 },
                 v.parts.subnets.len(),
                 v.parts.hosts.len(),
