@@ -226,4 +226,11 @@ fn a_nat_instance_with_its_check_off_gets_the_subnets_traffic_and_returns_it() {
     lab.pass("internet", "natinst", &echo_reply(WEB, [203, 0, 113, 20], 7, 1));
     // And the reply it forwards to app carries web's address as its source.
     lab.pass("natinst", "app", &echo_reply(WEB, APP, 1, 1));
+    // With its check off it may still not send as a public address it does
+    // not own: the NAT gateway's Elastic IP, to the internet or hairpinned
+    // to its own Elastic IP (AWS's internet gateway drops such a spoof).
+    for dst in [WEB, [203, 0, 113, 20]] {
+        let (a, _) = lab.send("natinst", &echo(NAT_IP, dst, 8, 1));
+        assert_eq!(a, Action::Drop(DropReason::NoPublicIp), "to {dst:?}");
+    }
 }

@@ -145,6 +145,100 @@ fn one_five_tuple_in_two_overlapping_vpcs_is_two_flows() {
     lab.pass("a1", "a2", &tcp(A1, 40000, A2, 80, "A", 2, 10));
 }
 
+/// TWINS with a way out: a1 through a's NAT gateway, b1 at an Elastic IP.
+fn twins_online() -> String {
+    TWINS
+        .replace(
+            "[[subnets]]\nname = \"a-1\"",
+            "[internet]\ngateway = \"198.51.100.1\"\naddresses = [\"198.51.100.10/24\"]\nnamespace = \"web\"\n\n[[subnets]]\nname = \"a-pub\"\ncidr = \"10.0.0.0/24\"\nroute_table = \"a-pub-rt\"\n\n[[nat_gateways]]\nname = \"nat-a\"\nsubnet = \"a-pub\"\nprivate_ip = \"10.0.0.5\"\nelastic_ips = [\"203.0.113.5\"]\n\n[[route_tables]]\nname = \"a-pub-rt\"\nroutes = [ { destination = \"0.0.0.0/0\", target = \"igw\" } ]\n\n[[subnets]]\nname = \"a-1\"",
+        )
+        .replace("[[route_tables]]\nname = \"a-rt\"", "[[route_tables]]\nname = \"a-rt\"\nroutes = [ { destination = \"0.0.0.0/0\", target = \"nat-a\" } ]")
+        .replace(
+            "[[route_tables]]\nname = \"b-rt\"\nvpc = \"b\"",
+            "[[route_tables]]\nname = \"b-rt\"\nvpc = \"b\"\nroutes = [ { destination = \"0.0.0.0/0\", target = \"igw\" } ]",
+        )
+        .replace(
+            "ip = \"10.0.1.10\"\nsecurity_groups = [\"closed\"]",
+            "ip = \"10.0.1.10\"\nelastic_ip = \"203.0.113.30\"\nsecurity_groups = [\"closed\"]",
+        )
+}
+
+#[test]
+fn a_nat_session_in_one_vpc_relates_nothing_in_an_overlapping_one() {
+    let mut lab = Lab::from_toml(&twins_online());
+    const A1: [u8; 4] = [10, 0, 1, 10];
+    const B1_EIP: [u8; 4] = [203, 0, 113, 30];
+    let out = lab.pass("a1", "internet", &tcp(A1, 40000, WEB, 80, "S", 1, 0));
+    assert_eq!(seen(&out).src, addr(NAT_IP));
+    // An error about a1's flow, as the internet would send it to its NAT address: a1 gets it.
+    let q = tcp(NAT_IP, seen(&out).sport, WEB, 80, "S", 1, 0);
+    lab.pass("internet", "a1", &icmp_error(WEB, NAT_IP, port_unreachable(), &q));
+    // The same quoted flow at b1's Elastic IP is b's (10.0.1.10:40000 in b):
+    // no flow of b's relates it, and b1's group admits nothing.
+    let q = tcp(B1_EIP, 40000, WEB, 80, "S", 1, 0);
+    let (a, _) = lab.send("internet", &icmp_error(WEB, B1_EIP, port_unreachable(), &q));
+    assert_eq!(a, Action::Drop(DropReason::SgDeny), "a's NAT session must not open b1's groups");
+}
+
+#[test]
+fn one_datagram_id_in_two_overlapping_vpcs_is_two_datagrams() {
+    let mut lab = Lab::from_toml(&twins_online());
+    const A1: [u8; 4] = [10, 0, 1, 10];
+    let fa = fragments(&udp_no_df(A1, 5000, WEB, 53, &[0u8; 600]), 256);
+    let fb = fragments(&udp_no_df(A1, 6000, WEB, 53, &[1u8; 600]), 256);
+    assert_eq!(fa[0][4..6], fb[0][4..6], "the same IP identification");
+    let out = lab.pass("a1", "internet", &fa[0]);
+    assert_eq!(seen(&out).src, addr(NAT_IP));
+    // b1 (a1's address, in b) sends a later fragment of its own datagram:
+    // it waits for b1's first fragment, never takes a1's ports.
+    let (a, _) = lab.send("b1", &fb[1]);
+    assert_eq!(a, Action::Held, "b1's fragment must not join a1's datagram");
+    let out = lab.pass("b1", "internet", &fb[0]);
+    assert_eq!(seen(&out).src, addr([203, 0, 113, 30]));
+}
+
+#[test]
+fn another_vpcs_query_to_the_resolver_is_dropped_and_named() {
+    let mut lab = Lab::from_toml(PEERING);
+    let (a, _) = lab.send("auth", &udp(AUTH, 5353, [169, 254, 169, 253], 53, b"q"));
+    assert_eq!(a, Action::Drop(DropReason::DnsOtherVpc), "the resolver is the first VPC's");
+    assert_eq!(lab.totals().drop_count("dns_other_vpc"), 1);
+}
+
+#[test]
+fn a_reload_keeps_the_vpcs_and_how_they_are_joined() {
+    let mut old = config::parse("vpcs.toml", PEERING).unwrap();
+    // Routes may change.
+    let routes = PEERING.replace("{ destination = \"10.2.0.0/16\", target = \"pcx-app-shared\" },\n", "");
+    old.reload(config::parse("vpcs.toml", &routes).unwrap()).expect("a route change reloads");
+    // A VPC's block, or a peering that joins or parts VPCs, may not.
+    let moved = PEERING.replace(
+        "name = \"logs\"\ncidr = \"10.2.0.0/16\"",
+        "name = \"logs\"\ncidr = \"10.2.0.0/16\"\nid = \"vpc-0a1b2c3d\"",
+    );
+    let e = old.reload(config::parse("vpcs.toml", &moved).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("the VPCs"), "{e}");
+    let i = PEERING.find("[[peerings]]\nname = \"pcx-shared-logs\"").unwrap();
+    let parted = format!(
+        "{}{}",
+        &PEERING[..i],
+        &PEERING[i..].replacen("[[peerings]]\nname = \"pcx-shared-logs\"\nvpcs = [\"shared\", \"logs\"]\n", "", 1)
+    )
+    .replace("target = \"pcx-shared-logs\"", "target = \"blackhole\"");
+    let e = old.reload(config::parse("vpcs.toml", &parted).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("peerings and transit gateways join"), "{e}");
+}
+
+#[test]
+fn routes_to_a_peering_inside_the_own_vpc_are_refused_everywhere() {
+    let mut vpc = config::parse("vpcs.toml", PEERING).unwrap();
+    let e = vpc.add_route("app-rt", "10.0.9.0/24", "pcx-app-shared").unwrap_err();
+    assert!(e.to_string().contains("inside the table's own VPC app"), "{e}");
+    // A host may not take a peering's name (both are route targets).
+    let e = refused(&PEERING.replace("name = \"logs\"\nsubnet", "name = \"pcx-app-shared\"\nsubnet"));
+    assert!(e.message.contains("`pcx-app-shared` is already used"), "{e}");
+}
+
 fn refused(src: &str) -> config::ConfigError {
     config::parse("vpcs.toml", src).expect_err("the file must be refused")
 }
@@ -188,6 +282,20 @@ fn the_file_refuses_what_aws_refuses_with_the_line_and_the_fix() {
         "ip = \"10.0.2.20\"\nsecurity_groups = [\"server\"]",
     ));
     assert!(e.message.contains("no security group named `server` in the host's VPC b"), "{e}");
+}
+
+#[test]
+fn more_than_64_vpcs_are_refused_with_the_line() {
+    let mut src = String::from("[vpc]\ncidr = \"10.0.0.0/16\"\n");
+    for v in 1..=64 {
+        src.push_str(&format!("\n[[vpcs]]\nname = \"v{v}\"\ncidr = \"10.{v}.0.0/16\"\n"));
+    }
+    let e = refused(&src);
+    assert!(e.message.contains("more than 64 VPCs"), "{e}");
+    assert_eq!(e.line, src.lines().position(|l| l == "name = \"v64\"").unwrap() + 1);
+    // 64 load.
+    let cut = src.find("\n[[vpcs]]\nname = \"v64\"").unwrap();
+    config::parse("vpcs.toml", &src[..cut]).unwrap();
 }
 
 #[test]

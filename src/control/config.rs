@@ -546,7 +546,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             ));
         }
         let kind = match what {
-            "host" | "NAT gateway" | "internet gateway" | "transit gateway" => "route target",
+            "host" | "NAT gateway" | "internet gateway" | "transit gateway" | "peering" => "route target",
             other => other,
         };
         if kind == "route target" && ["local", "blackhole"].contains(&n.get_ref().as_str()) {
@@ -574,6 +574,9 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
     }
     for g in &f.transit_gateways {
         claim(&g.name, "transit gateway")?;
+    }
+    for p in &f.peerings {
+        claim(&p.name, "peering")?;
     }
 
     // Route tables (targets resolved after hosts and NAT gateways are known).
@@ -1036,6 +1039,17 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 // The file's routes never override the table's own (they come first).
                 if seen.contains_key(&destination) {
                     continue;
+                }
+                if targets::inside_own_vpc(target, vpc, destination) {
+                    return Err(cx.err(
+                        rf.path.span(),
+                        format!(
+                            "{}: {destination} is inside the table's own VPC {} ({vpc}): the address would be ambiguous",
+                            path.display(),
+                            vpcs.name(in_vpc)
+                        ),
+                        "remove it from the file",
+                    ));
                 }
                 seen.insert(destination, rf.path.span());
                 routes.push(Route {
@@ -1681,6 +1695,15 @@ impl Vpc {
         let i = self.table_index(table)?;
         let d = Prefix::parse_canonical(destination).map_err(|e| ChangeError::BadDestination(e.to_string()))?;
         let t = self.target_named(i, target)?;
+        let vpc = self.table_vpcs.get(i).and_then(|v| self.parts.vpcs.get(v.index()));
+        if let Some(v) = vpc
+            && targets::inside_own_vpc(t, v.cidr, d)
+        {
+            return Err(ChangeError::BadTarget(format!(
+                "{d} is inside the table's own VPC {} ({}): the address would be ambiguous; route another VPC's block",
+                v.name, v.cidr
+            )));
+        }
         let mut routes = self.parts.route_tables[i].routes().to_vec();
         if routes.iter().any(|r| r.destination == d) {
             return Err(ChangeError::Exists { table: table.to_string(), destination: d.to_string() });
@@ -1729,6 +1752,22 @@ impl Vpc {
         }
         if new.dns.rate_limit != self.dns.rate_limit {
             return refuse("the [dns] rate_limit differs");
+        }
+        // Flows are tracked per zone (VPCs joined by peerings or transit
+        // gateways share one): the VPCs and how they are joined stay as the
+        // running trackers know them.
+        let vpcs = |v: &Vpc| -> Vec<(String, Prefix, String)> {
+            v.parts.vpcs.iter().map(|x| (x.name.clone(), x.cidr, x.id.clone())).collect()
+        };
+        let subnet_vpcs =
+            |v: &Vpc| -> Vec<(String, VpcId)> { v.parts.subnets.iter().map(|s| (s.name.clone(), s.vpc)).collect() };
+        if vpcs(&new) != vpcs(self)
+            || subnet_vpcs(&new) != subnet_vpcs(self)
+            || crate::pipeline::topology::zones(&new.parts) != crate::pipeline::topology::zones(&self.parts)
+        {
+            return refuse(
+                "the VPCs, their subnets, or which VPCs peerings and transit gateways join differ: flows are tracked per set of joined VPCs as the gateway started (restart it)",
+            );
         }
         if new.services != self.services || new.id != self.id {
             return refuse("the [[services]] (or the VPC id) differ: their doors run as they started");

@@ -74,6 +74,9 @@ drop_reasons! {
     ToGateway => "to_gateway",
     /// A query to the VPC's resolver while `enable_dns_support` is off.
     DnsDisabled => "dns_disabled",
+    /// A query to the resolver's link-local address (169.254.169.253) from a
+    /// VPC other than the first, which has no resolver in natgw (docs/VPCS.md).
+    DnsOtherVpc => "dns_other_vpc",
     /// More routing steps than any sane table needs.
     RoutingLoop => "routing_loop",
     /// A NAT gateway's translated packet whose next route is a gateway

@@ -15,13 +15,22 @@ use crate::clock::Timestamp;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A datagram, as its fragments name it.
+/// A datagram, as its fragments name it, and the interface they arrive on
+/// (two overlapping VPCs may each hold the same source address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
     pub src: u32,
     pub dst: u32,
     pub proto: u8,
     pub ident: u16,
+    pub ifc: u16,
+}
+
+impl FragKey {
+    /// The sender, for its share of the waiting buffers: its address on its interface.
+    fn source(&self) -> u64 {
+        u64::from(self.ifc) << 32 | u64::from(self.src)
+    }
 }
 
 /// The transport fields of a datagram's first fragment.
@@ -82,11 +91,11 @@ pub struct FragTable {
     pool: Vec<Box<[u8]>>,
     pool_len: Vec<usize>,
     pool_ingress: Vec<u16>,
-    pool_owner: Vec<u32>,
+    pool_owner: Vec<u64>,
     /// The next waiting fragment of the same datagram, per pool buffer.
     next: Vec<Option<usize>>,
     free: Vec<usize>,
-    held_by_source: HashMap<u32, usize, ahash::RandomState>,
+    held_by_source: HashMap<u64, usize, ahash::RandomState>,
     /// Fragments dropped because they waited too long, not yet collected by
     /// [`FragTable::take_timed_out`].
     timed_out: u64,
@@ -136,7 +145,7 @@ impl FragTable {
             return Later::Known(first);
         }
         if bytes.len() > self.limits.buffer_size
-            || self.held_by_source.get(&key.src).copied().unwrap_or(0) >= self.limits.per_source
+            || self.held_by_source.get(&key.source()).copied().unwrap_or(0) >= self.limits.per_source
         {
             return Later::Refused;
         }
@@ -147,8 +156,8 @@ impl FragTable {
         self.pool[i][..bytes.len()].copy_from_slice(bytes);
         self.pool_len[i] = bytes.len();
         self.pool_ingress[i] = ingress;
-        self.pool_owner[i] = key.src;
-        *self.held_by_source.entry(key.src).or_default() += 1;
+        self.pool_owner[i] = key.source();
+        *self.held_by_source.entry(key.source()).or_default() += 1;
         let expires = now.plus(self.limits.timeout);
         let e = self.entries.entry(key).or_insert(Entry { first: None, expires, waiting: None });
         // Prepend: the waiting fragments go back in any order, like the originals.
@@ -198,7 +207,7 @@ impl FragTable {
 }
 
 /// Gives pool buffer `i` back and lowers its source's share.
-fn release(free: &mut Vec<usize>, owner: &[u32], held: &mut HashMap<u32, usize, ahash::RandomState>, i: usize) {
+fn release(free: &mut Vec<usize>, owner: &[u64], held: &mut HashMap<u64, usize, ahash::RandomState>, i: usize) {
     if let Some(n) = held.get_mut(&owner[i]) {
         *n -= 1;
         if *n == 0 {
@@ -213,7 +222,7 @@ mod tests {
     use super::*;
 
     fn key(src: u32, ident: u16) -> FragKey {
-        FragKey { src, dst: 2, proto: 17, ident }
+        FragKey { src, dst: 2, proto: 17, ident, ifc: 0 }
     }
 
     const F: FirstFields = FirstFields { sport: 1000, dport: 53, extra: 0 };

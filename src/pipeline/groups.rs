@@ -286,8 +286,9 @@ impl Pipeline {
         let ihl = Ipv4Packet::new_unchecked(b).header_len();
         match icmp_error::parse(&b[ihl..]) {
             Ok(q) => {
-                self.gw.tracker.contains(now.secs(), &q.key.in_zone(m.zone))
-                    || self.gw.nats.iter().any(|n| n.live_dir(now.secs(), &q.key).is_some())
+                let key = q.key.in_zone(m.zone);
+                self.gw.tracker.contains(now.secs(), &key)
+                    || self.gw.nats.iter().any(|n| n.live_dir(now.secs(), &key).is_some())
             }
             Err(_) => false,
         }

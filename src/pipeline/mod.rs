@@ -378,8 +378,8 @@ impl Meta {
         if let L4::Tcp { flags, .. } = self.l4 { flags } else { 0 }
     }
 
-    fn frag_key(&self) -> FragKey {
-        FragKey { src: self.src, dst: self.dst, proto: self.proto, ident: self.ident }
+    fn frag_key(&self, ingress: IfId) -> FragKey {
+        FragKey { src: self.src, dst: self.dst, proto: self.proto, ident: self.ident, ifc: ingress }
     }
 
     fn first_fields(&self) -> Option<FirstFields> {
@@ -716,7 +716,7 @@ impl Pipeline {
 
     /// Step 2: a fragment learns its ports from its datagram's first fragment.
     fn fragment(&self, now: Timestamp, ingress: IfId, pkt: &mut PacketBuf, m: &mut Meta) -> Option<Action> {
-        let key = m.frag_key();
+        let key = m.frag_key(ingress);
         let mut table = self.gw.frags.lock();
         if m.later_fragment {
             return match table.later(key, ingress, pkt.bytes(), now) {

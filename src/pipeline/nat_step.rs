@@ -146,10 +146,10 @@ impl Pipeline {
                 return Err(self.drop(DropReason::Fragment));
             }
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => {
-                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto, zone: 0 }
+                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto, zone: m.zone }
             }
             L4::Icmp { kind, ident, .. } if NatGateway::opens_icmp_session(kind) => {
-                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto, zone: 0 }
+                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto, zone: m.zone }
             }
             L4::Icmp { kind, .. } if icmpv4::is_error(kind) => {
                 return self.icmp_error_through(nat, pkt, m, Dir::Original);
@@ -250,10 +250,10 @@ impl Pipeline {
                 return Err(self.drop(DropReason::Fragment));
             }
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => {
-                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto, zone: 0 }
+                FlowKey { src: m.src, dst: m.dst, sport, dport, proto: m.proto, zone: m.zone }
             }
             L4::Icmp { kind: icmpv4::kind::ECHO_REPLY | icmpv4::kind::TIMESTAMP_REPLY, ident, .. } => {
-                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto, zone: 0 }
+                FlowKey { src: m.src, dst: m.dst, sport: ident, dport: ident, proto: m.proto, zone: m.zone }
             }
             L4::Icmp { kind, .. } if icmpv4::is_error(kind) => {
                 return self.icmp_error_through(nat, pkt, m, Dir::Reply);
@@ -308,7 +308,7 @@ impl Pipeline {
         };
         // The quoted packet travelled the other way; its reply key is the key of
         // the error's own direction.
-        let Some((session, found)) = nat.session_for_error(&q.key.reply()) else {
+        let Some((session, found)) = nat.session_for_error(&q.key.in_zone(m.zone).reply()) else {
             return Err(self.drop(DropReason::IcmpErrorOrphan));
         };
         if found != dir || session.is_dead() {

@@ -504,6 +504,13 @@ impl Topology {
     }
 }
 
+/// Each VPC's connection tracking zone, as [`Topology::new`] assigns them.
+pub fn zones(parts: &TopologyParts) -> Vec<u16> {
+    let mut v = parts.vpcs.clone();
+    zone_vpcs(&mut v, &links(&parts.peerings, &parts.transit_gateways));
+    v.iter().map(|v| v.zone).collect()
+}
+
 /// The pairs of VPCs that can reach each other: the ends of every peering,
 /// and every two VPCs attached to one transit gateway.
 fn links(peerings: &[Peering], tgws: &[TransitGateway]) -> Vec<[VpcId; 2]> {

@@ -44,12 +44,20 @@ impl Pipeline {
                     });
                     return self.drop(DropReason::SourceCheck);
                 }
-                // The resolver is the first VPC's (docs/VPCS.md).
+                // The resolver is the first VPC's (docs/VPCS.md); another
+                // VPC's query to its link-local address goes nowhere.
                 if let Some(dns) = &topo.dns
-                    && host.vpc == crate::pipeline::topology::VpcId::FIRST
                     && dns.is_resolver(m.dst)
                 {
-                    return self.resolver_query(now, dns, ingress, pkt, m);
+                    if host.vpc == VpcId::FIRST {
+                        return self.resolver_query(now, dns, ingress, pkt, m);
+                    }
+                    if m.dst == u32::from(crate::dns::LINK_LOCAL) {
+                        self.note("DNS resolver", || {
+                            format!("{}'s VPC has no resolver: natgw's is the first VPC's", host.name)
+                        });
+                        return self.drop(DropReason::DnsOtherVpc);
+                    }
                 }
                 if let Err(a) = self.sg_leave(now, h, ingress, pkt, m) {
                     return a;
@@ -232,7 +240,10 @@ impl Pipeline {
                                 });
                                 self.static_nat(pkt, m, Side::Source, eip.octets(), host.eip_delta);
                                 translated = true;
-                            } else if topo.public_owner(m.src).is_none() {
+                            } else if !snat_done {
+                                // A public source it did not translate in this
+                                // walk (a host with its check off sending as
+                                // another's Elastic IP) is a spoof: AWS drops it.
                                 return self.drop(DropReason::NoPublicIp);
                             }
                             // To one of our own public addresses: back in through the

@@ -61,6 +61,13 @@ impl TargetError {
     }
 }
 
+/// True when a route of a table of the VPC with block `own` to `destination`
+/// would leave the VPC for one of its own addresses (through a peering or a
+/// transit gateway): refused, the address would be ambiguous.
+pub fn inside_own_vpc(target: Target, own: crate::route::Prefix, destination: crate::route::Prefix) -> bool {
+    matches!(target, Target::Peering(_) | Target::TransitGateway(_)) && own.covers(&destination)
+}
+
 /// The names a route may target.
 pub struct Targets<'a> {
     pub igw_name: &'a str,

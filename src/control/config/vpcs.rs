@@ -25,7 +25,7 @@ pub(super) struct MoreVpcSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct PeeringSection {
     /// Its id, the route target (`pcx-...`).
-    name: S,
+    pub name: S,
     /// The two VPCs, by name.
     vpcs: toml::Spanned<Vec<S>>,
 }
@@ -125,7 +125,7 @@ pub(super) fn compile(
         vpcs.infos.push(VpcInfo { name, id, cidr, zone: 0 });
     }
     if vpcs.infos.len() > 64 {
-        return Err(cx.err(more[64].name.span(), "more than 64 VPCs", "split the lab into several files"));
+        return Err(cx.err(more[63].name.span(), "more than 64 VPCs", "split the lab into several files"));
     }
     for p in peerings {
         let name = p.name.get_ref();
