@@ -52,6 +52,9 @@ enum Cmd {
     /// Delete a NAT gateway of a running gateway: routes to it become blackholes.
     #[command(name = "nat-gateway", subcommand)]
     NatGateway(NatGatewayCmd),
+    /// Elastic IPs of a running gateway: list, allocate, associate (move), disassociate, release.
+    #[command(subcommand)]
+    Eip(EipCmd),
     /// Explain what would happen to a packet and to its reply, hop by hop
     /// (e.g. `natgw trace app 198.51.100.10 tcp 80`), without touching any state.
     Trace {
@@ -333,6 +336,42 @@ enum ScenarioCmd {
     List,
     /// Build a scenario's lab, run it, check it, tear it down.
     Run { name: String },
+}
+
+#[derive(Subcommand)]
+enum EipCmd {
+    /// List every Elastic IP and what it is associated with.
+    List(Target),
+    /// Allocate one (from the lab's pool 203.0.113.0/24; at most 5 a region).
+    Allocate {
+        #[command(flatten)]
+        target: Target,
+        /// This address instead of the pool's lowest free one.
+        #[arg(long)]
+        address: Option<std::net::Ipv4Addr>,
+    },
+    /// Associate ADDRESS with HOST (its previous Elastic IP, if any, stays allocated).
+    Associate {
+        #[command(flatten)]
+        target: Target,
+        address: std::net::Ipv4Addr,
+        host: String,
+        /// Move it even if another host has it.
+        #[arg(long)]
+        allow_reassociation: bool,
+    },
+    /// Take ADDRESS off its host (it stays allocated).
+    Disassociate {
+        #[command(flatten)]
+        target: Target,
+        address: std::net::Ipv4Addr,
+    },
+    /// Give ADDRESS back (only when associated with nothing).
+    Release {
+        #[command(flatten)]
+        target: Target,
+        address: std::net::Ipv4Addr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -677,6 +716,29 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Route(RouteCmd::Delete { target, table, destination }) => {
             ask(&target, &Request::RouteDelete { table: table.clone(), destination: destination.clone() })?;
             println!("route table {table}: route to {destination} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Eip(cmd) => {
+            let (target, request) = match cmd {
+                EipCmd::List(t) => (t, Request::EipList),
+                EipCmd::Allocate { target, address } => (target, Request::EipAllocate { address }),
+                EipCmd::Associate { target, address, host, allow_reassociation } => {
+                    (target, Request::EipAssociate { address, host, allow_reassociation })
+                }
+                EipCmd::Disassociate { target, address } => (target, Request::EipDisassociate { address }),
+                EipCmd::Release { target, address } => (target, Request::EipRelease { address }),
+            };
+            let Reply::Eips { eips, done } = ask(&target, &request)? else {
+                return Err("unexpected answer".into());
+            };
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&eips).map_err(|e| e.to_string())?);
+            } else {
+                if !done.is_empty() {
+                    println!("{done}");
+                }
+                print!("{}", render::eips(&eips));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::NatGateway(NatGatewayCmd::Delete { target, name }) => {

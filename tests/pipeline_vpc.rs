@@ -234,3 +234,43 @@ fn a_nat_instance_with_its_check_off_gets_the_subnets_traffic_and_returns_it() {
         assert_eq!(a, Action::Drop(DropReason::NoPublicIp), "to {dst:?}");
     }
 }
+
+const EIP_MOVE: &str = include_str!("../examples/scenarios/eip-move.toml");
+
+#[test]
+fn an_elastic_ip_moves_at_run_time_and_other_hosts_flows_never_notice() {
+    const BLUE: [u8; 4] = [10, 0, 0, 10];
+    const GREEN: [u8; 4] = [10, 0, 0, 11];
+    const MOVED: [u8; 4] = [203, 0, 113, 10];
+    let mut vpc = natgw::control::config::parse("eip.toml", EIP_MOVE).unwrap();
+    let mut lab = Lab::from_toml(EIP_MOVE);
+    let swap = |lab: &mut Lab, vpc: &natgw::control::config::Vpc| {
+        lab.gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+        lab.pipe.refresh();
+    };
+    // web talks to blue at the Elastic IP.
+    lab.pass("internet", "blue", &tcp(WEB, 40000, MOVED, 80, "S", 1, 0));
+    let out = lab.pass("blue", "internet", &tcp(BLUE, 80, WEB, 40000, "SA", 9, 2));
+    assert_eq!(seen(&out).src, addr(MOVED));
+    // green gets a new Elastic IP: blue's flow carries on untouched.
+    let a = vpc.eip_allocate(None).unwrap();
+    vpc.eip_associate(a, "green", false).unwrap();
+    swap(&mut lab, &vpc);
+    lab.pass("internet", "blue", &tcp(WEB, 40000, MOVED, 80, "A", 2, 10));
+    let out = lab.pass("green", "internet", &echo(GREEN, WEB, 1, 1));
+    assert_eq!(seen(&out).src, a);
+    // The address moves to green (which gives its own back, idle): new
+    // connections to it reach green at once, blue has no public address.
+    assert_eq!(vpc.eip_associate(addr(MOVED), "green", true).unwrap(), Some(a));
+    swap(&mut lab, &vpc);
+    let out = lab.pass("internet", "green", &tcp(WEB, 40001, MOVED, 80, "S", 1, 0));
+    assert_eq!(seen(&out).dst, addr(GREEN));
+    let (verdict, _) = lab.send("blue", &echo(BLUE, WEB, 2, 1));
+    assert_eq!(verdict, Action::Drop(DropReason::NoPublicIp));
+    // A reload keeps the idle allocation and takes the file's associations back.
+    let mut running = vpc.clone();
+    running.reload(natgw::control::config::parse("eip.toml", EIP_MOVE).unwrap()).unwrap();
+    let list = running.eip_list();
+    assert!(list.iter().any(|e| e.address == "203.0.113.10" && e.association.as_deref() == Some("host blue")));
+    assert!(list.iter().any(|e| e.address == a.to_string() && e.association.is_none()), "{list:?}");
+}

@@ -20,12 +20,14 @@ use toml::Spanned;
 
 mod conntrack;
 mod dns;
+mod eips;
 mod endpoints;
 mod groups;
 mod targets;
 mod transit;
 mod vpcs;
 
+pub use eips::{EipView, REGION_LIMIT as EIP_REGION_LIMIT, allocation_id as eips_allocation_id};
 pub use targets::{TargetError, Targets};
 
 pub use dns::{DnsSettings, zone_of};
@@ -396,6 +398,9 @@ pub struct Vpc {
     /// Interfaces' own connection tracking timeouts: a host's
     /// `ct_profile` n > 0 is entry n - 1 (0 is AWS's defaults).
     pub conntrack_timeouts: Vec<Timeouts>,
+    /// Elastic IPs allocated at run time and associated with nothing
+    /// (`natgw eip allocate`); the associated ones are the hosts'.
+    pub idle_eips: Vec<Ipv4Addr>,
 }
 
 /// The `[flow_logs]` section.
@@ -1287,6 +1292,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         flow_logs,
         dns,
         conntrack_timeouts: ct_profiles.extra(),
+        idle_eips: Vec::new(),
     })
 }
 
@@ -1640,6 +1646,9 @@ pub enum ChangeError {
     Local,
     #[error("no NAT gateway named `{0}`")]
     NoNatGateway(String),
+    /// An Elastic IP request refused, with AWS's error code.
+    #[error("{0}")]
+    Eip(String),
     #[error(
         "{0}: a reload changes route tables, network ACLs, security groups and hosts' groups, Elastic IPs and source/destination checks; restart natgw for this"
     )]
@@ -1812,6 +1821,10 @@ impl Vpc {
                 new.delete_nat_gateway(&n.name)?;
             }
         }
+        // Idle Elastic IPs stay allocated unless the file now uses them; the
+        // hosts' associations are the file's again.
+        let taken: Vec<String> = new.eip_list().into_iter().map(|e| e.address).collect();
+        new.idle_eips = self.idle_eips.iter().copied().filter(|a| !taken.contains(&a.to_string())).collect();
         *self = new;
         Ok(())
     }

@@ -560,6 +560,22 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::EipList => Reply::Eips { eips: s.vpc.lock().eip_list(), done: String::new() },
+        Request::EipAllocate { address } => eip_change(s, |v| {
+            v.eip_allocate(*address).map(|a| format!("allocated {a} ({})", super::config::eips_allocation_id(a)))
+        }),
+        Request::EipAssociate { address, host, allow_reassociation } => eip_change(s, |v| {
+            v.eip_associate(*address, host, *allow_reassociation).map(|prev| match prev {
+                Some(p) => format!("{address} associated with {host}; its previous Elastic IP {p} is idle now"),
+                None => format!("{address} associated with {host}"),
+            })
+        }),
+        Request::EipDisassociate { address } => {
+            eip_change(s, |v| v.eip_disassociate(*address).map(|h| format!("{address} disassociated from {h}")))
+        }
+        Request::EipRelease { address } => {
+            eip_change(s, |v| v.eip_release(*address).map(|()| format!("{address} released")))
+        }
         Request::TraceLive { filter, count, seconds } => {
             if *count == 0 || *count > 100 || *seconds == 0 || *seconds > 60 {
                 return Reply::Error { message: "trace --live takes 1 to 100 packets and 1 to 60 seconds".into() };
@@ -643,6 +659,16 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             s.stop.store(true, Ordering::Relaxed);
             Reply::Ok
         }
+    }
+}
+
+/// An Elastic IP change: swapped in like any change, answered with the
+/// addresses after it.
+fn eip_change(s: &Shared, f: impl FnOnce(&mut Vpc) -> Result<String, super::config::ChangeError>) -> Reply {
+    let mut done = String::new();
+    match change(s, |v| f(v).map(|d| done = d)) {
+        Reply::Ok => Reply::Eips { eips: s.vpc.lock().eip_list(), done },
+        other => other,
     }
 }
 

@@ -260,6 +260,31 @@ pub fn routes(tables: &[RouteTableView]) -> String {
     out
 }
 
+/// `natgw eip list`: every Elastic IP, what it is associated with, and
+/// what an idle one costs.
+pub fn eips(eips: &[crate::control::config::EipView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<20} {:<16} Association", "Allocation", "Address");
+    for e in eips {
+        let assoc = e.association.as_deref().unwrap_or("-  (idle: allocated, associated with nothing)");
+        let _ = writeln!(out, "{:<20} {:<16} {assoc}", e.allocation_id, e.address);
+    }
+    let idle = eips.iter().filter(|e| e.association.is_none()).count();
+    let _ = writeln!(
+        out,
+        "{} of {} Elastic IPs allocated (AWS's default quota a region).",
+        eips.len(),
+        crate::control::config::EIP_REGION_LIMIT
+    );
+    if idle > 0 {
+        let _ = writeln!(
+            out,
+            "{idle} idle: AWS bills an allocated Elastic IP whether or not it is associated ($0.005 an hour for any public IPv4 address since February 2024; before, only an idle one), so an idle one is cost without use: associate it or release it."
+        );
+    }
+    out
+}
+
 /// `natgw events`: the abuse-tracing log, one record a line.
 pub fn events(nats: &[(String, Vec<crate::nat::gateway::NatEvent>)]) -> String {
     let mut out = String::new();

@@ -44,6 +44,9 @@ enum Step {
     Reload { from: &'static str, to: &'static str, what: &'static str },
     /// A drop counter of `natgw stats` is above zero.
     Dropped { reason: &'static str, what: &'static str },
+    /// `natgw ARGV --lab NAME` (a command against the running gateway): it
+    /// must succeed (or fail), its output contain `want` either way.
+    Natgw { argv: &'static [&'static str], ok: bool, want: &'static str, what: &'static str },
 }
 
 /// A scenario.
@@ -672,6 +675,115 @@ pub const ALL: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "eip-move",
+        title: "an Elastic IP moved from one instance to another: new connections reach the new one at once",
+        config: include_str!("../../examples/scenarios/eip-move.toml"),
+        steps: &[
+            Step::Say("blue serves the site at Elastic IP 203.0.113.10; green stands by with no public address."),
+            Step::File { name: "blue/who", text: "blue\n" },
+            Step::File { name: "green/who", text: "green\n" },
+            Step::Serve {
+                host: "blue",
+                argv: &["python3", "-m", "http.server", "80", "--bind", "10.0.0.10", "--directory", "{dir}/blue"],
+                port: 80,
+            },
+            Step::Serve {
+                host: "green",
+                argv: &["python3", "-m", "http.server", "80", "--bind", "10.0.0.11", "--directory", "{dir}/green"],
+                port: 80,
+            },
+            Step::Natgw {
+                argv: &["eip", "list"],
+                ok: true,
+                want: "203.0.113.10     host blue",
+                what: "the Elastic IP is blue's",
+            },
+            Step::Curl {
+                host: "web",
+                url: "http://203.0.113.10/who",
+                ok: true,
+                want: "blue",
+                what: "the internet reaches blue at 203.0.113.10",
+            },
+            Step::Natgw {
+                argv: &["eip", "associate", "203.0.113.10", "green"],
+                ok: false,
+                want: "Resource.AlreadyAssociated",
+                what: "AWS refuses to take an associated address without --allow-reassociation",
+            },
+            Step::Natgw {
+                argv: &["eip", "associate", "203.0.113.10", "green", "--allow-reassociation"],
+                ok: true,
+                want: "203.0.113.10 associated with green",
+                what: "the address moves to green",
+            },
+            Step::Curl {
+                host: "web",
+                url: "http://203.0.113.10/who",
+                ok: true,
+                want: "green",
+                what: "a new connection to 203.0.113.10 reaches green at once",
+            },
+            Step::Run {
+                host: "blue",
+                argv: PING_WEB,
+                ok: false,
+                want: "0 received",
+                what: "blue, without a public address, no longer reaches the internet",
+            },
+            Step::Dropped { reason: "no_public_ip", what: "natgw stats counted it at the internet gateway" },
+            Step::Natgw {
+                argv: &["eip", "allocate"],
+                ok: true,
+                want: "allocated 203.0.113.1 (eipalloc-cb007101)",
+                what: "a second Elastic IP, the pool's lowest free address",
+            },
+            Step::Natgw {
+                argv: &["eip", "list"],
+                ok: true,
+                want: "1 idle: AWS bills an allocated Elastic IP",
+                what: "natgw eip list says what an idle address costs",
+            },
+            Step::Natgw {
+                argv: &["eip", "associate", "203.0.113.1", "blue"],
+                ok: true,
+                want: "203.0.113.1 associated with blue",
+                what: "blue gets it",
+            },
+            Step::Run {
+                host: "blue",
+                argv: PING_WEB,
+                ok: true,
+                want: "1 received",
+                what: "blue reaches the internet again",
+            },
+            Step::Trace {
+                q: ("blue", "198.51.100.10", "icmp", None),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "source 10.0.0.10 -> Elastic IP 203.0.113.1 (blue's, 1:1)",
+            },
+            Step::Natgw {
+                argv: &["eip", "release", "203.0.113.1"],
+                ok: false,
+                want: "InvalidIPAddress.InUse",
+                what: "an associated address cannot be released",
+            },
+            Step::Natgw {
+                argv: &["eip", "disassociate", "203.0.113.1"],
+                ok: true,
+                want: "203.0.113.1 disassociated from blue",
+                what: "taken off blue, still allocated",
+            },
+            Step::Natgw {
+                argv: &["eip", "release", "203.0.113.1"],
+                ok: true,
+                want: "203.0.113.1 released",
+                what: "and given back",
+            },
+        ],
+    },
+    Scenario {
         name: "transit-hub",
         title: "a transit gateway hub: every spoke reaches the shared VPC and the internet, spokes kept apart by route tables",
         config: include_str!("../../examples/scenarios/transit-hub.toml"),
@@ -775,7 +887,7 @@ pub fn run(name: &str, exe: &Path) -> Result<(), DemoError> {
     let (state, _) = lab::up(&opts)?;
     let mut d = Demo { state, stop, failures: Vec::new() };
     let mut children = Vec::new();
-    let result = steps(&mut d, sc, &mut children);
+    let result = steps(&mut d, sc, exe, &mut children);
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
@@ -796,7 +908,7 @@ pub fn run(name: &str, exe: &Path) -> Result<(), DemoError> {
     }
 }
 
-fn steps(d: &mut Demo, sc: &Scenario, children: &mut Vec<Child>) -> Result<(), DemoError> {
+fn steps(d: &mut Demo, sc: &Scenario, exe: &Path, children: &mut Vec<Child>) -> Result<(), DemoError> {
     let dir = LabState::dir(&d.state.name);
     let dir_s = dir.display().to_string();
     let fill = |a: &str| a.replace("{dir}", &dir_s);
@@ -810,6 +922,10 @@ fn steps(d: &mut Demo, sc: &Scenario, children: &mut Vec<Child>) -> Result<(), D
             }
             Step::File { name, text } => {
                 let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|source| DemoError::Io { what: parent.display().to_string(), source })?;
+                }
                 std::fs::write(&path, fill(text))
                     .map_err(|source| DemoError::Io { what: path.display().to_string(), source })?;
             }
@@ -886,6 +1002,18 @@ fn steps(d: &mut Demo, sc: &Scenario, children: &mut Vec<Child>) -> Result<(), D
                 println!("\n$ natgw stats --lab {}   ({reason}: {n})", d.state.name);
                 d.expect(n > 0, what);
             }
+            Step::Natgw { argv, ok, want, what } => {
+                println!("\n$ natgw {} --lab {}", argv.join(" "), d.state.name);
+                let out = std::process::Command::new(exe)
+                    .args(*argv)
+                    .args(["--lab", &d.state.name])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|source| DemoError::Io { what: exe.display().to_string(), source })?;
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                print!("{}", indent(&text));
+                d.expect(out.status.success() == *ok && text.contains(want), what);
+            }
         }
     }
     Ok(())
@@ -914,11 +1042,29 @@ mod tests {
     fn every_trace_step_predicts_what_it_says_on_the_scenarios_file() {
         for sc in ALL {
             let mut text = sc.config.to_string();
+            let mut vpc = crate::control::config::parse(sc.name, &text).unwrap();
             for step in sc.steps {
                 match step {
-                    Step::Reload { from, to, .. } => text = text.replacen(from, to, 1),
+                    Step::Reload { from, to, .. } => {
+                        text = text.replacen(from, to, 1);
+                        vpc = crate::control::config::parse(sc.name, &text).unwrap();
+                    }
+                    // Elastic IP changes, as the running gateway makes them.
+                    Step::Natgw { argv, ok, .. } => {
+                        let ip = |i: usize| argv[i].parse::<std::net::Ipv4Addr>().unwrap();
+                        let done = match argv {
+                            ["eip", "list"] => Ok(()),
+                            ["eip", "allocate"] => vpc.eip_allocate(None).map(drop),
+                            ["eip", "associate", _, host, rest @ ..] => {
+                                vpc.eip_associate(ip(2), host, rest.contains(&"--allow-reassociation")).map(drop)
+                            }
+                            ["eip", "disassociate", _] => vpc.eip_disassociate(ip(2)).map(drop),
+                            ["eip", "release", _] => vpc.eip_release(ip(2)),
+                            other => panic!("{}: the test does not replay natgw {other:?}", sc.name),
+                        };
+                        assert_eq!(done.is_ok(), *ok, "{}: natgw {argv:?}: {done:?}", sc.name);
+                    }
                     Step::Trace { q, request, reply, hop } => {
-                        let vpc = crate::control::config::parse(sc.name, &text).unwrap();
                         let query =
                             Query { src: q.0.into(), dst: q.1.into(), proto: q.2.into(), port: q.3, sport: None };
                         let r = trace::trace(&vpc, &query).unwrap();

@@ -35,6 +35,27 @@ pub enum Request {
     NatGatewayDelete {
         name: String,
     },
+    /// DescribeAddresses.
+    EipList,
+    /// AllocateAddress (the pool's lowest free address, or this one).
+    EipAllocate {
+        address: Option<std::net::Ipv4Addr>,
+    },
+    /// AssociateAddress.
+    EipAssociate {
+        address: std::net::Ipv4Addr,
+        host: String,
+        #[serde(default)]
+        allow_reassociation: bool,
+    },
+    /// DisassociateAddress.
+    EipDisassociate {
+        address: std::net::Ipv4Addr,
+    },
+    /// ReleaseAddress.
+    EipRelease {
+        address: std::net::Ipv4Addr,
+    },
     /// Read the config file again and swap in what may change while running.
     Reload {
         path: String,
@@ -163,6 +184,11 @@ pub enum Reply {
     },
     Routes {
         tables: Vec<RouteTableView>,
+    },
+    /// The Elastic IPs after a request, and what it did.
+    Eips {
+        eips: Vec<crate::control::config::EipView>,
+        done: String,
     },
     Events {
         nat: Vec<(String, Vec<crate::nat::gateway::NatEvent>)>,
