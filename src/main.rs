@@ -55,6 +55,9 @@ enum Cmd {
     /// Elastic IPs of a running gateway: list, allocate, associate (move), disassociate, release.
     #[command(subcommand)]
     Eip(EipCmd),
+    /// Network interfaces of a running gateway: list, detach and attach a secondary one.
+    #[command(subcommand)]
+    Eni(EniCmd),
     /// Explain what would happen to a packet and to its reply, hop by hop
     /// (e.g. `natgw trace app 198.51.100.10 tcp 80`), without touching any state.
     Trace {
@@ -336,6 +339,25 @@ enum ScenarioCmd {
     List,
     /// Build a scenario's lab, run it, check it, tear it down.
     Run { name: String },
+}
+
+#[derive(Subcommand)]
+enum EniCmd {
+    /// List every interface and the instance it is attached to.
+    List(Target),
+    /// Detach secondary interface ENI from its instance.
+    Detach {
+        #[command(flatten)]
+        target: Target,
+        eni: String,
+    },
+    /// Attach detached interface ENI to INSTANCE (a host that is no secondary interface).
+    Attach {
+        #[command(flatten)]
+        target: Target,
+        eni: String,
+        instance: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -716,6 +738,25 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Route(RouteCmd::Delete { target, table, destination }) => {
             ask(&target, &Request::RouteDelete { table: table.clone(), destination: destination.clone() })?;
             println!("route table {table}: route to {destination} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Eni(cmd) => {
+            let (target, request) = match cmd {
+                EniCmd::List(t) => (t, Request::EniList),
+                EniCmd::Detach { target, eni } => (target, Request::EniDetach { eni }),
+                EniCmd::Attach { target, eni, instance } => (target, Request::EniAttach { eni, instance }),
+            };
+            let Reply::Enis { enis, done } = ask(&target, &request)? else {
+                return Err("unexpected answer".into());
+            };
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&enis).map_err(|e| e.to_string())?);
+            } else {
+                if !done.is_empty() {
+                    println!("{done}");
+                }
+                print!("{}", render::enis(&enis));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Eip(cmd) => {

@@ -22,12 +22,14 @@ mod conntrack;
 mod dns;
 mod eips;
 mod endpoints;
+mod enis;
 mod groups;
 mod targets;
 mod transit;
 mod vpcs;
 
 pub use eips::{EipView, REGION_LIMIT as EIP_REGION_LIMIT, allocation_id as eips_allocation_id};
+pub use enis::{DETACHED as ENI_DETACHED, EniMove, EniView};
 pub use targets::{TargetError, Targets};
 
 pub use dns::{DnsSettings, zone_of};
@@ -214,6 +216,8 @@ struct HostSection {
     security_groups: Option<Spanned<Vec<S>>>,
     /// Its interface's connection tracking timeouts (default: AWS's).
     connection_tracking: Option<conntrack::ConnTrackSection>,
+    /// A secondary ENI of the instance `namespace` names (another host's).
+    secondary: Option<Spanned<bool>>,
 }
 
 fn yes() -> bool {
@@ -343,6 +347,10 @@ pub struct Attachment {
     pub gateway: Ipv4Addr,
     /// The link's MTU.
     pub mtu: u16,
+    /// A secondary network interface (ENI) of the instance whose namespace
+    /// it is in: no default route of its own, its address answered through
+    /// it by a routing rule, and movable at run time (`natgw eni`).
+    pub secondary: bool,
 }
 
 /// Gateway-wide settings from the `[gateway]` section.
@@ -825,6 +833,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             addresses: vec![(ip, subnets[si].cidr.prefix_len())],
             gateway: subnets[si].router(),
             mtu: h.mtu.unwrap_or(0),
+            secondary: h.secondary.as_ref().is_some_and(|s| *s.get_ref()),
         });
         hosts.push(Host {
             name: h.name.get_ref().clone(),
@@ -840,6 +849,21 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             untracked: [true, true],
             ct_profile: ct_profiles.intern(cx, h.connection_tracking.as_ref())?,
         });
+    }
+    // A secondary ENI sits in an instance's namespace: a primary host's.
+    let primaries: Vec<&String> = attachments.iter().filter(|a| !a.secondary).map(|a| &a.namespace).collect();
+    for (h, a) in f.hosts.iter().zip(&attachments) {
+        if a.secondary && !primaries.contains(&&a.namespace) {
+            let span = h.namespace.as_ref().map_or_else(|| h.name.span(), |n| n.span());
+            return Err(cx.err(
+                span,
+                format!("secondary interface `{}` is not in an instance's namespace", h.name.get_ref()),
+                format!(
+                    "name the instance it is attached to: namespace = \"{}\" (a host without `secondary`)",
+                    primaries.first().map_or("...", |p| p.as_str())
+                ),
+            ));
+        }
     }
 
     // NAT gateways.
@@ -919,6 +943,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 addresses: vec![(*ip, subnet.cidr.prefix_len())],
                 gateway: subnet.router(),
                 mtu: 0,
+                secondary: false,
             });
             hosts.push(Host {
                 name,
@@ -1156,6 +1181,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 addresses,
                 gateway: gw,
                 mtu: i.mtu.unwrap_or(0),
+                secondary: false,
             });
             Some(gw)
         }
@@ -1177,6 +1203,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             addresses: dns.addresses.iter().map(|a| (*a, 32)).collect(),
             gateway: subnets.first().map_or(vpc.nth(1), |s| s.router()),
             mtu: 0,
+            secondary: false,
         });
     }
 
@@ -1189,6 +1216,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             addresses: vec![(services[e.service].address, 32)],
             gateway: vpc.nth(1),
             mtu: 0,
+            secondary: false,
         });
     }
 

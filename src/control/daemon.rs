@@ -82,6 +82,11 @@ pub fn attachment_namespace(prefix: Option<&str>, a: &super::config::Attachment)
     }
 }
 
+/// The routing table a secondary interface `i`'s own address leaves by.
+pub fn eni_table(i: usize) -> u32 {
+    100 + i as u32
+}
+
 /// The TUN device name of interface `i` (at most 15 bytes).
 pub fn tun_name(prefix: Option<&str>, i: usize) -> String {
     let base = prefix.map_or_else(|| format!("ngw{}", std::process::id() % 10_000_000), str::to_string);
@@ -101,6 +106,8 @@ pub struct Daemon {
     resolver: Option<Arc<crate::dns::Resolver>>,
     /// The resolver's namespace, when this gateway made it (outside a lab).
     own_namespace: OwnNamespace,
+    /// Detached interfaces' namespace, if one was made.
+    parked: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 /// A namespace the gateway made for itself; deleted when dropped.
@@ -138,6 +145,11 @@ struct Shared {
     capture_asked: std::sync::atomic::AtomicU32,
     /// The VPC's DNS resolver, if `enable_dns_support` is on.
     resolver: Option<Arc<crate::dns::Resolver>>,
+    /// The lab's namespace prefix (None: namespaces as the file names them).
+    prefix: Option<String>,
+    /// Where detached interfaces wait, once one has been detached: the
+    /// gateway's own namespace, deleted when it stops.
+    parked: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl Daemon {
@@ -179,7 +191,7 @@ impl Daemon {
                         _ => StartError::Tun { dev: dev.clone(), ns: ns.clone(), source },
                     })?;
             level = l;
-            netns::configure_link(&ns, &dev, a.mtu, &a.addresses, a.gateway)?;
+            netns::configure_link(&ns, &dev, a.mtu, &a.addresses, a.gateway, a.secondary.then(|| eni_table(i)))?;
             netns::set_txqueuelen(&ns, &dev, vpc.gateway.txqueuelen)?;
             tracing::info!(interface = %a.interface, namespace = %ns, device = %dev, queues = workers, ?l, "attached");
             queues.push(q);
@@ -237,7 +249,10 @@ impl Daemon {
         let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let flow_logs =
             super::flow_writer::FlowLogWriter::new(&vpc, unix_now.saturating_sub(u64::from(clock.now().secs())));
+        let parked = Arc::new(parking_lot::Mutex::new(None));
         let shared = Arc::new(Shared {
+            prefix: opts.netns_prefix.clone(),
+            parked: parked.clone(),
             resolver: resolver.clone(),
             flow_logs,
             events_asked: std::sync::atomic::AtomicU32::new(0),
@@ -296,6 +311,7 @@ impl Daemon {
             offload: level,
             resolver,
             own_namespace,
+            parked,
         })
     }
 
@@ -359,6 +375,7 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.socket);
         drop(std::mem::replace(&mut self.own_namespace, OwnNamespace(None)));
+        drop(OwnNamespace(self.parked.lock().take()));
     }
 }
 
@@ -560,6 +577,9 @@ fn answer(s: &Shared, req: &Request) -> Reply {
         Request::RouteAdd { table, destination, target } => change(s, |v| v.add_route(table, destination, target)),
         Request::RouteDelete { table, destination } => change(s, |v| v.delete_route(table, destination)),
         Request::NatGatewayDelete { name } => change(s, |v| v.delete_nat_gateway(name)),
+        Request::EniList => Reply::Enis { enis: s.vpc.lock().eni_list(), done: String::new() },
+        Request::EniDetach { eni } => eni_move(s, eni, None),
+        Request::EniAttach { eni, instance } => eni_move(s, eni, Some(instance)),
         Request::EipList => Reply::Eips { eips: s.vpc.lock().eip_list(), done: String::new() },
         Request::EipAllocate { address } => eip_change(s, |v| {
             v.eip_allocate(*address).map(|a| format!("allocated {a} ({})", super::config::eips_allocation_id(a)))
@@ -660,6 +680,48 @@ fn answer(s: &Shared, req: &Request) -> Reply {
             Reply::Ok
         }
     }
+}
+
+/// Detaches interface `eni` (to: None) or attaches it to instance `to`: its
+/// TUN device moves to the detached interfaces' namespace or to the
+/// instance's, with its address and its routing rule. The topology stays:
+/// the interface, its address, Elastic IP and groups are the same.
+fn eni_move(s: &Shared, eni: &str, to: Option<&str>) -> Reply {
+    let mut vpc = s.vpc.lock();
+    let before = vpc.attachments.clone();
+    let moved = match to {
+        None => vpc.eni_detach(eni),
+        Some(i) => vpc.eni_attach(eni, i),
+    };
+    let m = match moved {
+        Ok(m) => m,
+        Err(e) => return Reply::Error { message: e.to_string() },
+    };
+    let prefix = s.prefix.as_deref();
+    let (from, dest) = (namespace_name(prefix, &m.from), namespace_name(prefix, &m.to));
+    let a = vpc.attachments[m.index].clone();
+    let dev = tun_name(prefix, m.index);
+    let done = (|| -> Result<(), netns::NetnsError> {
+        if to.is_none() && !netns::exists(&dest) {
+            netns::add(&dest)?;
+            *s.parked.lock() = Some(dest.clone());
+        }
+        netns::move_link(&from, &dev, &dest, &a.addresses, eni_table(m.index))?;
+        if to.is_some() {
+            netns::configure_link(&dest, &dev, a.mtu, &a.addresses, a.gateway, Some(eni_table(m.index)))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = done {
+        vpc.attachments = before;
+        return Reply::Error { message: format!("moving {eni}'s device {dev} from {from} to {dest}: {e}") };
+    }
+    tracing::info!(interface = eni, from = %from, to = %dest, "interface moved");
+    let done = match to {
+        Some(i) => format!("{eni} attached to {i} (its device {dev} is in namespace {dest} now)"),
+        None => format!("{eni} detached (its device {dev} waits in namespace {dest})"),
+    };
+    Reply::Enis { enis: vpc.eni_list(), done }
 }
 
 /// An Elastic IP change: swapped in like any change, answered with the

@@ -435,6 +435,12 @@ pub fn teardown(state: &LabState) {
             tracing::warn!(namespace = %ns, error = %e, "could not delete namespace");
         }
     }
+    // Where the gateway parks detached interfaces, if it was killed before
+    // it could delete it.
+    let parked = format!("{}-{}", state.prefix, super::config::ENI_DETACHED);
+    if netns::exists(&parked) {
+        let _ = netns::delete(&parked);
+    }
     let _ = std::fs::remove_dir_all(LabState::dir(&state.name));
 }
 

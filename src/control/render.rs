@@ -260,6 +260,29 @@ pub fn routes(tables: &[RouteTableView]) -> String {
     out
 }
 
+/// `natgw eni list`: every interface, its addresses and groups, and its instance.
+pub fn enis(enis: &[crate::control::config::EniView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<9} {:<12} {:<15} {:<16} Groups",
+        "Interface", "Kind", "Instance", "Private IP", "Elastic IP"
+    );
+    for e in enis {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<9} {:<12} {:<15} {:<16} {}",
+            e.name,
+            if e.primary { "primary" } else { "secondary" },
+            e.instance.as_deref().unwrap_or("(detached)"),
+            e.ip,
+            e.elastic_ip.as_deref().unwrap_or("-"),
+            if e.groups.is_empty() { "-".to_string() } else { e.groups.join(", ") }
+        );
+    }
+    out
+}
+
 /// `natgw eip list`: every Elastic IP, what it is associated with, and
 /// what an idle one costs.
 pub fn eips(eips: &[crate::control::config::EipView]) -> String {

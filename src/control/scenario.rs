@@ -784,6 +784,90 @@ pub const ALL: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "eni-move",
+        title: "a secondary network interface moved to another instance, keeping its address, Elastic IP and groups",
+        config: include_str!("../../examples/scenarios/eni-move.toml"),
+        steps: &[
+            Step::Say("eni-svc (10.0.0.50, Elastic IP 203.0.113.50, group svc-sg) is web1's secondary interface."),
+            Step::File { name: "web1/who", text: "web1\n" },
+            Step::File { name: "web2/who", text: "web2\n" },
+            Step::Serve {
+                host: "web1",
+                argv: &["python3", "-m", "http.server", "80", "--directory", "{dir}/web1"],
+                port: 80,
+            },
+            Step::Serve {
+                host: "web2",
+                argv: &["python3", "-m", "http.server", "80", "--directory", "{dir}/web2"],
+                port: 80,
+            },
+            Step::Natgw {
+                argv: &["eni", "list"],
+                ok: true,
+                want: "secondary web1",
+                what: "eni-svc is attached to web1",
+            },
+            Step::Curl {
+                host: "web",
+                url: "http://203.0.113.50/who",
+                ok: true,
+                want: "web1",
+                what: "the internet reaches web1 at eni-svc's Elastic IP",
+            },
+            Step::Natgw {
+                argv: &["eni", "detach", "web1"],
+                ok: false,
+                want: "OperationNotPermitted",
+                what: "an instance's primary interface cannot be detached",
+            },
+            Step::Natgw {
+                argv: &["eni", "attach", "eni-svc", "web2"],
+                ok: false,
+                want: "InvalidNetworkInterface.InUse",
+                what: "an attached interface must be detached first",
+            },
+            Step::Natgw {
+                argv: &["eni", "detach", "eni-svc"],
+                ok: true,
+                want: "eni-svc detached",
+                what: "detached: its device waits in a namespace of the gateway's own",
+            },
+            Step::Curl {
+                host: "web",
+                url: "http://203.0.113.50/who",
+                ok: false,
+                want: "HTTP 000",
+                what: "nothing answers at its address while it is detached",
+            },
+            Step::Natgw {
+                argv: &["eni", "attach", "eni-svc", "web2"],
+                ok: true,
+                want: "eni-svc attached to web2",
+                what: "attached to web2",
+            },
+            Step::Run {
+                host: "web2",
+                argv: &["ip", "-br", "addr"],
+                ok: true,
+                want: "10.0.0.50/24",
+                what: "web2's namespace now has the interface with its private address",
+            },
+            Step::Curl {
+                host: "web",
+                url: "http://203.0.113.50/who",
+                ok: true,
+                want: "web2",
+                what: "the same Elastic IP and private address reach web2, through the same group",
+            },
+            Step::Trace {
+                q: ("198.51.100.10", "203.0.113.50", "tcp", Some(80)),
+                request: "forwarded",
+                reply: Some("forwarded"),
+                hop: "group svc-sg inbound rule 1",
+            },
+        ],
+    },
+    Scenario {
         name: "transit-hub",
         title: "a transit gateway hub: every spoke reaches the shared VPC and the internet, spokes kept apart by route tables",
         config: include_str!("../../examples/scenarios/transit-hub.toml"),
@@ -1060,6 +1144,9 @@ mod tests {
                             }
                             ["eip", "disassociate", _] => vpc.eip_disassociate(ip(2)).map(drop),
                             ["eip", "release", _] => vpc.eip_release(ip(2)),
+                            ["eni", "list"] => Ok(()),
+                            ["eni", "detach", eni] => vpc.eni_detach(eni).map(drop),
+                            ["eni", "attach", eni, instance] => vpc.eni_attach(eni, instance).map(drop),
                             other => panic!("{}: the test does not replay natgw {other:?}", sc.name),
                         };
                         assert_eq!(done.is_ok(), *ok, "{}: natgw {argv:?}: {done:?}", sc.name);

@@ -56,6 +56,17 @@ pub enum Request {
     EipRelease {
         address: std::net::Ipv4Addr,
     },
+    /// DescribeNetworkInterfaces.
+    EniList,
+    /// DetachNetworkInterface.
+    EniDetach {
+        eni: String,
+    },
+    /// AttachNetworkInterface.
+    EniAttach {
+        eni: String,
+        instance: String,
+    },
     /// Read the config file again and swap in what may change while running.
     Reload {
         path: String,
@@ -184,6 +195,11 @@ pub enum Reply {
     },
     Routes {
         tables: Vec<RouteTableView>,
+    },
+    /// The network interfaces after a request, and what it did.
+    Enis {
+        enis: Vec<crate::control::config::EniView>,
+        done: String,
     },
     /// The Elastic IPs after a request, and what it did.
     Eips {

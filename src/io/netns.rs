@@ -153,6 +153,7 @@ pub fn configure_link(
     mtu: u16,
     addrs: &[(Ipv4Addr, u8)],
     gateway: Ipv4Addr,
+    secondary: Option<u32>,
 ) -> Result<(), NetnsError> {
     let _ = sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
     ip(&["-n", ns, "link", "set", "dev", dev, "mtu", &mtu.to_string(), "up"])?;
@@ -160,8 +161,35 @@ pub fn configure_link(
         ip(&["-n", ns, "addr", "add", &format!("{a}/{l}"), "dev", dev])?;
     }
     // The gateway may be outside the device's own prefix: say it is on-link.
-    ip(&["-n", ns, "route", "replace", "default", "via", &gateway.to_string(), "dev", dev, "onlink"])?;
+    let gw = gateway.to_string();
+    match secondary {
+        None => {
+            ip(&["-n", ns, "route", "replace", "default", "via", &gw, "dev", dev, "onlink"])?;
+        }
+        // A secondary interface leaves the namespace's default route to the
+        // primary one; what is sent from its own address goes out through it
+        // (table `t`), as EC2's ec2-net-utils set it up.
+        Some(t) => {
+            let t = t.to_string();
+            ip(&["-n", ns, "route", "replace", "default", "via", &gw, "dev", dev, "onlink", "table", &t])?;
+            for (a, _) in addrs {
+                let _ = ip(&["-n", ns, "rule", "del", "from", &a.to_string(), "table", &t]);
+                ip(&["-n", ns, "rule", "add", "from", &a.to_string(), "table", &t])?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// Moves device `dev` from namespace `from` to `to` (its addresses and
+/// routes stay behind; `configure_link` gives them again), and removes the
+/// routing rules `from` held for its addresses in table `table`.
+pub fn move_link(from: &str, dev: &str, to: &str, addrs: &[(Ipv4Addr, u8)], table: u32) -> Result<(), NetnsError> {
+    let t = table.to_string();
+    for (a, _) in addrs {
+        let _ = ip(&["-n", from, "rule", "del", "from", &a.to_string(), "table", &t]);
+    }
+    ip(&["-n", from, "link", "set", "dev", dev, "netns", to]).map(|_| ())
 }
 
 /// Sets the transmit queue length of a device in a namespace.
