@@ -206,3 +206,51 @@ fn a_peer_of_an_attached_vpc_may_not_overlap_another_attached_vpc() {
     let e = refused(&src);
     assert!(e.message.contains("overlaps VPC prod") && e.message.contains("through a third"), "{e}");
 }
+
+#[test]
+fn a_peering_beyond_the_hub_carries_the_hubs_own_traffic_only() {
+    // ext is peered with shared; the spokes' default route reaches shared,
+    // whose attachment subnet routes ext's block to the peering.
+    let src = format!(
+        "{}\n[[vpcs]]\nname = \"ext\"\ncidr = \"10.40.0.0/16\"\n\n[[peerings]]\nname = \"pcx-shared-ext\"\nvpcs = [\"shared\", \"ext\"]\n\n[[subnets]]\nname = \"ext-a\"\nvpc = \"ext\"\ncidr = \"10.40.1.0/24\"\nroute_table = \"ext-rt\"\n\n[[hosts]]\nname = \"ext\"\nsubnet = \"ext-a\"\nip = \"10.40.1.10\"\n\n[[route_tables]]\nname = \"ext-rt\"\nvpc = \"ext\"\nroutes = [ {{ destination = \"10.10.0.0/16\", target = \"pcx-shared-ext\" }} ]\n",
+        HUB.replace(
+            "name = \"shared-rt\"\nroutes = [\n",
+            "name = \"shared-rt\"\nroutes = [\n  { destination = \"10.40.0.0/16\", target = \"pcx-shared-ext\" },\n",
+        )
+        .replace(
+            "name = \"shared-tgw-rt\"\nroutes = [\n",
+            "name = \"shared-tgw-rt\"\nroutes = [\n  { destination = \"10.40.0.0/16\", target = \"pcx-shared-ext\" },\n",
+        )
+        .replace("{ destination = \"10.0.0.0/8\", target = \"blackhole\" },", "")
+    );
+    const EXT: [u8; 4] = [10, 40, 1, 10];
+    let mut lab = Lab::from_toml(&src);
+    // The positive control: shared's own host reaches ext over the peering.
+    lab.pass("auth", "ext", &echo(AUTH, EXT, 1, 1));
+    // A spoke's packet through the hub is not shared's: AWS drops it.
+    let (a, _) = lab.send("prod", &echo(PROD, EXT, 2, 1));
+    assert_eq!(a, Action::Drop(DropReason::PeeringTransit), "spoke -> hub -> peering");
+}
+
+#[test]
+fn only_the_vpc_whose_nat_gateway_translated_lets_its_address_out() {
+    // shared's NAT subnet sends the internet to the hub, the hub to prod,
+    // prod's table to its internet gateway: the packet carries shared's NAT
+    // address, which prod's internet gateway does not let out.
+    let src = HUB
+        .replace(
+            "name = \"shared-public-rt\"\nroutes = [\n  { destination = \"0.0.0.0/0\", target = \"igw\" },",
+            "name = \"shared-public-rt\"\nroutes = [\n  { destination = \"192.0.2.0/24\", target = \"igw\" },\n  { destination = \"0.0.0.0/0\", target = \"tgw-hub\" },",
+        )
+        .replace(
+            "name = \"tgw-rtb-shared\"\nassociations = [\"shared\"]\npropagations = [\"prod\", \"dev\"]",
+            "name = \"tgw-rtb-shared\"\nassociations = [\"shared\"]\npropagations = [\"prod\", \"dev\"]\nroutes = [ { destination = \"0.0.0.0/0\", target = \"prod\" } ]",
+        )
+        .replace(
+            "name = \"prod-rt\"\nvpc = \"prod\"\nroutes = [\n  { destination = \"0.0.0.0/0\", target = \"tgw-hub\" },",
+            "name = \"prod-rt\"\nvpc = \"prod\"\nroutes = [\n  { destination = \"10.0.0.0/8\", target = \"tgw-hub\" },\n  { destination = \"0.0.0.0/0\", target = \"igw\" },",
+        );
+    let mut lab = Lab::from_toml(&src);
+    let (a, _) = lab.send("auth", &echo(AUTH, WEB, 1, 1));
+    assert_eq!(a, Action::Drop(DropReason::NoPublicIp), "another VPC's NAT address at prod's internet gateway");
+}

@@ -274,3 +274,47 @@ fn an_elastic_ip_moves_at_run_time_and_other_hosts_flows_never_notice() {
     assert!(list.iter().any(|e| e.address == "203.0.113.10" && e.association.as_deref() == Some("host blue")));
     assert!(list.iter().any(|e| e.address == a.to_string() && e.association.is_none()), "{list:?}");
 }
+
+const ENI_MOVE: &str = include_str!("../examples/scenarios/eni-move.toml");
+
+#[test]
+fn a_detached_interface_gets_nothing_and_an_attached_one_everything_again() {
+    let mut vpc = natgw::control::config::parse("eni.toml", ENI_MOVE).unwrap();
+    let mut lab = Lab::from_toml(ENI_MOVE);
+    const SVC_EIP: [u8; 4] = [203, 0, 113, 50];
+    lab.pass("internet", "eni-svc", &tcp(WEB, 40000, SVC_EIP, 80, "S", 1, 0));
+    vpc.eni_detach("eni-svc").unwrap();
+    lab.gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+    lab.pipe.refresh();
+    let (a, _) = lab.send("internet", &tcp(WEB, 40001, SVC_EIP, 80, "S", 1, 0));
+    assert_eq!(a, Action::Drop(DropReason::EniDetached));
+    vpc.eni_attach("eni-svc", "web2").unwrap();
+    lab.gw.set_topology(natgw::pipeline::Topology::new(vpc.parts.clone()));
+    lab.pipe.refresh();
+    lab.pass("internet", "eni-svc", &tcp(WEB, 40002, SVC_EIP, 80, "S", 1, 0));
+    // A reload of the file (which still names web1) keeps it where it is.
+    vpc.reload(natgw::control::config::parse("eni.toml", ENI_MOVE).unwrap()).unwrap();
+    let view = vpc.eni_list().into_iter().find(|e| e.name == "eni-svc").unwrap();
+    assert_eq!(view.instance.as_deref(), Some("web2"));
+}
+
+#[test]
+fn elastic_ips_survive_a_reload_and_a_deleted_nat_gateways_stay_allocated() {
+    let mut vpc = natgw::control::config::parse("eip.toml", EIP_MOVE).unwrap();
+    let a = vpc.eip_allocate(None).unwrap();
+    vpc.eip_associate(a, "green", false).unwrap();
+    vpc.reload(natgw::control::config::parse("eip.toml", EIP_MOVE).unwrap()).unwrap();
+    let e = vpc.eip_list().into_iter().find(|e| e.address == a.to_string()).expect("still allocated");
+    assert_eq!(e.association, None, "the file's associations again, the address idle");
+    // A pool address inside a VPC is no Elastic IP.
+    let inside = EIP_MOVE.replace(
+        "cidr = \"10.0.0.0/16\"",
+        "cidr = \"10.0.0.0/16\"\n\n[[vpcs]]\nname = \"odd\"\ncidr = \"203.0.113.16/28\"",
+    );
+    let mut odd = natgw::control::config::parse("odd.toml", &inside).unwrap();
+    let err = odd.eip_allocate(Some(std::net::Ipv4Addr::new(203, 0, 113, 20))).unwrap_err();
+    assert!(err.to_string().contains("InvalidAddress.InUse"), "{err}");
+    let mut lab = natgw::control::config::parse("lab.toml", natgw::control::config::DEFAULT_LAB).unwrap();
+    lab.delete_nat_gateway("nat-1").unwrap();
+    assert!(lab.eip_list().iter().any(|e| e.address == "203.0.113.5" && e.association.is_none()));
+}

@@ -406,9 +406,13 @@ pub struct Vpc {
     /// Interfaces' own connection tracking timeouts: a host's
     /// `ct_profile` n > 0 is entry n - 1 (0 is AWS's defaults).
     pub conntrack_timeouts: Vec<Timeouts>,
-    /// Elastic IPs allocated at run time and associated with nothing
-    /// (`natgw eip allocate`); the associated ones are the hosts'.
+    /// Elastic IPs allocated and associated with nothing (`natgw eip
+    /// allocate`, an address a host gave up, a deleted NAT gateway's); the
+    /// associated ones are the hosts' and NAT gateways'.
     pub idle_eips: Vec<Ipv4Addr>,
+    /// Elastic IPs allocated while running (`natgw eip allocate`, not
+    /// released yet), associated or not: a reload keeps them allocated.
+    pub runtime_eips: Vec<Ipv4Addr>,
 }
 
 /// The `[flow_logs]` section.
@@ -848,11 +852,20 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
             groups: Vec::new(),
             untracked: [true, true],
             ct_profile: ct_profiles.intern(cx, h.connection_tracking.as_ref())?,
+            detached: false,
         });
     }
     // A secondary ENI sits in an instance's namespace: a primary host's.
     let primaries: Vec<&String> = attachments.iter().filter(|a| !a.secondary).map(|a| &a.namespace).collect();
     for (h, a) in f.hosts.iter().zip(&attachments) {
+        if a.namespace == enis::DETACHED {
+            let span = h.namespace.as_ref().map_or_else(|| h.name.span(), |n| n.span());
+            return Err(cx.err(
+                span,
+                format!("the namespace `{}` is where the gateway parks detached interfaces", enis::DETACHED),
+                "choose another name",
+            ));
+        }
         if a.secondary && !primaries.contains(&&a.namespace) {
             let span = h.namespace.as_ref().map_or_else(|| h.name.span(), |n| n.span());
             return Err(cx.err(
@@ -958,6 +971,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                 groups: Vec::new(),
                 untracked: [true, true],
                 ct_profile: 0,
+                detached: false,
             });
             endpoint_groups.push(e.groups.clone());
         }
@@ -1321,6 +1335,7 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         dns,
         conntrack_timeouts: ct_profiles.extra(),
         idle_eips: Vec::new(),
+        runtime_eips: Vec::new(),
     })
 }
 
@@ -1773,7 +1788,21 @@ impl Vpc {
     /// stays deleted.
     pub fn reload(&mut self, mut new: Vpc) -> Result<(), ChangeError> {
         let refuse = |what: &str| Err(ChangeError::Reload(what.to_string()));
-        if new.attachments != self.attachments {
+        // A secondary interface's namespace is where `natgw eni` put it, not
+        // necessarily the file's.
+        let placed = |v: &Vpc| -> Vec<Attachment> {
+            v.attachments
+                .iter()
+                .cloned()
+                .map(|mut a| {
+                    if a.secondary {
+                        a.namespace.clear();
+                    }
+                    a
+                })
+                .collect()
+        };
+        if placed(&new) != placed(self) {
             return refuse("the interfaces (hosts, namespaces, addresses or MTUs) differ");
         }
         if new.gateway != self.gateway {
@@ -1849,10 +1878,24 @@ impl Vpc {
                 new.delete_nat_gateway(&n.name)?;
             }
         }
-        // Idle Elastic IPs stay allocated unless the file now uses them; the
-        // hosts' associations are the file's again.
+        // Addresses allocated while running stay allocated (idle unless the
+        // file now uses them); the hosts' associations are the file's again.
         let taken: Vec<String> = new.eip_list().into_iter().map(|e| e.address).collect();
-        new.idle_eips = self.idle_eips.iter().copied().filter(|a| !taken.contains(&a.to_string())).collect();
+        for a in &self.runtime_eips {
+            if !taken.contains(&a.to_string()) && !new.idle_eips.contains(a) {
+                new.idle_eips.push(*a);
+            }
+        }
+        new.runtime_eips = self.runtime_eips.clone();
+        // Secondary interfaces stay where `natgw eni` moved them.
+        for (n, o) in new.attachments.iter_mut().zip(&self.attachments) {
+            if o.secondary {
+                n.namespace = o.namespace.clone();
+            }
+        }
+        for (nh, oh) in new.parts.hosts.iter_mut().zip(&self.parts.hosts) {
+            nh.detached = oh.detached;
+        }
         *self = new;
         Ok(())
     }
@@ -1861,7 +1904,9 @@ impl Vpc {
     pub fn delete_nat_gateway(&mut self, name: &str) -> Result<(), ChangeError> {
         let n = self.parts.nat_gateways.iter().position(|g| g.name == name && !g.public_ips.is_empty());
         let n = n.ok_or_else(|| ChangeError::NoNatGateway(name.to_string()))?;
-        self.parts.nat_gateways[n].public_ips.clear();
+        // AWS keeps a deleted NAT gateway's Elastic IPs allocated, idle.
+        let freed = std::mem::take(&mut self.parts.nat_gateways[n].public_ips);
+        self.idle_eips.extend(freed);
         for i in 0..self.parts.route_tables.len() {
             let mut routes = self.parts.route_tables[i].routes().to_vec();
             let mut changed = false;

@@ -150,6 +150,8 @@ struct Shared {
     /// Where detached interfaces wait, once one has been detached: the
     /// gateway's own namespace, deleted when it stops.
     parked: Arc<parking_lot::Mutex<Option<String>>>,
+    /// Held while an interface moves: one move at a time.
+    eni_moving: parking_lot::Mutex<()>,
 }
 
 impl Daemon {
@@ -253,6 +255,7 @@ impl Daemon {
         let shared = Arc::new(Shared {
             prefix: opts.netns_prefix.clone(),
             parked: parked.clone(),
+            eni_moving: parking_lot::Mutex::new(()),
             resolver: resolver.clone(),
             flow_logs,
             events_asked: std::sync::atomic::AtomicU32::new(0),
@@ -682,41 +685,73 @@ fn answer(s: &Shared, req: &Request) -> Reply {
     }
 }
 
+/// The namespace an interface's placement `ns` (as the file names it)
+/// means: detached interfaces wait in one of the gateway's own, named for
+/// the lab or, outside one, for this process.
+fn eni_namespace(prefix: Option<&str>, ns: &str) -> String {
+    match (prefix, ns == super::config::ENI_DETACHED) {
+        (None, true) => format!("ngw{}-{ns}", std::process::id()),
+        _ => namespace_name(prefix, ns),
+    }
+}
+
 /// Detaches interface `eni` (to: None) or attaches it to instance `to`: its
 /// TUN device moves to the detached interfaces' namespace or to the
-/// instance's, with its address and its routing rule. The topology stays:
-/// the interface, its address, Elastic IP and groups are the same.
+/// instance's, with its address and its routing rule, and the topology
+/// marks it detached or not. One move at a time, and the `ip` commands run
+/// without the VPC's lock (other requests go on meanwhile).
 fn eni_move(s: &Shared, eni: &str, to: Option<&str>) -> Reply {
-    let mut vpc = s.vpc.lock();
-    let before = vpc.attachments.clone();
-    let moved = match to {
-        None => vpc.eni_detach(eni),
-        Some(i) => vpc.eni_attach(eni, i),
-    };
-    let m = match moved {
-        Ok(m) => m,
-        Err(e) => return Reply::Error { message: e.to_string() },
+    let _one = s.eni_moving.lock();
+    let (m, a) = {
+        let mut vpc = s.vpc.lock();
+        let moved = match to {
+            None => vpc.eni_detach(eni),
+            Some(i) => vpc.eni_attach(eni, i),
+        };
+        match moved {
+            Ok(m) => {
+                let a = vpc.attachments[m.index].clone();
+                (m, a)
+            }
+            Err(e) => return Reply::Error { message: e.to_string() },
+        }
     };
     let prefix = s.prefix.as_deref();
-    let (from, dest) = (namespace_name(prefix, &m.from), namespace_name(prefix, &m.to));
-    let a = vpc.attachments[m.index].clone();
+    let (from, dest) = (eni_namespace(prefix, &m.from), eni_namespace(prefix, &m.to));
     let dev = tun_name(prefix, m.index);
-    let done = (|| -> Result<(), netns::NetnsError> {
-        if to.is_none() && !netns::exists(&dest) {
-            netns::add(&dest)?;
-            *s.parked.lock() = Some(dest.clone());
+    let table = eni_table(m.index);
+    if to.is_none() && s.parked.lock().is_none() {
+        if !netns::exists(&dest)
+            && let Err(e) = netns::add(&dest)
+        {
+            s.vpc.lock().eni_place(m.index, &m.from);
+            return Reply::Error { message: format!("making namespace {dest}: {e}") };
         }
-        netns::move_link(&from, &dev, &dest, &a.addresses, eni_table(m.index))?;
-        if to.is_some() {
-            netns::configure_link(&dest, &dev, a.mtu, &a.addresses, a.gateway, Some(eni_table(m.index)))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = done {
-        vpc.attachments = before;
+        *s.parked.lock() = Some(dest.clone());
+    }
+    if let Err(e) = netns::move_link(&from, &dev, &dest) {
+        s.vpc.lock().eni_place(m.index, &m.from);
         return Reply::Error { message: format!("moving {eni}'s device {dev} from {from} to {dest}: {e}") };
     }
+    // Moved: the rest is configuration; its failure is reported, the
+    // placement stays true.
+    let mut trouble = Vec::new();
+    if m.from != super::config::ENI_DETACHED
+        && let Err(e) = netns::drop_rules(&from, &a.addresses, table)
+    {
+        trouble.push(format!("removing its routing rule in {from}: {e}"));
+    }
+    if to.is_some()
+        && let Err(e) = netns::configure_link(&dest, &dev, a.mtu, &a.addresses, a.gateway, Some(table))
+    {
+        trouble.push(format!("configuring it in {dest}: {e}"));
+    }
+    let vpc = s.vpc.lock();
+    s.gw.set_topology(crate::pipeline::Topology::new(vpc.parts.clone()));
     tracing::info!(interface = eni, from = %from, to = %dest, "interface moved");
+    if !trouble.is_empty() {
+        return Reply::Error { message: format!("{eni} moved to {dest}, but {}", trouble.join("; ")) };
+    }
     let done = match to {
         Some(i) => format!("{eni} attached to {i} (its device {dev} is in namespace {dest} now)"),
         None => format!("{eni} detached (its device {dev} waits in namespace {dest})"),

@@ -839,6 +839,7 @@ pub const ALL: &[Scenario] = &[
                 want: "HTTP 000",
                 what: "nothing answers at its address while it is detached",
             },
+            Step::Dropped { reason: "eni_detached", what: "natgw stats counted what came for it while detached" },
             Step::Natgw {
                 argv: &["eni", "attach", "eni-svc", "web2"],
                 ok: true,
@@ -859,6 +860,12 @@ pub const ALL: &[Scenario] = &[
                 want: "web2",
                 what: "the same Elastic IP and private address reach web2, through the same group",
             },
+            Step::Reload {
+                from: "description = \"the site\"",
+                to: "description = \"the site, now on web2\"",
+                what: "a reload (the file still names web1) keeps the interface where it was moved",
+            },
+            Step::Curl { host: "web", url: "http://203.0.113.50/who", ok: true, want: "web2", what: "still web2" },
             Step::Trace {
                 q: ("198.51.100.10", "203.0.113.50", "tcp", Some(80)),
                 request: "forwarded",

@@ -182,14 +182,19 @@ pub fn configure_link(
 }
 
 /// Moves device `dev` from namespace `from` to `to` (its addresses and
-/// routes stay behind; `configure_link` gives them again), and removes the
-/// routing rules `from` held for its addresses in table `table`.
-pub fn move_link(from: &str, dev: &str, to: &str, addrs: &[(Ipv4Addr, u8)], table: u32) -> Result<(), NetnsError> {
+/// routes are lost on the way; `configure_link` gives them again).
+pub fn move_link(from: &str, dev: &str, to: &str) -> Result<(), NetnsError> {
+    ip(&["-n", from, "link", "set", "dev", dev, "netns", to]).map(|_| ())
+}
+
+/// Removes the routing rules namespace `ns` holds for `addrs` in `table`
+/// (a secondary interface's, after it moved away).
+pub fn drop_rules(ns: &str, addrs: &[(Ipv4Addr, u8)], table: u32) -> Result<(), NetnsError> {
     let t = table.to_string();
     for (a, _) in addrs {
-        let _ = ip(&["-n", from, "rule", "del", "from", &a.to_string(), "table", &t]);
+        ip(&["-n", ns, "rule", "del", "from", &a.to_string(), "table", &t])?;
     }
-    ip(&["-n", from, "link", "set", "dev", dev, "netns", to]).map(|_| ())
+    Ok(())
 }
 
 /// Sets the transmit queue length of a device in a namespace.

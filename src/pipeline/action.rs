@@ -91,6 +91,12 @@ drop_reasons! {
     /// attachment has no route to the destination (or the attachment is
     /// associated with no table): how spokes are kept apart.
     TransitNoRoute => "transit_no_route",
+    /// To a secondary interface that is detached from every instance.
+    EniDetached => "eni_detached",
+    /// Routed to a gateway endpoint from an address outside the VPC (through
+    /// a peering or a transit gateway): a gateway endpoint serves its own
+    /// VPC only (AWS).
+    EndpointTransit => "endpoint_transit",
     /// Denied by a network ACL.
     AclDeny => "acl_deny",
     /// No rule of the interface's security groups allows it (and it belongs

@@ -135,6 +135,9 @@ pub struct Host {
     /// Which connection tracking timeouts its interface's flows get (the
     /// gateway's tracker's profile; 0: AWS's defaults).
     pub ct_profile: u8,
+    /// A secondary interface detached from its instance (`natgw eni
+    /// detach`): what is routed to it is dropped (`eni_detached`).
+    pub detached: bool,
 }
 
 impl Host {

@@ -119,6 +119,9 @@ impl Pipeline {
         // Each NAT direction applies at most once per packet; a hairpinned
         // packet gets both (out through one mapping, in through another).
         let (mut snat_done, mut dnat_done) = (false, false);
+        // The VPC whose NAT gateway translated the packet, if one did: only
+        // that VPC's internet gateway lets its public address out.
+        let mut snat_vpc: Option<VpcId> = None;
         let mut translated = false;
         for _ in 0..MAX_STEPS {
             match at {
@@ -202,6 +205,16 @@ impl Pipeline {
                             let Some(ep) = topo.endpoints.get(usize::from(e)) else {
                                 return self.drop(DropReason::Blackhole);
                             };
+                            if !topo.vpcs.get(vpc.index()).is_some_and(|v| v.cidr.contains_u32(m.src)) {
+                                self.note("gateway endpoint", || {
+                                    format!(
+                                        "{}: source {} is outside the VPC: a gateway endpoint serves its own VPC only (not through a peering, transit gateway or VPN)",
+                                        ep.name,
+                                        std::net::Ipv4Addr::from(m.src)
+                                    )
+                                });
+                                return self.drop(DropReason::EndpointTransit);
+                            }
                             if !self.acl(topo, s, AclDirection::Outbound, m) {
                                 return self.drop(DropReason::AclDeny);
                             }
@@ -240,7 +253,7 @@ impl Pipeline {
                                 });
                                 self.static_nat(pkt, m, Side::Source, eip.octets(), host.eip_delta);
                                 translated = true;
-                            } else if !snat_done {
+                            } else if snat_vpc != Some(vpc) {
                                 // A public source it did not translate in this
                                 // walk (a host with its check off sending as
                                 // another's Elastic IP) is a spoof: AWS drops it.
@@ -297,6 +310,7 @@ impl Pipeline {
                                 return a;
                             }
                             snat_done = true;
+                            snat_vpc = Some(vpc);
                             translated = true;
                             at = At::Subnet(info.subnet);
                         }
@@ -409,6 +423,20 @@ impl Pipeline {
             return self.drop(DropReason::Blackhole);
         };
         let Some(pv) = topo.vpcs.get(peer.index()) else { return self.drop(DropReason::Blackhole) };
+        if let Some(hv) = topo.vpcs.get(here.index())
+            && !hv.cidr.contains_u32(m.src)
+        {
+            self.note("VPC peering", || {
+                format!(
+                    "{}: source {} is outside VPC {} ({}): a peering carries its two VPCs' own traffic only (not transitive)",
+                    pcx.name,
+                    std::net::Ipv4Addr::from(m.src),
+                    hv.name,
+                    hv.cidr
+                )
+            });
+            return self.drop(DropReason::PeeringTransit);
+        }
         if !pv.cidr.contains_u32(m.dst) {
             self.note("VPC peering", || {
                 format!(

@@ -83,18 +83,28 @@ impl Vpc {
                         format!("{a} is not in the lab's pool {} (TEST-NET-3, never a real address)", pool()),
                     ));
                 }
-                if self.allocated(a) {
-                    return Err(err("InvalidAddress.InUse", format!("{a} is allocated already")));
+                if !self.free(a) {
+                    return Err(err("InvalidAddress.InUse", format!("{a} is allocated or used already")));
                 }
                 a
             }
             None => (1..255)
                 .map(|n| pool().nth(n))
-                .find(|a| !self.allocated(*a))
+                .find(|a| self.free(*a))
                 .ok_or_else(|| err("AddressLimitExceeded", format!("no free address left in {}", pool())))?,
         };
         self.idle_eips.push(a);
+        self.runtime_eips.push(a);
         Ok(a)
+    }
+
+    /// True when `a` may become an Elastic IP: not allocated, inside no VPC,
+    /// no address of the internet side.
+    fn free(&self, a: Ipv4Addr) -> bool {
+        !self.allocated(a)
+            && !self.parts.vpcs.iter().any(|v| v.cidr.contains(a))
+            && self.parts.internet_gateway_ip != Some(a)
+            && !self.attachments.iter().any(|x| x.interface == "internet" && x.addresses.iter().any(|(ip, _)| *ip == a))
     }
 
     /// AssociateAddress with host `host`. An address associated elsewhere
@@ -170,6 +180,7 @@ impl Vpc {
     pub fn eip_release(&mut self, a: Ipv4Addr) -> Result<(), ChangeError> {
         if let Some(i) = self.idle_eips.iter().position(|e| *e == a) {
             self.idle_eips.remove(i);
+            self.runtime_eips.retain(|e| *e != a);
             return Ok(());
         }
         if self.allocated(a) {

@@ -94,7 +94,7 @@ impl Vpc {
         if from == DETACHED {
             return Err(err("IncorrectState", format!("`{eni}` is not attached")));
         }
-        self.attachments[i].namespace = DETACHED.to_string();
+        self.eni_place(i, DETACHED);
         Ok(EniMove { index: i, from, to: DETACHED.to_string() })
     }
 
@@ -117,8 +117,15 @@ impl Vpc {
             return Err(err("InvalidParameterCombination", format!("`{eni}` and `{instance}` are in different VPCs")));
         }
         let to = self.attachments[j].namespace.clone();
-        self.attachments[i].namespace = to.clone();
+        self.eni_place(i, &to);
         Ok(EniMove { index: i, from, to })
+    }
+
+    /// Puts interface `i` in namespace `ns` (as the file names them; the
+    /// detached interfaces' one marks it detached in the topology too).
+    pub fn eni_place(&mut self, i: usize, ns: &str) {
+        self.attachments[i].namespace = ns.to_string();
+        self.parts.hosts[i].detached = ns == DETACHED;
     }
 }
 
