@@ -462,6 +462,24 @@ fn load(path: Option<&Path>) -> Result<Vpc, String> {
     Ok(v)
 }
 
+/// Prints what a change did and the list after it (`--json`: the list only).
+fn show_change<T: serde::Serialize>(
+    t: &Target,
+    done: &str,
+    items: &[T],
+    render: fn(&[T]) -> String,
+) -> Result<ExitCode, String> {
+    if t.json {
+        println!("{}", serde_json::to_string_pretty(items).map_err(|e| e.to_string())?);
+    } else {
+        if !done.is_empty() {
+            println!("{done}");
+        }
+        print!("{}", render(items));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn ask(t: &Target, r: &Request) -> Result<Reply, String> {
     match socket::request(&t.socket(), r).map_err(|e| e.to_string())? {
         Reply::Error { message } => Err(message),
@@ -749,15 +767,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let Reply::Enis { enis, done } = ask(&target, &request)? else {
                 return Err("unexpected answer".into());
             };
-            if target.json {
-                println!("{}", serde_json::to_string_pretty(&enis).map_err(|e| e.to_string())?);
-            } else {
-                if !done.is_empty() {
-                    println!("{done}");
-                }
-                print!("{}", render::enis(&enis));
-            }
-            Ok(ExitCode::SUCCESS)
+            show_change(&target, &done, &enis, render::enis)
         }
         Cmd::Eip(cmd) => {
             let (target, request) = match cmd {
@@ -772,15 +782,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             let Reply::Eips { eips, done } = ask(&target, &request)? else {
                 return Err("unexpected answer".into());
             };
-            if target.json {
-                println!("{}", serde_json::to_string_pretty(&eips).map_err(|e| e.to_string())?);
-            } else {
-                if !done.is_empty() {
-                    println!("{done}");
-                }
-                print!("{}", render::eips(&eips));
-            }
-            Ok(ExitCode::SUCCESS)
+            show_change(&target, &done, &eips, render::eips)
         }
         Cmd::NatGateway(NatGatewayCmd::Delete { target, name }) => {
             ask(&target, &Request::NatGatewayDelete { name: name.clone() })?;
