@@ -1035,37 +1035,32 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
                     line_col(cx.src, r.destination.span().start).0
                 ));
             }
-            if let Target::Peering(p) = target {
-                let pcx = &vpcs.peerings[usize::from(p)];
-                let peer = pcx.other(in_vpc).unwrap_or(in_vpc);
-                if vpc.covers(&destination) {
-                    return Err(cx.err(
-                        r.destination.span(),
-                        format!(
-                            "{destination} is inside the table's own VPC {} ({vpc}): the address would be ambiguous",
-                            vpcs.name(in_vpc)
-                        ),
-                        format!("route the peer VPC's block ({}) or a part of it", vpcs.cidr(peer)),
-                    ));
-                }
-                if !vpcs.cidr(peer).covers(&destination) {
-                    warnings.push(format!(
-                        "route table `{}` sends {destination} to {} (line {}), beyond the peer VPC {} ({}): a peering carries traffic to its peer's own addresses only (not transitive), so the rest is dropped (peering_transit)",
-                        t.name.get_ref(), pcx.name, line_col(cx.src, r.destination.span().start).0, vpcs.name(peer), vpcs.cidr(peer)
-                    ));
-                }
-            }
-            if let Target::TransitGateway(_) = target
-                && vpc.covers(&destination)
-            {
+            if targets::inside_own_vpc(target, vpc, destination) {
+                let fix = match target {
+                    Target::Peering(p) => {
+                        let peer = vpcs.peerings[usize::from(p)].other(in_vpc).unwrap_or(in_vpc);
+                        format!("route the peer VPC's block ({}) or a part of it", vpcs.cidr(peer))
+                    }
+                    _ => "route the other VPCs' blocks (or 0.0.0.0/0) to the transit gateway".to_string(),
+                };
                 return Err(cx.err(
                     r.destination.span(),
                     format!(
                         "{destination} is inside the table's own VPC {} ({vpc}): the address would be ambiguous",
                         vpcs.name(in_vpc)
                     ),
-                    "route the other VPCs' blocks (or 0.0.0.0/0) to the transit gateway",
+                    fix,
                 ));
+            }
+            if let Target::Peering(p) = target {
+                let pcx = &vpcs.peerings[usize::from(p)];
+                let peer = pcx.other(in_vpc).unwrap_or(in_vpc);
+                if !vpcs.cidr(peer).covers(&destination) {
+                    warnings.push(format!(
+                        "route table `{}` sends {destination} to {} (line {}), beyond the peer VPC {} ({}): a peering carries traffic to its peer's own addresses only (not transitive), so the rest is dropped (peering_transit)",
+                        t.name.get_ref(), pcx.name, line_col(cx.src, r.destination.span().start).0, vpcs.name(peer), vpcs.cidr(peer)
+                    ));
+                }
             }
             routes.push(Route { destination, target, target_name: name.to_string(), state: RouteState::Active });
         }
@@ -1337,6 +1332,26 @@ fn compile(cx: &Ctx<'_>, f: File) -> Result<Vpc, ConfigError> {
         idle_eips: Vec::new(),
         runtime_eips: Vec::new(),
     })
+}
+
+/// Each VPC's connection tracking zone, from the parts that decide it.
+fn zones(p: &TopologyParts) -> Vec<u16> {
+    crate::pipeline::topology::zones(&p.vpcs, &p.peerings, &p.transit_gateways)
+}
+
+/// Checks a name that is an AWS id with a fixed prefix (`pcx-`, `tgw-`,
+/// `tgw-attach-`), 32 characters at most. `what` names the kind (`peering`),
+/// `an_id` says what it is not (`a peering id`).
+fn prefixed_name(cx: &Ctx<'_>, n: &S, prefix: &str, what: &str, an_id: &str, example: &str) -> Result<(), ConfigError> {
+    let name = n.get_ref();
+    if name.starts_with(prefix) && name_ok(name) {
+        return Ok(());
+    }
+    Err(cx.err(
+        n.span(),
+        format!("{what} name `{name}` is not {an_id}"),
+        format!("write e.g. \"{example}\" ({prefix} and up to {} letters, digits, `-` or `_`)", 32 - prefix.len()),
+    ))
 }
 
 fn list<V>(m: &HashMap<String, V>) -> String {
@@ -1827,9 +1842,7 @@ impl Vpc {
         };
         let subnet_vpcs =
             |v: &Vpc| -> Vec<(String, VpcId)> { v.parts.subnets.iter().map(|s| (s.name.clone(), s.vpc)).collect() };
-        if vpcs(&new) != vpcs(self)
-            || subnet_vpcs(&new) != subnet_vpcs(self)
-            || crate::pipeline::topology::zones(&new.parts) != crate::pipeline::topology::zones(&self.parts)
+        if vpcs(&new) != vpcs(self) || subnet_vpcs(&new) != subnet_vpcs(self) || zones(&new.parts) != zones(&self.parts)
         {
             return refuse(
                 "the VPCs, their subnets, or which VPCs peerings and transit gateways join differ: flows are tracked per set of joined VPCs as the gateway started (restart it)",
@@ -1880,9 +1893,8 @@ impl Vpc {
         }
         // Addresses allocated while running stay allocated (idle unless the
         // file now uses them); the hosts' associations are the file's again.
-        let taken: Vec<String> = new.eip_list().into_iter().map(|e| e.address).collect();
         for a in &self.runtime_eips {
-            if !taken.contains(&a.to_string()) && !new.idle_eips.contains(a) {
+            if !new.allocated(*a) {
                 new.idle_eips.push(*a);
             }
         }

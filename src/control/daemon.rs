@@ -822,7 +822,7 @@ pub fn route_views(vpc: &Vpc) -> Vec<RouteTableView> {
 /// The transit gateways' route tables, as the console shows them: the
 /// attachments associated with each, its routes with their type.
 fn transit_views(vpc: &Vpc) -> impl Iterator<Item = RouteTableView> + '_ {
-    use crate::pipeline::transit::{RouteType, TransitTarget};
+    use crate::pipeline::transit::TransitTarget;
     vpc.parts.transit_gateways.iter().flat_map(|g| {
         g.tables.iter().enumerate().map(move |(i, t)| RouteTableView {
             name: t.name.clone(),
@@ -832,12 +832,9 @@ fn transit_views(vpc: &Vpc) -> impl Iterator<Item = RouteTableView> + '_ {
                 .routes()
                 .iter()
                 .map(|r| {
-                    let kind = match r.kind {
-                        RouteType::Static => "static",
-                        RouteType::Propagated => "propagated",
-                    };
                     let state = if r.target == TransitTarget::Blackhole { "blackhole" } else { "active" };
-                    (r.destination.to_string(), format!("{} ({kind})", g.target_name(r.target)), state.to_string())
+                    let target = format!("{} ({})", g.target_name(r.target), r.kind.name());
+                    (r.destination.to_string(), target, state.to_string())
                 })
                 .collect(),
             transit: Some(g.name.clone()),

@@ -437,7 +437,7 @@ pub fn teardown(state: &LabState) {
     }
     // Where the gateway parks detached interfaces, if it was killed before
     // it could delete it.
-    let parked = format!("{}-{}", state.prefix, super::config::ENI_DETACHED);
+    let parked = super::daemon::namespace_name(Some(&state.prefix), super::config::ENI_DETACHED);
     if netns::exists(&parked) {
         let _ = netns::delete(&parked);
     }

@@ -169,11 +169,12 @@ pub fn configure_link(
         // A secondary interface leaves the namespace's default route to the
         // primary one; what is sent from its own address goes out through it
         // (table `t`), as EC2's ec2-net-utils set it up.
-        Some(t) => {
-            let t = t.to_string();
+        Some(table) => {
+            let t = table.to_string();
             ip(&["-n", ns, "route", "replace", "default", "via", &gw, "dev", dev, "onlink", "table", &t])?;
+            // No rule left from an earlier stay in this namespace.
+            let _ = drop_rules(ns, addrs, table);
             for (a, _) in addrs {
-                let _ = ip(&["-n", ns, "rule", "del", "from", &a.to_string(), "table", &t]);
                 ip(&["-n", ns, "rule", "add", "from", &a.to_string(), "table", &t])?;
             }
         }

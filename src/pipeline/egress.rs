@@ -53,9 +53,7 @@ impl Pipeline {
     /// Sends the packet out of `egress`, after MSS clamping and the MTU check.
     #[inline]
     pub(super) fn forward(&self, now: Timestamp, egress: IfId, ingress: IfId, pkt: &mut PacketBuf, m: &Meta) -> Action {
-        if let Some(super::topology::IfKind::Host(h)) = self.topo.interfaces.get(usize::from(egress)).map(|i| i.kind)
-            && self.topo.hosts.get(usize::from(h)).is_some_and(|h| h.detached)
-        {
+        if self.topo.interfaces.get(usize::from(egress)).is_some_and(|i| i.detached) {
             self.note("interface", || format!("{} is detached from every instance", self.if_name(egress)));
             return self.drop(DropReason::EniDetached);
         }

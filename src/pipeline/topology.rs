@@ -85,6 +85,9 @@ pub struct Interface {
     pub kind: IfKind,
     /// The link MTU.
     pub mtu: u16,
+    /// A host's interface detached from every instance (its host's
+    /// `detached`, kept here for the delivery step's one look).
+    pub detached: bool,
 }
 
 /// A subnet of the VPC.
@@ -364,7 +367,12 @@ impl Topology {
                 Some(e) => Delta::ZERO.addr(h.ip.octets(), e.octets()),
                 None => Delta::ZERO,
             };
-            interfaces.push(Interface { name: h.name.clone(), kind: IfKind::Host(i as HostId), mtu: mtu_of(i) });
+            interfaces.push(Interface {
+                name: h.name.clone(),
+                kind: IfKind::Host(i as HostId),
+                mtu: mtu_of(i),
+                detached: h.detached,
+            });
         }
         let internet = parts.internet_gateway_ip.map(|gateway_ip| {
             let interface = interfaces.len() as IfId;
@@ -372,6 +380,7 @@ impl Topology {
                 name: "internet".into(),
                 kind: IfKind::Internet,
                 mtu: mtu_of(usize::from(interface)),
+                detached: false,
             });
             InternetSide { interface, gateway_ip }
         });
@@ -382,6 +391,7 @@ impl Topology {
                     name: "dns".into(),
                     kind: IfKind::Dns,
                     mtu: mtu_of(usize::from(interface)),
+                    detached: false,
                 });
                 interface
             });
@@ -394,7 +404,12 @@ impl Topology {
             .map(|(i, (name, prefix_list))| {
                 let interface = interfaces.len() as IfId;
                 let kind = IfKind::Endpoint(i as EndpointId);
-                interfaces.push(Interface { name: name.clone(), kind, mtu: mtu_of(usize::from(interface)) });
+                interfaces.push(Interface {
+                    name: name.clone(),
+                    kind,
+                    mtu: mtu_of(usize::from(interface)),
+                    detached: false,
+                });
                 EndpointSide { name: name.clone(), prefix_list: prefix_list.clone(), interface }
             })
             .collect::<Vec<_>>();
@@ -495,6 +510,13 @@ impl Topology {
         self.subnets.get(usize::from(s)).map_or(VpcId::FIRST, |s| s.vpc)
     }
 
+    /// True when `addr` is inside VPC `v`'s own block (a peering or a
+    /// gateway endpoint carries that VPC's own traffic only).
+    #[inline]
+    pub fn inside(&self, v: VpcId, addr: u32) -> bool {
+        self.vpcs.get(v.index()).is_some_and(|x| x.cidr.contains_u32(addr))
+    }
+
     /// The connection tracking zone of VPC `v`.
     #[inline]
     pub fn zone_of(&self, v: VpcId) -> u16 {
@@ -508,9 +530,9 @@ impl Topology {
 }
 
 /// Each VPC's connection tracking zone, as [`Topology::new`] assigns them.
-pub fn zones(parts: &TopologyParts) -> Vec<u16> {
-    let mut v = parts.vpcs.clone();
-    zone_vpcs(&mut v, &links(&parts.peerings, &parts.transit_gateways));
+pub fn zones(vpcs: &[VpcInfo], peerings: &[Peering], tgws: &[TransitGateway]) -> Vec<u16> {
+    let mut v = vpcs.to_vec();
+    zone_vpcs(&mut v, &links(peerings, tgws));
     v.iter().map(|v| v.zone).collect()
 }
 

@@ -48,6 +48,16 @@ pub enum RouteType {
     Propagated,
 }
 
+impl RouteType {
+    /// As the console shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteType::Static => "static",
+            RouteType::Propagated => "propagated",
+        }
+    }
+}
+
 /// One transit route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransitRoute {

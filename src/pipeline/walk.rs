@@ -118,10 +118,9 @@ impl Pipeline {
     ) -> Action {
         // Each NAT direction applies at most once per packet; a hairpinned
         // packet gets both (out through one mapping, in through another).
-        let (mut snat_done, mut dnat_done) = (false, false);
-        // The VPC whose NAT gateway translated the packet, if one did: only
-        // that VPC's internet gateway lets its public address out.
-        let mut snat_vpc: Option<VpcId> = None;
+        // The VPC whose NAT gateway translated the packet, if one did (only
+        // that VPC's internet gateway lets its public address out).
+        let (mut snat_vpc, mut dnat_done): (Option<VpcId>, bool) = (None, false);
         let mut translated = false;
         for _ in 0..MAX_STEPS {
             match at {
@@ -205,7 +204,7 @@ impl Pipeline {
                             let Some(ep) = topo.endpoints.get(usize::from(e)) else {
                                 return self.drop(DropReason::Blackhole);
                             };
-                            if !topo.vpcs.get(vpc.index()).is_some_and(|v| v.cidr.contains_u32(m.src)) {
+                            if !topo.inside(vpc, m.src) {
                                 self.note("gateway endpoint", || {
                                     format!(
                                         "{}: source {} is outside the VPC: a gateway endpoint serves its own VPC only (not through a peering, transit gateway or VPN)",
@@ -269,7 +268,7 @@ impl Pipeline {
                             return self.forward(now, internet.interface, ingress, pkt, m);
                         }
                         Target::NatGateway(n) => {
-                            if snat_done {
+                            if snat_vpc.is_some() {
                                 return self.drop(DropReason::RoutingLoop);
                             }
                             let Some(info) = topo.nat_gateways.get(usize::from(n)) else {
@@ -309,7 +308,6 @@ impl Pipeline {
                             if let Err(a) = self.nat_out(now, topo, n, ingress, pkt, m) {
                                 return a;
                             }
-                            snat_done = true;
                             snat_vpc = Some(vpc);
                             translated = true;
                             at = At::Subnet(info.subnet);
@@ -423,16 +421,13 @@ impl Pipeline {
             return self.drop(DropReason::Blackhole);
         };
         let Some(pv) = topo.vpcs.get(peer.index()) else { return self.drop(DropReason::Blackhole) };
-        if let Some(hv) = topo.vpcs.get(here.index())
-            && !hv.cidr.contains_u32(m.src)
-        {
+        if !topo.inside(here, m.src) {
             self.note("VPC peering", || {
+                let hv = topo.vpcs.get(here.index()).map_or_else(|| "?".to_string(), |v| format!("{} ({})", v.name, v.cidr));
                 format!(
-                    "{}: source {} is outside VPC {} ({}): a peering carries its two VPCs' own traffic only (not transitive)",
+                    "{}: source {} is outside VPC {hv}: a peering carries its two VPCs' own traffic only (not transitive)",
                     pcx.name,
                     std::net::Ipv4Addr::from(m.src),
-                    hv.name,
-                    hv.cidr
                 )
             });
             return self.drop(DropReason::PeeringTransit);
@@ -483,7 +478,7 @@ impl Pipeline {
         else {
             return Err(self.drop(DropReason::Blackhole));
         };
-        if !(self.acl(topo, s, AclDirection::Outbound, m) && self.acl(topo, from.subnet, AclDirection::Inbound, m)) {
+        if !self.cross(topo, s, from.subnet, m) {
             return Err(self.drop(DropReason::AclDeny));
         }
         let Some(table) = from.table.and_then(|i| tgw.tables.get(i)) else {
@@ -505,17 +500,14 @@ impl Pipeline {
             return Err(self.drop(DropReason::TransitNoRoute));
         };
         self.note("transit gateway", || {
-            let kind = match route.kind {
-                super::transit::RouteType::Static => "static",
-                super::transit::RouteType::Propagated => "propagated",
-            };
             format!(
-                "{} route table {} (associated with {}): {} -> {} ({kind})",
+                "{} route table {} (associated with {}): {} -> {} ({})",
                 tgw.name,
                 table.name,
                 from.name,
                 route.destination,
-                tgw.target_name(route.target)
+                tgw.target_name(route.target),
+                route.kind.name()
             )
         });
         let TransitTarget::Attachment(a) = route.target else {

@@ -60,13 +60,20 @@ impl Vpc {
         out
     }
 
-    fn allocated(&self, a: Ipv4Addr) -> bool {
-        self.eip_list().iter().any(|v| v.address == a.to_string())
+    /// Every allocated address: hosts', NAT gateways', idle.
+    fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let hosts = self.parts.hosts.iter().filter_map(|h| h.elastic_ip);
+        let nats = self.parts.nat_gateways.iter().flat_map(|n| n.public_ips.iter().copied());
+        hosts.chain(nats).chain(self.idle_eips.iter().copied())
+    }
+
+    pub(super) fn allocated(&self, a: Ipv4Addr) -> bool {
+        self.addresses().any(|x| x == a)
     }
 
     /// AllocateAddress: `address`, or the lowest free one of the pool.
     pub fn eip_allocate(&mut self, address: Option<Ipv4Addr>) -> Result<Ipv4Addr, ChangeError> {
-        let held = self.eip_list().len();
+        let held = self.addresses().count();
         if held >= REGION_LIMIT {
             return Err(err(
                 "AddressLimitExceeded",
@@ -208,17 +215,17 @@ mod tests {
         assert_eq!(v.eip_list().iter().find(|e| e.address == a.to_string()).unwrap().association, None);
         let host = v.parts.hosts.iter().find(|h| h.elastic_ip.is_none()).unwrap().name.clone();
         assert_eq!(v.eip_associate(a, &host, false).unwrap(), None);
-        // Moving it needs --allow-reassociation; the host it leaves keeps none.
-        let other = v.parts.hosts.iter().find(|h| h.name != host && h.elastic_ip.is_none()).map(|h| h.name.clone());
-        if let Some(other) = other {
-            let e = v.eip_associate(a, &other, false).unwrap_err();
-            assert!(e.to_string().contains("Resource.AlreadyAssociated"), "{e}");
-            v.eip_associate(a, &other, true).unwrap();
-            assert!(v.parts.hosts.iter().find(|h| h.name == host).unwrap().elastic_ip.is_none());
-        }
+        // Moving it needs --allow-reassociation; the host it leaves keeps
+        // none, the host it joins gives its own back, idle.
+        let other = v.parts.hosts.iter().find(|h| h.name != host).expect("the lab has two hosts").name.clone();
+        let e = v.eip_associate(a, &other, false).unwrap_err();
+        assert!(e.to_string().contains("Resource.AlreadyAssociated"), "{e}");
+        let own = v.eip_associate(a, &other, true).unwrap().expect("the other host had an Elastic IP");
+        assert!(v.parts.hosts.iter().find(|h| h.name == host).unwrap().elastic_ip.is_none());
         let e = v.eip_release(a).unwrap_err();
         assert!(e.to_string().contains("InvalidIPAddress.InUse"), "{e}");
         v.eip_disassociate(a).unwrap();
+        v.eip_associate(own, &other, false).unwrap();
         v.eip_release(a).unwrap();
         assert_eq!(v.eip_list(), before);
     }

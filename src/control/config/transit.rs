@@ -74,13 +74,7 @@ pub(super) fn compile(
     let mut tgws: Vec<TransitGateway> = Vec::new();
     for g in sections {
         let name = g.name.get_ref();
-        if !name.starts_with("tgw-") || !name_ok(name) {
-            return Err(cx.err(
-                g.name.span(),
-                format!("transit gateway name `{name}` is not a transit gateway id"),
-                "write e.g. \"tgw-hub\" (tgw- and up to 28 letters, digits, `-` or `_`)",
-            ));
-        }
+        super::prefixed_name(cx, &g.name, "tgw-", "transit gateway", "a transit gateway id", "tgw-hub")?;
         if tgws.iter().any(|t| &t.name == name) {
             return Err(cx.err(g.name.span(), format!("transit gateway `{name}` is defined twice"), "keep one"));
         }
@@ -224,13 +218,7 @@ fn attachments(
         }
         let name = match &a.name {
             Some(n) => {
-                if !n.get_ref().starts_with("tgw-attach-") || !name_ok(n.get_ref()) {
-                    return Err(cx.err(
-                        n.span(),
-                        format!("attachment name `{}` is not an attachment id", n.get_ref()),
-                        "write e.g. \"tgw-attach-app\" (tgw-attach- and up to 21 letters, digits, `-` or `_`)",
-                    ));
-                }
+                super::prefixed_name(cx, n, "tgw-attach-", "attachment", "an attachment id", "tgw-attach-app")?;
                 if out.iter().any(|o| o.name == *n.get_ref()) {
                     return Err(cx.err(n.span(), format!("attachment `{}` is defined twice", n.get_ref()), "keep one"));
                 }

@@ -129,13 +129,7 @@ pub(super) fn compile(
     }
     for p in peerings {
         let name = p.name.get_ref();
-        if !name.starts_with("pcx-") || !name_ok(name) {
-            return Err(cx.err(
-                p.name.span(),
-                format!("peering name `{name}` is not a peering id"),
-                "write e.g. \"pcx-app-shared\" (pcx- and up to 28 letters, digits, `-` or `_`)",
-            ));
-        }
+        super::prefixed_name(cx, &p.name, "pcx-", "peering", "a peering id", "pcx-app-shared")?;
         if vpcs.peering_names.contains_key(name) {
             return Err(cx.err(p.name.span(), format!("peering `{name}` is defined twice"), "keep one"));
         }
@@ -182,17 +176,10 @@ pub(super) fn compile(
 /// be ambiguous to their tracker (a peer's peer may overlap on AWS; natgw
 /// refuses it for now).
 pub(super) fn check_zones(cx: &Ctx<'_>, vpcs: &Vpcs, tgws: &[TransitGateway]) -> Result<(), ConfigError> {
-    let mut parts = crate::pipeline::topology::TopologyParts {
-        vpcs: vpcs.infos.clone(),
-        peerings: vpcs.peerings.clone(),
-        transit_gateways: tgws.to_vec(),
-        ..Default::default()
-    };
-    parts.vpc_cidrs = parts.vpcs.iter().map(|v| v.cidr).collect();
-    let zoned = crate::pipeline::Topology::new(parts);
-    for (i, a) in zoned.vpcs.iter().enumerate() {
-        for (j, b) in zoned.vpcs.iter().enumerate().skip(i + 1) {
-            if a.zone == b.zone && a.cidr.overlaps(&b.cidr) {
+    let zones = crate::pipeline::topology::zones(&vpcs.infos, &vpcs.peerings, tgws);
+    for (i, a) in vpcs.infos.iter().enumerate() {
+        for (j, b) in vpcs.infos.iter().enumerate().skip(i + 1) {
+            if zones[i] == zones[j] && a.cidr.overlaps(&b.cidr) {
                 let (line, _) = line_col(cx.src, vpcs.spans[i].start);
                 return Err(cx.err(
                     vpcs.spans[j].clone(),
